@@ -1,0 +1,244 @@
+//! The command line: `serve` (the default) and `simulator`. Every flag also
+//! reads `FACEID_<FLAG_IN_CAPS>`; Tencent keys come only from the
+//! `TENCENTCLOUD_*` variables (see [`crate::tencent::credentials`]), never
+//! from flags, so they stay out of process listings.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use reqwest::Url;
+
+/// The gateway's command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "faceid-gateway",
+    version,
+    about = "gRPC gateway to Tencent Cloud FaceID CheckIdCardInformation",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// What to run; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// `serve` flags given without the word `serve`.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+impl Cli {
+    /// The subcommand to run, with `serve` as the default.
+    pub fn into_command(self) -> Command {
+        self.command.unwrap_or(Command::Serve(self.serve))
+    }
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gRPC gateway (the default).
+    Serve(ServeArgs),
+    /// Run the Tencent API simulator as a standalone HTTP server.
+    Simulator(SimulatorArgs),
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// JSON when stderr is not a terminal, text otherwise.
+    Auto,
+    /// One JSON object per line.
+    Json,
+    /// Human-readable text.
+    Text,
+}
+
+/// Flags of `faceid-gateway serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address the gRPC server listens on.
+    #[arg(long, env = "FACEID_LISTEN", default_value = "0.0.0.0:50051")]
+    pub listen: SocketAddr,
+
+    /// Tencent API endpoint (`http://` is accepted for local tests).
+    #[arg(
+        long,
+        env = "FACEID_ENDPOINT",
+        default_value = "https://faceid.intl.tencentcloudapi.com"
+    )]
+    pub endpoint: Url,
+
+    /// Sent as X-TC-Region when set; not needed for this action.
+    #[arg(long, env = "FACEID_REGION")]
+    pub region: Option<String>,
+
+    /// Run the built-in simulator in-process and call it instead of Tencent
+    /// (no credentials needed; results are marked simulated).
+    #[arg(long, env = "FACEID_SIMULATE")]
+    pub simulate: bool,
+
+    /// Requests per second the in-process simulator allows (with --simulate).
+    #[arg(long, env = "FACEID_SIMULATOR_RATE_LIMIT", default_value_t = crate::simulator::DEFAULT_RATE_LIMIT)]
+    pub simulator_rate_limit: u32,
+
+    /// Similarity (0-100) at or above which a Success is VERDICT_MATCH.
+    #[arg(long, env = "FACEID_MATCH_THRESHOLD", default_value_t = crate::verdict::DEFAULT_MATCH_THRESHOLD, value_parser = parse_threshold)]
+    pub match_threshold: f64,
+
+    /// Limit for one upstream attempt, e.g. `10s` or `500ms`.
+    #[arg(long, env = "FACEID_UPSTREAM_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub upstream_timeout: Duration,
+
+    /// Limit for connecting to the upstream.
+    #[arg(long, env = "FACEID_CONNECT_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// How long in-flight calls may finish after SIGTERM before the process exits.
+    #[arg(long, env = "FACEID_DRAIN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
+    pub drain_timeout: Duration,
+
+    /// How often TENCENTCLOUD_CREDENTIALS_FILE is checked for new keys.
+    #[arg(long, env = "FACEID_CREDENTIALS_RELOAD_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub credentials_reload_interval: Duration,
+
+    /// Log line format.
+    #[arg(long, env = "FACEID_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+}
+
+impl ServeArgs {
+    /// The defaults, as if no flag and no variable were set.
+    pub fn defaults() -> Self {
+        Self::from_flags(std::iter::empty::<&str>())
+    }
+
+    /// Parses `serve` flags given without the program name; `FACEID_*`
+    /// variables still apply. For tests and embedding.
+    ///
+    /// # Panics
+    /// When the flags are invalid.
+    pub fn from_flags<I, T>(flags: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        #[derive(Parser)]
+        struct Wrapper {
+            #[command(flatten)]
+            args: ServeArgs,
+        }
+        let argv = std::iter::once("faceid-gateway".into()).chain(flags.into_iter().map(Into::into));
+        Wrapper::parse_from(argv).args
+    }
+}
+
+/// Flags of `faceid-gateway simulator`.
+#[derive(Debug, Clone, Args)]
+pub struct SimulatorArgs {
+    /// Address the simulator listens on.
+    #[arg(long, env = "FACEID_LISTEN", default_value = "127.0.0.1:9000")]
+    pub listen: SocketAddr,
+
+    /// The SecretId the simulator accepts.
+    #[arg(long, env = "FACEID_SECRET_ID")]
+    pub secret_id: String,
+
+    /// The SecretKey it verifies signatures with.
+    #[arg(long, env = "FACEID_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: String,
+
+    /// A session token it requires in X-TC-Token (temporary keys).
+    #[arg(long, env = "FACEID_SESSION_TOKEN", hide_env_values = true)]
+    pub session_token: Option<String>,
+
+    /// Requests per sliding second before RequestLimitExceeded (0 = no limit).
+    #[arg(long, env = "FACEID_RATE_LIMIT", default_value_t = crate::simulator::DEFAULT_RATE_LIMIT)]
+    pub rate_limit: u32,
+
+    /// Log line format.
+    #[arg(long, env = "FACEID_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
+    pub log_format: LogFormat,
+}
+
+/// Parses `10s`, `500ms`, `1m 30s` and the like.
+///
+/// # Errors
+/// Text that is not a duration.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 10s, 500ms, 2m)"))
+}
+
+fn parse_threshold(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if (0.0..=100.0).contains(&value) => Ok(value),
+        _ => Err("must be a number from 0 to 100".to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_arguments_means_serve_with_defaults() {
+        let cli = Cli::parse_from(["faceid-gateway"]);
+        let Command::Serve(args) = cli.into_command() else {
+            panic!("expected serve");
+        };
+        assert_eq!(args.listen.to_string(), "0.0.0.0:50051");
+        assert_eq!(args.endpoint.as_str(), "https://faceid.intl.tencentcloudapi.com/");
+        assert_eq!(args.match_threshold, 70.0);
+        assert!(!args.simulate);
+    }
+
+    #[test]
+    fn serve_flags_work_with_and_without_the_word_serve() {
+        for argv in [
+            vec!["faceid-gateway", "--simulate", "--listen", "127.0.0.1:0"],
+            vec!["faceid-gateway", "serve", "--simulate", "--listen", "127.0.0.1:0"],
+        ] {
+            let Command::Serve(args) = Cli::parse_from(argv).into_command() else {
+                panic!("expected serve");
+            };
+            assert!(args.simulate);
+            assert_eq!(args.listen.port(), 0);
+        }
+    }
+
+    #[test]
+    fn simulator_subcommand_parses() {
+        let cli = Cli::parse_from([
+            "faceid-gateway",
+            "simulator",
+            "--listen",
+            "127.0.0.1:9000",
+            "--secret-id",
+            "AKID",
+            "--secret-key",
+            "KEY",
+            "--rate-limit",
+            "1000",
+        ]);
+        let Command::Simulator(args) = cli.into_command() else {
+            panic!("expected simulator");
+        };
+        assert_eq!(args.rate_limit, 1000);
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        for argv in [
+            vec!["faceid-gateway", "--match-threshold", "101"],
+            vec!["faceid-gateway", "--upstream-timeout", "soon"],
+            vec!["faceid-gateway", "--listen", "nowhere"],
+        ] {
+            assert!(Cli::try_parse_from(argv).is_err());
+        }
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+    }
+}

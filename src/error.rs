@@ -1,0 +1,257 @@
+//! The gateway's error type and the one place it becomes a `tonic::Status`
+//! with `google.rpc` details: `ErrorInfo` always, `BadRequest` for invalid
+//! input, `RetryInfo` where a retry may succeed, `QuotaFailure` and
+//! `PreconditionFailure` for account problems. Messages carry codes, never
+//! input, upstream text, keys or personal data.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tonic::metadata::MetadataValue;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
+
+use crate::tencent::{self, Class};
+use crate::validate::InvalidArgument;
+
+/// `ErrorInfo.domain` of every error.
+pub const ERROR_DOMAIN: &str = "faceid.tencentcloudapi.com";
+/// Response metadata key with Tencent's `RequestId`.
+pub const REQUEST_ID_METADATA: &str = "x-tencent-request-id";
+/// The delay suggested in `RetryInfo` after transient upstream trouble.
+const TRANSIENT_RETRY_DELAY: Duration = Duration::from_secs(1);
+
+/// Everything a verification can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request broke a rule; nothing was sent upstream.
+    #[error(transparent)]
+    InvalidArgument(#[from] InvalidArgument),
+    /// The upstream call failed (after the gateway's own retries).
+    #[error(transparent)]
+    Upstream(#[from] tencent::Error),
+    /// The gateway is shutting down and took no new work.
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
+}
+
+/// The gRPC code each class of Tencent code maps to.
+pub fn code_for(class: Class) -> Code {
+    match class {
+        Class::InvalidInput => Code::InvalidArgument,
+        Class::Transient => Code::Unavailable,
+        Class::RateLimited | Class::Quota => Code::ResourceExhausted,
+        Class::GatewaySetup => Code::Internal,
+        Class::AccountState => Code::FailedPrecondition,
+        // Verification outcomes are OK answers, never errors; an error
+        // carrying one would be a bug, reported as UNKNOWN.
+        Class::Unknown | Class::Success | Class::NoMatch(_) => Code::Unknown,
+    }
+}
+
+/// The canonical upper-case name of a gRPC code, as logs and docs write it.
+pub fn grpc_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Self {
+        match error {
+            Error::InvalidArgument(invalid) => invalid_argument_status(&invalid),
+            Error::Upstream(upstream) => upstream_status(&upstream),
+            Error::ShuttingDown => {
+                let mut details = ErrorDetails::new();
+                details.set_error_info("GatewayShuttingDown", ERROR_DOMAIN, HashMap::new());
+                details.set_retry_info(Some(TRANSIENT_RETRY_DELAY));
+                Status::with_error_details(
+                    Code::Unavailable,
+                    "the gateway is shutting down; retry on another replica",
+                    details,
+                )
+            }
+        }
+    }
+}
+
+fn invalid_argument_status(invalid: &InvalidArgument) -> Status {
+    let mut details = ErrorDetails::new();
+    let reason = invalid
+        .violations
+        .first()
+        .map_or("InvalidParameter", |v| v.code);
+    details.set_error_info(
+        reason,
+        ERROR_DOMAIN,
+        HashMap::from([("checked_by".to_owned(), "gateway".to_owned())]),
+    );
+    details.set_bad_request(
+        invalid
+            .violations
+            .iter()
+            .map(|v| FieldViolation::new(&v.field, &v.description))
+            .collect::<Vec<_>>(),
+    );
+    Status::with_error_details(Code::InvalidArgument, invalid.to_string(), details)
+}
+
+fn upstream_status(error: &tencent::Error) -> Status {
+    let class = error.class();
+    let code = code_for(class);
+    let reason = error.reason();
+    let request_id = error.request_id();
+
+    let mut details = ErrorDetails::new();
+    let mut metadata = HashMap::new();
+    if let Some(request_id) = request_id {
+        metadata.insert("request_id".to_owned(), request_id.to_owned());
+    }
+    details.set_error_info(reason, ERROR_DOMAIN, metadata);
+    let message = match class {
+        Class::InvalidInput => {
+            let field = if reason == "FailedOperation.DownLoadError" {
+                "image_url"
+            } else {
+                "source"
+            };
+            details.add_bad_request_violation(field, format!("Tencent refused the input ({reason})"));
+            format!("Tencent refused the input: {reason}")
+        }
+        Class::Transient => {
+            details.set_retry_info(Some(TRANSIENT_RETRY_DELAY));
+            format!("Tencent FaceID is unavailable: {error}")
+        }
+        Class::RateLimited => {
+            details.set_retry_info(Some(TRANSIENT_RETRY_DELAY));
+            format!("Tencent's rate limit was exceeded: {reason}")
+        }
+        Class::Quota => {
+            details.add_quota_failure_violation(
+                "tencent-account",
+                "the account's CheckIdCardInformation call quota is used up",
+            );
+            format!("the Tencent account's call quota is used up: {reason}")
+        }
+        Class::GatewaySetup => {
+            format!("the gateway's Tencent setup was refused: {reason}; see the gateway logs")
+        }
+        Class::AccountState => {
+            details.add_precondition_failure_violation(
+                "TENCENT_ACCOUNT",
+                "faceid",
+                format!("the Tencent account cannot use FaceID ({reason})"),
+            );
+            format!("the Tencent account cannot use FaceID: {reason}")
+        }
+        Class::Unknown | Class::Success | Class::NoMatch(_) => {
+            format!("Tencent answered an unknown code: {reason}")
+        }
+    };
+    let mut status = Status::with_error_details(code, message, details);
+    if let Some(request_id) = request_id
+        && let Ok(value) = MetadataValue::try_from(request_id)
+    {
+        status.metadata_mut().insert(REQUEST_ID_METADATA, value);
+    }
+    status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tencent::codes::TABLE;
+
+    fn status_for(code: &str) -> Status {
+        Error::Upstream(tencent::Error::api(code, Some("req-1".into()))).into()
+    }
+
+    #[test]
+    fn every_error_carries_error_info_with_the_tencent_code() {
+        for (pattern, class) in TABLE {
+            if matches!(class, Class::Success | Class::NoMatch(_)) {
+                continue;
+            }
+            let code = pattern.display().trim_end_matches('*').to_owned();
+            let status = status_for(&code);
+            assert_eq!(status.code(), code_for(*class), "{code}");
+            let info = status.get_details_error_info().expect("ErrorInfo");
+            assert_eq!(info.reason, code);
+            assert_eq!(info.domain, ERROR_DOMAIN);
+            assert_eq!(info.metadata.get("request_id").map(String::as_str), Some("req-1"));
+            assert_eq!(
+                status.metadata().get(REQUEST_ID_METADATA).unwrap(),
+                "req-1"
+            );
+        }
+    }
+
+    #[test]
+    fn transient_and_rate_limited_errors_suggest_a_retry() {
+        for code in ["InternalError", "RequestLimitExceeded", "FailedOperation.CompareSystemError"] {
+            assert!(status_for(code).get_details_retry_info().is_some(), "{code}");
+        }
+        for code in ["FailedOperation.RequestLimitExceeded", "AuthFailure.SignatureFailure"] {
+            assert!(status_for(code).get_details_retry_info().is_none(), "{code}");
+        }
+    }
+
+    #[test]
+    fn input_errors_carry_bad_request() {
+        let status = status_for("FailedOperation.DownLoadError");
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let bad = status.get_details_bad_request().unwrap();
+        assert_eq!(bad.field_violations[0].field, "image_url");
+    }
+
+    #[test]
+    fn gateway_validation_errors_use_the_equivalent_tencent_reason() {
+        let invalid = InvalidArgument::new("image", "must not be empty", "FailedOperation.EmptyImageError");
+        let status: Status = Error::InvalidArgument(invalid).into();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(status.get_details_error_info().unwrap().reason, "FailedOperation.EmptyImageError");
+        assert_eq!(status.get_details_bad_request().unwrap().field_violations[0].field, "image");
+        assert!(status.message().contains("image: must not be empty"));
+    }
+
+    #[test]
+    fn transport_failures_are_unavailable() {
+        let status: Status = Error::Upstream(tencent::Error::Timeout).into();
+        assert_eq!(status.code(), Code::Unavailable);
+        assert_eq!(status.get_details_error_info().unwrap().reason, "UpstreamTimeout");
+    }
+
+    /// README.md shows the table: one row per pattern, with its gRPC code.
+    #[test]
+    fn readme_shows_every_row_of_the_table_with_its_grpc_code() {
+        let readme = include_str!("../README.md");
+        let missing: Vec<String> = TABLE
+            .iter()
+            .map(|(pattern, class)| {
+                let grpc = match class {
+                    Class::Success | Class::NoMatch(_) => "OK".to_owned(),
+                    other => grpc_name(code_for(*other)).to_owned(),
+                };
+                format!("| `{}` | {} | {grpc} |", pattern.display(), class.as_str())
+            })
+            .filter(|row| !readme.contains(row.as_str()))
+            .collect();
+        assert!(missing.is_empty(), "README.md lacks rows:\n{}", missing.join("\n"));
+    }
+}

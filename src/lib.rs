@@ -1,0 +1,22 @@
+//! faceid-gateway: a gRPC service that verifies Chinese resident ID cards
+//! through Tencent Cloud FaceID `CheckIdCardInformation`.
+//!
+//! - [`proto`]: the generated `faceid.v1` contract;
+//! - [`tencent`]: the signed upstream client;
+//! - [`simulator`]: a local Tencent stand-in that checks signatures;
+//! - [`validate`], [`verdict`], [`error`]: input checks, answer mapping and
+//!   the one mapping to `tonic::Status`;
+//! - [`service`], [`startup`], [`config`]: the gRPC server and its settings.
+
+pub mod config;
+pub mod error;
+pub mod proto;
+pub mod service;
+pub mod shutdown;
+pub mod simulator;
+pub mod startup;
+pub mod telemetry;
+pub mod tencent;
+pub mod tls;
+pub mod validate;
+pub mod verdict;

@@ -1,0 +1,73 @@
+//! The `faceid-gateway` binary: parses the command line and runs the gateway
+//! or the standalone simulator.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use faceid_gateway::config::{Cli, Command, ServeArgs, SimulatorArgs};
+use faceid_gateway::simulator::{Simulator, SimulatorConfig};
+use faceid_gateway::startup::{Application, Upstream};
+use faceid_gateway::tencent::CredentialProvider;
+use faceid_gateway::{shutdown, telemetry};
+use secrecy::SecretString;
+
+fn main() -> ExitCode {
+    let command = Cli::parse().into_command();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("faceid-gateway: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match command {
+            Command::Serve(args) => serve(args).await,
+            Command::Simulator(args) => simulator(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("faceid-gateway: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    telemetry::init(args.log_format);
+    let upstream = if args.simulate {
+        Upstream::Simulate
+    } else {
+        let credentials = CredentialProvider::from_env(|name| std::env::var(name).ok())?;
+        Upstream::Tencent(Arc::new(credentials))
+    };
+    let app = Application::build(args, upstream).await?;
+    app.run_until_stopped(shutdown::signal()).await?;
+    Ok(())
+}
+
+async fn simulator(args: SimulatorArgs) -> anyhow::Result<()> {
+    telemetry::init(args.log_format);
+    let mut config = SimulatorConfig::new(args.secret_id, args.secret_key);
+    config.session_token = args.session_token.map(SecretString::from);
+    config.rate_limit = args.rate_limit;
+    let simulator = Simulator::bind(config, args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    tracing::info!(
+        endpoint = %simulator.endpoint(),
+        rate_limit = args.rate_limit,
+        "Tencent FaceID simulator serving"
+    );
+    let cancel = simulator.cancellation();
+    tokio::spawn(async move {
+        shutdown::signal().await;
+        cancel.cancel();
+    });
+    simulator.wait().await;
+    Ok(())
+}

@@ -1,0 +1,175 @@
+//! A local, deterministic stand-in for Tencent's FaceID endpoint, for
+//! development, tests, demos and benchmarks (Tencent has no sandbox for this
+//! action). It is a real HTTP/1.1 and HTTP/2 server speaking the API 3.0 wire
+//! format, so the official SDKs can be pointed at it, and it checks what
+//! Tencent checks: action and version, the TC3 signature and its timestamp,
+//! the JSON body, base64, image format and size, and the rate limit.
+//!
+//! Outcomes are chosen by [`directives`] embedded in the image. Invented
+//! answers carry the `X-FaceID-Simulated` header and a simulated address, so
+//! they can never pass for real ones.
+//!
+//! Besides the API at `POST /`, it serves `GET /__simulator/stats` (JSON
+//! [`StatsSnapshot`]) and `POST /__simulator/reset`.
+
+pub mod directives;
+mod handler;
+pub mod identity;
+pub mod stats;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use reqwest::Url;
+use secrecy::SecretString;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use stats::StatsSnapshot;
+
+/// Tencent's default limit for this action, which the simulator enforces
+/// unless told otherwise.
+pub const DEFAULT_RATE_LIMIT: u32 = 100;
+
+/// What the simulator accepts.
+pub struct SimulatorConfig {
+    /// The only SecretId it accepts.
+    pub secret_id: String,
+    /// The key it verifies signatures with.
+    pub secret_key: SecretString,
+    /// The session token it requires, if any.
+    pub session_token: Option<SecretString>,
+    /// Requests per sliding second before `RequestLimitExceeded`; 0 = no limit.
+    pub rate_limit: u32,
+    /// The clock skew tolerated before `AuthFailure.SignatureExpire`.
+    pub max_clock_skew: Duration,
+}
+
+impl SimulatorConfig {
+    /// A configuration with Tencent's defaults for the given key pair.
+    pub fn new(secret_id: impl Into<String>, secret_key: impl Into<String>) -> Self {
+        Self {
+            secret_id: secret_id.into(),
+            secret_key: SecretString::from(secret_key.into()),
+            session_token: None,
+            rate_limit: DEFAULT_RATE_LIMIT,
+            max_clock_skew: Duration::from_secs(300),
+        }
+    }
+}
+
+impl std::fmt::Debug for SimulatorConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimulatorConfig")
+            .field("rate_limit", &self.rate_limit)
+            .field("max_clock_skew", &self.max_clock_skew)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A running simulator. Dropping it does not stop it; call [`Self::shutdown`].
+pub struct Simulator {
+    addr: SocketAddr,
+    state: Arc<handler::State>,
+    cancel: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Simulator {
+    /// Serves the simulator on an already-bound listener.
+    ///
+    /// # Errors
+    /// The listener's address cannot be read.
+    pub fn start(config: SimulatorConfig, listener: TcpListener) -> std::io::Result<Self> {
+        let addr = listener.local_addr()?;
+        let state = Arc::new(handler::State::new(config));
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(accept_loop(listener, Arc::clone(&state), cancel.clone()));
+        Ok(Self {
+            addr,
+            state,
+            cancel,
+            task,
+        })
+    }
+
+    /// Binds `addr` and serves the simulator there.
+    ///
+    /// # Errors
+    /// The address cannot be bound.
+    pub async fn bind(config: SimulatorConfig, addr: SocketAddr) -> std::io::Result<Self> {
+        Self::start(config, TcpListener::bind(addr).await?)
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The endpoint URL to give a client, e.g. `http://127.0.0.1:9000/`.
+    pub fn endpoint(&self) -> Url {
+        Url::parse(&format!("http://{}/", self.addr)).expect("a socket address makes a URL")
+    }
+
+    /// What it has seen so far.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.state.stats.snapshot()
+    }
+
+    /// Forgets what it has seen so far.
+    pub fn reset_stats(&self) {
+        self.state.stats.reset();
+    }
+
+    /// Stops accepting connections and waits for the accept loop to end.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        let _ = self.task.await;
+    }
+
+    /// Waits until the simulator stops (it runs until cancelled).
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+
+    /// A token that stops the simulator when cancelled.
+    pub fn cancellation(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+}
+
+async fn accept_loop(listener: TcpListener, state: Arc<handler::State>, cancel: CancellationToken) {
+    loop {
+        let accepted = tokio::select! {
+            () = cancel.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _peer)) => stream,
+            Err(error) => {
+                tracing::warn!(%error, "simulator accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let state = Arc::clone(&state);
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |request| {
+                handler::handle(Arc::clone(&state), request)
+            });
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                // Errors here are injected resets or clients going away.
+                _ = connection => {}
+                () = cancel.cancelled() => {}
+            }
+        });
+    }
+}

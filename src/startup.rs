@@ -1,0 +1,228 @@
+//! Assembles the gateway: upstream client (Tencent or the in-process
+//! simulator), gRPC services (ours, health, reflection), and the graceful
+//! shutdown sequence. `Application::build` binds (port 0 works) so tests can
+//! run the real server.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::config::ServeArgs;
+use crate::proto::id_card_verification_service_server::IdCardVerificationServiceServer;
+use crate::service::VerificationService;
+use crate::simulator::{Simulator, SimulatorConfig};
+use crate::tencent::{self, ClientConfig, CredentialProvider, Credentials};
+use crate::validate::MAX_REQUEST_MESSAGE_BYTES;
+
+/// The largest message the server sends: an answer with a portrait.
+const MAX_RESPONSE_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Where the upstream calls go.
+pub enum Upstream {
+    /// Start the simulator in-process on a loopback port, with throwaway keys.
+    Simulate,
+    /// Call `ServeArgs::endpoint` with these credentials.
+    Tencent(Arc<CredentialProvider>),
+}
+
+/// Why the gateway could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// A socket could not be bound.
+    #[error("cannot listen on {addr}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O failure.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The upstream client could not be built.
+    #[error(transparent)]
+    Client(#[from] tencent::client::BuildError),
+    /// The in-process simulator failed to start.
+    #[error("cannot start the built-in simulator")]
+    Simulator(#[source] std::io::Error),
+    /// Reflection descriptors are invalid (a build problem).
+    #[error("cannot build the reflection service")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The gRPC server failed.
+    #[error("the gRPC server failed")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// A bound, ready-to-run gateway.
+pub struct Application {
+    listener: TcpListener,
+    service: VerificationService,
+    simulator: Option<Simulator>,
+    drain_timeout: Duration,
+    background: CancellationToken,
+}
+
+impl Application {
+    /// Binds the listener and builds the upstream client; starts the
+    /// simulator first when asked to.
+    ///
+    /// # Errors
+    /// Binding fails, or the upstream cannot be set up.
+    pub async fn build(args: ServeArgs, upstream: Upstream) -> Result<Self, StartupError> {
+        let background = CancellationToken::new();
+        let (endpoint, credentials, simulator) = match upstream {
+            Upstream::Simulate => {
+                let (simulator, credentials) = start_simulator(args.simulator_rate_limit).await?;
+                (simulator.endpoint(), credentials, Some(simulator))
+            }
+            Upstream::Tencent(credentials) => {
+                credentials.spawn_reloader(args.credentials_reload_interval, background.clone());
+                (args.endpoint.clone(), credentials, None)
+            }
+        };
+        let client = tencent::Client::new(
+            ClientConfig {
+                endpoint,
+                region: args.region.clone(),
+                connect_timeout: args.connect_timeout,
+                request_timeout: args.upstream_timeout,
+            },
+            credentials,
+        )?;
+        let listener = TcpListener::bind(args.listen)
+            .await
+            .map_err(|source| StartupError::Bind {
+                addr: args.listen,
+                source,
+            })?;
+        Ok(Self {
+            listener,
+            service: VerificationService::new(client, args.match_threshold),
+            simulator,
+            drain_timeout: args.drain_timeout,
+            background,
+        })
+    }
+
+    /// The address the gRPC server listens on.
+    ///
+    /// # Panics
+    /// Never in practice: a bound listener has an address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("a bound listener has an address")
+    }
+
+    /// The in-process simulator, when running with `--simulate`.
+    pub fn simulator(&self) -> Option<&Simulator> {
+        self.simulator.as_ref()
+    }
+
+    /// Serves until `shutdown` completes, then: health turns NOT_SERVING,
+    /// new connections are refused, and in-flight calls get up to the drain
+    /// timeout to finish.
+    ///
+    /// # Errors
+    /// The gRPC server fails.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<(), StartupError> {
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<IdCardVerificationServiceServer<VerificationService>>()
+            .await;
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+        let verification = IdCardVerificationServiceServer::new(self.service)
+            .max_decoding_message_size(MAX_REQUEST_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_RESPONSE_MESSAGE_BYTES);
+
+        let addr = self.listener.local_addr().ok();
+        let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = Server::builder()
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(verification)
+            .serve_with_incoming_shutdown(TcpListenerStream::new(self.listener), async {
+                let _ = stopped.await;
+            });
+        tokio::pin!(server);
+        tracing::info!(
+            listen = ?addr,
+            simulated = self.simulator.is_some(),
+            "faceid-gateway serving"
+        );
+
+        let ended_by_itself = tokio::select! {
+            result = &mut server => Some(result),
+            () = shutdown => None,
+        };
+        let result = match ended_by_itself {
+            Some(result) => result.map_err(StartupError::from),
+            None => drain(&health_reporter, stop_accepting, server, self.drain_timeout).await,
+        };
+        self.background.cancel();
+        if let Some(simulator) = self.simulator {
+            simulator.shutdown().await;
+        }
+        tracing::info!("faceid-gateway stopped");
+        result
+    }
+}
+
+async fn drain(
+    health: &HealthReporter,
+    stop_accepting: tokio::sync::oneshot::Sender<()>,
+    server: impl Future<Output = Result<(), tonic::transport::Error>>,
+    drain_timeout: Duration,
+) -> Result<(), StartupError> {
+    health
+        .set_not_serving::<IdCardVerificationServiceServer<VerificationService>>()
+        .await;
+    health
+        .set_service_status("", ServingStatus::NotServing)
+        .await;
+    let _ = stop_accepting.send(());
+    tracing::info!(?drain_timeout, "draining in-flight calls");
+    match tokio::time::timeout(drain_timeout, server).await {
+        Ok(result) => result.map_err(StartupError::from),
+        Err(_) => {
+            tracing::warn!(?drain_timeout, "drain timeout reached; abandoning remaining calls");
+            Ok(())
+        }
+    }
+}
+
+/// Starts the simulator on a loopback port with fresh random keys.
+async fn start_simulator(
+    rate_limit: u32,
+) -> Result<(Simulator, Arc<CredentialProvider>), StartupError> {
+    let secret_id = format!("AKIDsimulated{}", uuid::Uuid::new_v4().simple());
+    let secret_key = uuid::Uuid::new_v4().simple().to_string();
+    let mut config = SimulatorConfig::new(secret_id.clone(), secret_key.clone());
+    config.rate_limit = rate_limit;
+    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    let simulator = Simulator::bind(config, loopback)
+        .await
+        .map_err(StartupError::Simulator)?;
+    let credentials = Credentials::new(secret_id, secret_key, None)
+        .expect("generated keys are well-formed");
+    tracing::info!(
+        endpoint = %simulator.endpoint(),
+        "built-in simulator started; answers are simulated"
+    );
+    Ok((simulator, Arc::new(CredentialProvider::fixed(credentials))))
+}

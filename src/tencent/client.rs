@@ -1,0 +1,400 @@
+//! The HTTP client for `CheckIdCardInformation`: one reqwest connection pool
+//! (rustls), TC3 signing of each attempt with a fresh timestamp, and decoding
+//! of Tencent's envelopes into a [`Reply`] or a classified [`Error`].
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use reqwest::Url;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, HeaderValue};
+
+use super::body::RequestBody;
+use super::codes::Class;
+use super::credentials::{CredentialProvider, Credentials};
+use super::error::Error;
+use super::model::{ACTION, CheckIdCardInformationResponse, Envelope, SERVICE, VERSION};
+use super::sign::{self, CanonicalRequest, SigningKey};
+
+/// The Content-Type sent and signed, byte for byte (no charset, as the SDKs).
+pub const JSON_CONTENT_TYPE: &str = "application/json";
+/// The response header by which the built-in simulator marks invented answers.
+pub const SIMULATED_HEADER: &str = "x-faceid-simulated";
+/// Largest answer body read; Tencent's answers for this action are far smaller.
+const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
+/// `X-TC-RequestClient`: who is calling, for Tencent's side of a support case.
+const REQUEST_CLIENT: &str = concat!("faceid-gateway/", env!("CARGO_PKG_VERSION"));
+
+/// How to reach Tencent.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Base URL, e.g. `https://faceid.intl.tencentcloudapi.com`.
+    pub endpoint: Url,
+    /// Sent as `X-TC-Region` when set (not needed for this action).
+    pub region: Option<String>,
+    /// Limit for establishing a connection.
+    pub connect_timeout: Duration,
+    /// Limit for one whole attempt.
+    pub request_timeout: Duration,
+}
+
+/// A decoded answer that is a verification outcome: `Success` or a
+/// [`Class::NoMatch`] code, from either envelope.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    /// The answer's fields; `result` is always set.
+    pub response: CheckIdCardInformationResponse,
+    /// [`Class::Success`] or [`Class::NoMatch`].
+    pub class: Class,
+    /// True when the simulator produced the answer.
+    pub simulated: bool,
+}
+
+/// Why a client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The endpoint is not an http(s) URL with a host.
+    #[error("the endpoint must be an http:// or https:// URL with a host and no path")]
+    Endpoint,
+    /// reqwest refused the configuration.
+    #[error("cannot build the HTTP client")]
+    Http(#[source] reqwest::Error),
+}
+
+/// Signs and sends `CheckIdCardInformation` calls. Cheap to clone; all clones
+/// share one connection pool and one signing-key cache.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    endpoint: Url,
+    /// The Host header value reqwest sends, which is what gets signed.
+    host: String,
+    region: Option<HeaderValue>,
+    credentials: Arc<CredentialProvider>,
+    key_cache: Mutex<Option<CachedKey>>,
+}
+
+/// The derived key of one UTC day for one set of credentials.
+struct CachedKey {
+    credentials: Arc<Credentials>,
+    date: String,
+    key: SigningKey,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("endpoint", &self.inner.endpoint.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Builds the client and its connection pool.
+    ///
+    /// # Errors
+    /// The endpoint is not usable, or the HTTP client cannot be built.
+    pub fn new(
+        config: ClientConfig,
+        credentials: Arc<CredentialProvider>,
+    ) -> Result<Self, BuildError> {
+        let endpoint = config.endpoint;
+        if !matches!(endpoint.scheme(), "http" | "https")
+            || endpoint.host_str().is_none()
+            || endpoint.path() != "/"
+            || endpoint.query().is_some()
+        {
+            return Err(BuildError::Endpoint);
+        }
+        let host = match (endpoint.host_str(), endpoint.port()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => host.to_owned(),
+            (None, _) => return Err(BuildError::Endpoint),
+        };
+        crate::tls::install_crypto_provider();
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.request_timeout)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .user_agent(REQUEST_CLIENT)
+            .https_only(endpoint.scheme() == "https")
+            .build()
+            .map_err(BuildError::Http)?;
+        let region = config
+            .region
+            .filter(|r| !r.is_empty())
+            .map(|r| HeaderValue::from_str(&r).map_err(|_| BuildError::Endpoint))
+            .transpose()?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                endpoint,
+                host,
+                region,
+                credentials,
+                key_cache: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// The endpoint this client calls.
+    pub fn endpoint(&self) -> &Url {
+        &self.inner.endpoint
+    }
+
+    /// The host name (without port) of the endpoint, for telemetry.
+    pub fn host(&self) -> &str {
+        self.inner.endpoint.host_str().unwrap_or_default()
+    }
+
+    /// Sends one attempt: signs `body` with the current credentials and the
+    /// current time, posts it, and decodes the answer.
+    ///
+    /// # Errors
+    /// Any [`Error`]; [`Error::class`] says whether a retry may help.
+    pub async fn send(&self, body: &RequestBody) -> Result<Reply, Error> {
+        let timestamp = unix_now();
+        let headers = self.signed_headers(body, timestamp);
+        let response = self
+            .inner
+            .http
+            .post(self.inner.endpoint.clone())
+            .headers(headers)
+            .body(body.bytes())
+            .send()
+            .await
+            .map_err(map_send_error)?;
+        let status = response.status();
+        let simulated = response.headers().contains_key(SIMULATED_HEADER);
+        if status != reqwest::StatusCode::OK {
+            return Err(Error::HttpStatus {
+                status: status.as_u16(),
+            });
+        }
+        let bytes = read_capped(response).await?;
+        decode(&bytes, simulated)
+    }
+
+    /// The headers of one attempt, signed for `timestamp`.
+    pub fn signed_headers(&self, body: &RequestBody, timestamp: i64) -> HeaderMap {
+        let credentials = self.inner.credentials.current();
+        let date = sign::credential_date(timestamp).expect("the clock is within the calendar");
+        let canonical = CanonicalRequest {
+            method: "POST",
+            query: "",
+            headers: &[("content-type", JSON_CONTENT_TYPE), ("host", &self.inner.host)],
+            payload_sha256: body.sha256_hex(),
+        };
+        let string_to_sign =
+            sign::string_to_sign(timestamp, &date, SERVICE, &canonical.to_text());
+        let signature = self.with_signing_key(&credentials, &date, |key| key.sign(&string_to_sign));
+        let authorization = sign::authorization(
+            credentials.secret_id(),
+            &date,
+            SERVICE,
+            &canonical.signed_headers(),
+            &signature,
+        );
+
+        let mut headers = HeaderMap::with_capacity(9);
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static(JSON_CONTENT_TYPE));
+        headers.insert(
+            AUTHORIZATION,
+            sensitive(HeaderValue::from_str(&authorization).expect("authorization is ASCII")),
+        );
+        headers.insert(header("x-tc-action"), HeaderValue::from_static(ACTION));
+        headers.insert(header("x-tc-version"), HeaderValue::from_static(VERSION));
+        headers.insert(header("x-tc-timestamp"), HeaderValue::from(timestamp));
+        headers.insert(
+            header("x-tc-requestclient"),
+            HeaderValue::from_static(REQUEST_CLIENT),
+        );
+        headers.insert(header("x-tc-language"), HeaderValue::from_static("en-US"));
+        if let Some(region) = &self.inner.region {
+            headers.insert(header("x-tc-region"), region.clone());
+        }
+        if let Some(token) = credentials.token()
+            && let Ok(value) = HeaderValue::from_str(token)
+        {
+            headers.insert(header("x-tc-token"), sensitive(value));
+        }
+        headers
+    }
+
+    /// Runs `f` with the signing key for `date`, deriving it only when the
+    /// day or the credentials changed.
+    fn with_signing_key<T>(
+        &self,
+        credentials: &Arc<Credentials>,
+        date: &str,
+        f: impl FnOnce(&SigningKey) -> T,
+    ) -> T {
+        let mut cache = self
+            .inner
+            .key_cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let fresh = cache
+            .as_ref()
+            .is_some_and(|c| c.date == date && Arc::ptr_eq(&c.credentials, credentials));
+        if !fresh {
+            *cache = Some(CachedKey {
+                credentials: Arc::clone(credentials),
+                date: date.to_owned(),
+                key: SigningKey::derive(credentials.secret_key(), date, SERVICE),
+            });
+        }
+        f(&cache.as_ref().expect("just filled").key)
+    }
+}
+
+fn header(name: &'static str) -> HeaderName {
+    HeaderName::from_static(name)
+}
+
+fn sensitive(mut value: HeaderValue) -> HeaderValue {
+    value.set_sensitive(true);
+    value
+}
+
+/// Seconds since the Unix epoch by the system clock (what `X-TC-Timestamp`
+/// carries).
+pub fn unix_now() -> i64 {
+    let seconds = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    i64::try_from(seconds).unwrap_or(i64::MAX)
+}
+
+fn map_send_error(error: reqwest::Error) -> Error {
+    if error.is_timeout() {
+        Error::Timeout
+    } else if error.is_connect() {
+        Error::Connect(error)
+    } else {
+        Error::Transport(error)
+    }
+}
+
+async fn read_capped(mut response: reqwest::Response) -> Result<Bytes, Error> {
+    let mut buffer = Vec::with_capacity(
+        response
+            .content_length()
+            .map_or(4096, |n| usize::try_from(n).unwrap_or(MAX_RESPONSE_BYTES))
+            .min(MAX_RESPONSE_BYTES),
+    );
+    while let Some(chunk) = response.chunk().await.map_err(map_send_error)? {
+        if buffer.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err(Error::Malformed {
+                what: "answer too large",
+                request_id: None,
+            });
+        }
+        buffer.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(buffer))
+}
+
+/// Decodes an HTTP 200 body into a verification outcome or an error, wherever
+/// the code arrives (`Error.Code` or `Result`).
+///
+/// # Errors
+/// [`Error::Malformed`] for bodies that are not Tencent's envelope;
+/// [`Error::Api`] for every code that is not a verification outcome.
+pub fn decode(bytes: &[u8], simulated: bool) -> Result<Reply, Error> {
+    let envelope: Envelope = serde_json::from_slice(bytes).map_err(|_| Error::Malformed {
+        what: "not a Tencent JSON envelope",
+        request_id: None,
+    })?;
+    let mut response = envelope.response;
+    let code = match (&response.error, &response.result) {
+        (Some(error), _) => error.code.clone(),
+        (None, Some(result)) => result.clone(),
+        (None, None) => {
+            return Err(Error::Malformed {
+                what: "neither Error nor Result",
+                request_id: response.request_id,
+            });
+        }
+    };
+    match super::codes::classify(&code) {
+        class @ (Class::Success | Class::NoMatch(_)) => {
+            if response.error.take().is_some() {
+                // A verification outcome sent as an error: keep the code,
+                // drop Tencent's free text.
+                response.result = Some(code);
+            }
+            Ok(Reply {
+                response,
+                class,
+                simulated,
+            })
+        }
+        _ => Err(Error::api(code, response.request_id)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::codes::NoMatch;
+    use super::*;
+
+    #[test]
+    fn success_result_is_a_reply() {
+        let reply = decode(
+            br#"{"Response":{"Result":"Success","Sim":88.5,"RequestId":"r1"}}"#,
+            false,
+        )
+        .unwrap();
+        assert_eq!(reply.class, Class::Success);
+        assert_eq!(reply.response.sim, Some(88.5));
+    }
+
+    #[test]
+    fn verdict_codes_are_replies_from_either_envelope() {
+        let from_result = decode(
+            br#"{"Response":{"Result":"FailedOperation.IdNameMisMatch","Sim":0,"RequestId":"r"}}"#,
+            false,
+        )
+        .unwrap();
+        let from_error = decode(
+            br#"{"Response":{"Error":{"Code":"FailedOperation.IdNameMisMatch","Message":"m"},"RequestId":"r"}}"#,
+            false,
+        )
+        .unwrap();
+        for reply in [from_result, from_error] {
+            assert_eq!(reply.class, Class::NoMatch(NoMatch::IdNameMismatch));
+            assert_eq!(
+                reply.response.result.as_deref(),
+                Some("FailedOperation.IdNameMisMatch")
+            );
+        }
+    }
+
+    #[test]
+    fn error_codes_are_errors_from_either_envelope() {
+        for body in [
+            r#"{"Response":{"Error":{"Code":"FailedOperation.ImageDecodeFailed","Message":"m"},"RequestId":"r"}}"#,
+            r#"{"Response":{"Result":"FailedOperation.ImageDecodeFailed","RequestId":"r"}}"#,
+        ] {
+            let error = decode(body.as_bytes(), false).unwrap_err();
+            assert_eq!(error.class(), Class::InvalidInput);
+            assert_eq!(error.reason(), "FailedOperation.ImageDecodeFailed");
+            assert_eq!(error.request_id(), Some("r"));
+        }
+    }
+
+    #[test]
+    fn garbage_is_malformed_and_transient() {
+        for body in [&b"<html>"[..], b"{\"Response\":{", b"{\"Response\":{\"RequestId\":\"r\"}}"] {
+            let error = decode(body, false).unwrap_err();
+            assert!(matches!(error, Error::Malformed { .. }));
+            assert_eq!(error.class(), Class::Transient);
+        }
+    }
+}

@@ -1,0 +1,421 @@
+//! Tencent Cloud API keys: where they come from (environment variables or the
+//! SDKs' INI credentials file), how they are held (secret types that never
+//! print), and how a mounted file is re-read so keys rotate without a restart.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+/// Environment variable with the SecretId (the official SDKs' name).
+pub const ENV_SECRET_ID: &str = "TENCENTCLOUD_SECRET_ID";
+/// Environment variable with the SecretKey (the official SDKs' name).
+pub const ENV_SECRET_KEY: &str = "TENCENTCLOUD_SECRET_KEY";
+/// Environment variable with a temporary key's session token (sent as `X-TC-Token`).
+pub const ENV_SESSION_TOKEN: &str = "TENCENTCLOUD_SESSION_TOKEN";
+/// Environment variable with the path of an INI credentials file.
+pub const ENV_CREDENTIALS_FILE: &str = "TENCENTCLOUD_CREDENTIALS_FILE";
+
+/// The INI section the SDKs read.
+const PROFILE_SECTION: &str = "default";
+
+/// Why credentials could not be loaded. Messages name variables and files,
+/// never their values.
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialsError {
+    /// Nothing was configured.
+    #[error(
+        "no Tencent Cloud credentials: set {ENV_SECRET_ID} and {ENV_SECRET_KEY} \
+         (and {ENV_SESSION_TOKEN} for temporary keys), or point {ENV_CREDENTIALS_FILE} \
+         at an INI file with a [default] section holding secret_id and secret_key; \
+         or run `faceid-gateway serve --simulate` to try the gateway without them"
+    )]
+    Missing,
+    /// One half of a key pair was configured.
+    #[error("{present} is set but {missing} is not; set both")]
+    Incomplete {
+        /// The variable that is set.
+        present: &'static str,
+        /// The variable that is missing.
+        missing: &'static str,
+    },
+    /// A value is empty or has surrounding whitespace.
+    #[error("{name} is empty or has leading or trailing whitespace")]
+    Malformed {
+        /// Which value is malformed.
+        name: &'static str,
+    },
+    /// The credentials file could not be read.
+    #[error("cannot read the credentials file {}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O failure.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The credentials file is not in the expected format.
+    #[error(
+        "the credentials file {} needs a [default] section with secret_id and secret_key ({reason})",
+        path.display()
+    )]
+    FileFormat {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, without any value from the file.
+        reason: &'static str,
+    },
+}
+
+/// One SecretId/SecretKey pair and, for temporary keys, its session token.
+pub struct Credentials {
+    secret_id: String,
+    secret_key: SecretString,
+    token: Option<SecretString>,
+}
+
+impl Credentials {
+    /// Checks and wraps a key pair.
+    ///
+    /// # Errors
+    /// [`CredentialsError::Malformed`] when a value is empty or padded with
+    /// whitespace (a frequent copy-paste mistake that would fail every call).
+    pub fn new(
+        secret_id: impl Into<String>,
+        secret_key: impl Into<String>,
+        token: Option<String>,
+    ) -> Result<Self, CredentialsError> {
+        let secret_id = secret_id.into();
+        let secret_key = secret_key.into();
+        check_value(&secret_id, "secret_id")?;
+        check_value(&secret_key, "secret_key")?;
+        if let Some(token) = &token {
+            check_value(token, "session token")?;
+        }
+        Ok(Self {
+            secret_id,
+            secret_key: SecretString::from(secret_key),
+            token: token.map(SecretString::from),
+        })
+    }
+
+    /// The SecretId (an identifier, sent in clear in `Authorization`).
+    pub fn secret_id(&self) -> &str {
+        &self.secret_id
+    }
+
+    /// The SecretKey. Only the signer should look at it.
+    pub fn secret_key(&self) -> &str {
+        self.secret_key.expose_secret()
+    }
+
+    /// The session token of temporary keys.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_ref().map(|t| t.expose_secret())
+    }
+
+    /// A short, non-reversible fingerprint of the whole set, to tell keys
+    /// apart in logs and caches without showing them.
+    pub fn fingerprint(&self) -> String {
+        let mut hasher = Sha256::new();
+        hasher.update(self.secret_id.as_bytes());
+        hasher.update([0]);
+        hasher.update(self.secret_key.expose_secret().as_bytes());
+        hasher.update([0]);
+        hasher.update(self.token().unwrap_or("").as_bytes());
+        hex::encode(&hasher.finalize()[..6])
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("fingerprint", &self.fingerprint())
+            .field("temporary", &self.token.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+fn check_value(value: &str, name: &'static str) -> Result<(), CredentialsError> {
+    if value.is_empty() || value.trim() != value {
+        return Err(CredentialsError::Malformed { name });
+    }
+    Ok(())
+}
+
+/// Hands out the current credentials; re-reads a credentials file when it
+/// changes. Cheap to share (`Arc`) and to read on every call.
+pub struct CredentialProvider {
+    current: RwLock<Arc<Credentials>>,
+    file: Option<WatchedFile>,
+}
+
+struct WatchedFile {
+    path: PathBuf,
+    /// SHA-256 of the contents last loaded, to notice any change (Kubernetes
+    /// swaps a symlink; timestamps alone are unreliable).
+    loaded_digest: Mutex<[u8; 32]>,
+}
+
+impl fmt::Debug for CredentialProvider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CredentialProvider")
+            .field("current", &*self.current())
+            .field("file", &self.file.as_ref().map(|w| &w.path))
+            .finish()
+    }
+}
+
+impl CredentialProvider {
+    /// Credentials that never change.
+    pub fn fixed(credentials: Credentials) -> Self {
+        Self {
+            current: RwLock::new(Arc::new(credentials)),
+            file: None,
+        }
+    }
+
+    /// Credentials from an INI file (`[default]` with `secret_id`,
+    /// `secret_key` and optionally `token`), re-read by [`Self::reload`].
+    ///
+    /// # Errors
+    /// The file cannot be read or lacks the keys.
+    pub fn from_file(path: impl Into<PathBuf>) -> Result<Self, CredentialsError> {
+        let path = path.into();
+        let (credentials, digest) = read_file(&path)?;
+        Ok(Self {
+            current: RwLock::new(Arc::new(credentials)),
+            file: Some(WatchedFile {
+                path,
+                loaded_digest: Mutex::new(digest),
+            }),
+        })
+    }
+
+    /// Credentials the way the gateway documents them: the key pair from
+    /// `TENCENTCLOUD_SECRET_ID` / `TENCENTCLOUD_SECRET_KEY` (plus
+    /// `TENCENTCLOUD_SESSION_TOKEN`), else the file named by
+    /// `TENCENTCLOUD_CREDENTIALS_FILE`. `var` looks a variable up (it is
+    /// `std::env::var` outside tests).
+    ///
+    /// # Errors
+    /// Nothing is configured, only half a pair is, or the file is unusable.
+    pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Result<Self, CredentialsError> {
+        let id = var(ENV_SECRET_ID).filter(|v| !v.is_empty());
+        let key = var(ENV_SECRET_KEY).filter(|v| !v.is_empty());
+        let token = var(ENV_SESSION_TOKEN).filter(|v| !v.is_empty());
+        match (id, key) {
+            (Some(id), Some(key)) => Ok(Self::fixed(Credentials::new(id, key, token)?)),
+            (Some(_), None) => Err(CredentialsError::Incomplete {
+                present: ENV_SECRET_ID,
+                missing: ENV_SECRET_KEY,
+            }),
+            (None, Some(_)) => Err(CredentialsError::Incomplete {
+                present: ENV_SECRET_KEY,
+                missing: ENV_SECRET_ID,
+            }),
+            (None, None) => match var(ENV_CREDENTIALS_FILE).filter(|v| !v.is_empty()) {
+                Some(path) => Self::from_file(path),
+                None => Err(CredentialsError::Missing),
+            },
+        }
+    }
+
+    /// The credentials to sign the next call with.
+    pub fn current(&self) -> Arc<Credentials> {
+        self.current
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Re-reads the credentials file, if there is one, and switches to its
+    /// keys when its contents changed. Returns whether they changed.
+    ///
+    /// # Errors
+    /// The file became unreadable or invalid; the previous keys stay in use.
+    pub fn reload(&self) -> Result<bool, CredentialsError> {
+        let Some(file) = &self.file else {
+            return Ok(false);
+        };
+        let bytes = std::fs::read(&file.path).map_err(|source| CredentialsError::Read {
+            path: file.path.clone(),
+            source,
+        })?;
+        let digest: [u8; 32] = Sha256::digest(&bytes).into();
+        let mut loaded = file
+            .loaded_digest
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if *loaded == digest {
+            return Ok(false);
+        }
+        let credentials = parse_file(&file.path, &bytes)?;
+        *self
+            .current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(credentials);
+        *loaded = digest;
+        Ok(true)
+    }
+
+    /// Polls the credentials file every `interval` until `shutdown`, logging
+    /// (without values) when keys change or the file turns bad.
+    pub fn spawn_reloader(self: &Arc<Self>, interval: Duration, shutdown: CancellationToken) {
+        if self.file.is_none() {
+            return;
+        }
+        let provider = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    _ = ticker.tick() => {}
+                }
+                match provider.reload() {
+                    Ok(true) => tracing::info!(
+                        fingerprint = %provider.current().fingerprint(),
+                        "Tencent Cloud credentials reloaded from file"
+                    ),
+                    Ok(false) => {}
+                    Err(error) => tracing::warn!(
+                        error = %error,
+                        "credentials file unusable; keeping the previous keys"
+                    ),
+                }
+            }
+        });
+    }
+}
+
+fn read_file(path: &Path) -> Result<(Credentials, [u8; 32]), CredentialsError> {
+    let bytes = std::fs::read(path).map_err(|source| CredentialsError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let credentials = parse_file(path, &bytes)?;
+    Ok((credentials, Sha256::digest(&bytes).into()))
+}
+
+fn parse_file(path: &Path, bytes: &[u8]) -> Result<Credentials, CredentialsError> {
+    let format_error = |reason| CredentialsError::FileFormat {
+        path: path.to_owned(),
+        reason,
+    };
+    let text = std::str::from_utf8(bytes).map_err(|_| format_error("not UTF-8"))?;
+    let ini = ini::Ini::load_from_str(text).map_err(|_| format_error("not an INI file"))?;
+    let section = ini
+        .section(Some(PROFILE_SECTION))
+        .ok_or_else(|| format_error("no [default] section"))?;
+    let id = section
+        .get("secret_id")
+        .ok_or_else(|| format_error("no secret_id"))?;
+    let key = section
+        .get("secret_key")
+        .ok_or_else(|| format_error("no secret_key"))?;
+    let token = section.get("token").map(str::to_owned);
+    Credentials::new(id, key, token)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    #[test]
+    fn env_pair_with_token() {
+        let provider = CredentialProvider::from_env(env(&[
+            (ENV_SECRET_ID, "AKIDtest"),
+            (ENV_SECRET_KEY, "key"),
+            (ENV_SESSION_TOKEN, "tok"),
+        ]))
+        .unwrap();
+        let credentials = provider.current();
+        assert_eq!(credentials.secret_id(), "AKIDtest");
+        assert_eq!(credentials.secret_key(), "key");
+        assert_eq!(credentials.token(), Some("tok"));
+    }
+
+    #[test]
+    fn nothing_configured_says_what_to_set() {
+        let error = CredentialProvider::from_env(env(&[])).unwrap_err();
+        let message = error.to_string();
+        assert!(message.contains(ENV_SECRET_ID) && message.contains("--simulate"));
+    }
+
+    #[test]
+    fn half_a_pair_is_refused() {
+        let error = CredentialProvider::from_env(env(&[(ENV_SECRET_ID, "AKID")])).unwrap_err();
+        assert!(matches!(error, CredentialsError::Incomplete { .. }));
+    }
+
+    #[test]
+    fn padded_keys_are_refused_without_echoing_them() {
+        let error = CredentialProvider::from_env(env(&[
+            (ENV_SECRET_ID, "AKID"),
+            (ENV_SECRET_KEY, " padded-secret "),
+        ]))
+        .unwrap_err();
+        assert!(!error.to_string().contains("padded-secret"));
+    }
+
+    #[test]
+    fn debug_shows_no_key_material() {
+        let credentials =
+            Credentials::new("AKIDvisible", "the-secret-key", Some("the-token".into())).unwrap();
+        let text = format!("{credentials:?}");
+        assert!(!text.contains("the-secret-key") && !text.contains("the-token"));
+        assert!(!text.contains("AKIDvisible"));
+    }
+
+    #[test]
+    fn file_is_read_and_reloaded_when_it_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("credentials");
+        std::fs::write(&path, "[default]\nsecret_id = AKID1\nsecret_key = key1\n").unwrap();
+        let provider = CredentialProvider::from_env(env(&[(
+            ENV_CREDENTIALS_FILE,
+            path.to_str().unwrap(),
+        )]))
+        .unwrap();
+        assert_eq!(provider.current().secret_id(), "AKID1");
+        assert!(!provider.reload().unwrap(), "unchanged file is not a change");
+
+        std::fs::write(
+            &path,
+            "[default]\nsecret_id = AKID2\nsecret_key = key2\ntoken = t2\n",
+        )
+        .unwrap();
+        assert!(provider.reload().unwrap());
+        assert_eq!(provider.current().secret_id(), "AKID2");
+        assert_eq!(provider.current().token(), Some("t2"));
+
+        std::fs::write(&path, "[other]\nsecret_id = AKID3\n").unwrap();
+        assert!(provider.reload().is_err());
+        assert_eq!(provider.current().secret_id(), "AKID2", "bad file keeps old keys");
+    }
+
+    #[test]
+    fn file_without_keys_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("credentials");
+        std::fs::write(&path, "[default]\nsecret_id = AKID1\n").unwrap();
+        let error = CredentialProvider::from_file(&path).unwrap_err();
+        assert!(error.to_string().contains("secret_key"));
+    }
+}

@@ -1,0 +1,27 @@
+//! Tencent Cloud FaceID `CheckIdCardInformation` (API 3.0, version 2018-03-01).
+//!
+//! The upstream contract: a signed JSON POST to `/` of the endpoint, answered
+//! with HTTP 200 and `{"Response": {...}}` for everything the API layer
+//! processed. Failures arrive as `Response.Error.Code`; this action also puts
+//! business outcomes in `Response.Result`. [`codes`] classifies both.
+//!
+//! - [`sign`]: pure TC3-HMAC-SHA256 signing;
+//! - [`model`]: the JSON wire types;
+//! - [`body`]: the request body, built in one pass over the image;
+//! - [`client`]: signing, sending and decoding one attempt;
+//! - [`credentials`]: keys from the environment or a reloaded file;
+//! - [`codes`] and [`error`]: the classification table and the error type.
+
+pub mod body;
+pub mod client;
+pub mod codes;
+pub mod credentials;
+pub mod error;
+pub mod model;
+pub mod sign;
+
+pub use body::RequestBody;
+pub use client::{Client, ClientConfig, Reply};
+pub use codes::{Class, NoMatch};
+pub use credentials::{CredentialProvider, Credentials};
+pub use error::Error;

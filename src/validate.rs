@@ -1,0 +1,353 @@
+//! Checks a `VerifyIdCardRequest` before anything is billed, and turns it into
+//! a [`Verification`]: the validated input the upstream call is built from.
+//! Every failure names the field and the rule, and never echoes the input.
+
+use bytes::Bytes;
+use reqwest::Url;
+
+use crate::proto::{Checks, VerifyIdCardRequest, verify_id_card_request::Source};
+use crate::tencent::RequestBody;
+use crate::tencent::model::{CheckIdCardInformationRequest, Config};
+
+/// Tencent's cap on `ImageBase64`: 7 MiB of base64 text.
+pub const MAX_IMAGE_BASE64_LEN: usize = 7 * 1024 * 1024;
+/// The largest raw image whose base64 form fits [`MAX_IMAGE_BASE64_LEN`].
+pub const MAX_IMAGE_BYTES: usize = MAX_IMAGE_BASE64_LEN / 4 * 3;
+/// The longest `image_url` accepted.
+pub const MAX_IMAGE_URL_LEN: usize = 2048;
+/// The largest gRPC message the server decodes: the largest valid image plus
+/// room for the other fields of a batch item, and no more.
+pub const MAX_REQUEST_MESSAGE_BYTES: usize = MAX_IMAGE_BYTES + 4 * 1024;
+
+/// One rule a request broke.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// The offending field's path, e.g. `image` or `request.image_url`.
+    pub field: String,
+    /// What is wrong, without the value.
+    pub description: String,
+    /// The Tencent code that means the same thing, used as the error reason so
+    /// callers see one reason whoever caught the problem.
+    pub code: &'static str,
+}
+
+/// A request that must not reach Tencent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid request: {}", .violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; "))]
+pub struct InvalidArgument {
+    /// Every broken rule (at least one).
+    pub violations: Vec<Violation>,
+}
+
+impl InvalidArgument {
+    /// A single violation.
+    pub fn new(field: impl Into<String>, description: impl Into<String>, code: &'static str) -> Self {
+        Self {
+            violations: vec![Violation {
+                field: field.into(),
+                description: description.into(),
+                code,
+            }],
+        }
+    }
+}
+
+/// Where the image comes from, once validated.
+#[derive(Clone)]
+pub enum ImageSource {
+    /// PNG or JPEG bytes within the size cap.
+    Image(Bytes),
+    /// An http(s) URL within the length cap.
+    Url(String),
+}
+
+/// A validated verification, ready to become an upstream request body.
+#[derive(Clone)]
+pub struct Verification {
+    /// The image.
+    pub source: ImageSource,
+    /// The alarm switches.
+    pub config: Config,
+}
+
+impl std::fmt::Debug for Verification {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let source = match &self.source {
+            ImageSource::Image(bytes) => format!("image ({} bytes)", bytes.len()),
+            ImageSource::Url(_) => "image_url".to_owned(),
+        };
+        f.debug_struct("Verification")
+            .field("source", &source)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl Verification {
+    /// Validates `request`; `field_prefix` (e.g. `request.`) is put before
+    /// field names so batch items point at the right path.
+    ///
+    /// # Errors
+    /// [`InvalidArgument`] naming each broken rule.
+    pub fn parse(request: VerifyIdCardRequest, field_prefix: &str) -> Result<Self, InvalidArgument> {
+        let source = match request.source {
+            Some(Source::Image(image)) => {
+                check_image(&image).map_err(|(description, code)| {
+                    InvalidArgument::new(format!("{field_prefix}image"), description, code)
+                })?;
+                ImageSource::Image(image)
+            }
+            Some(Source::ImageUrl(url)) => {
+                check_url(&url).map_err(|description| {
+                    InvalidArgument::new(
+                        format!("{field_prefix}image_url"),
+                        description,
+                        "InvalidParameterValue",
+                    )
+                })?;
+                ImageSource::Url(url)
+            }
+            None => {
+                return Err(InvalidArgument::new(
+                    format!("{field_prefix}image"),
+                    "one of image or image_url is required",
+                    "MissingParameter",
+                ));
+            }
+        };
+        Ok(Self {
+            source,
+            config: request.checks.map(config_from_checks).unwrap_or_default(),
+        })
+    }
+
+    /// Builds the upstream body, consuming (and so releasing) the image.
+    pub fn into_body(self) -> RequestBody {
+        let mut params = CheckIdCardInformationRequest {
+            config: self.config.any().then(|| self.config.to_json_string()),
+            ..Default::default()
+        };
+        match self.source {
+            ImageSource::Image(image) => RequestBody::with_image(&image, &params),
+            ImageSource::Url(url) => {
+                params.image_url = Some(url);
+                RequestBody::new(&params)
+            }
+        }
+    }
+}
+
+fn config_from_checks(checks: Checks) -> Config {
+    Config {
+        copy_warn: checks.copy_warn,
+        border_check_warn: checks.border_check_warn,
+        reshoot_warn: checks.reshoot_warn,
+        detect_ps_warn: checks.detect_ps_warn,
+        temp_id_warn: checks.temp_id_warn,
+        quality: checks.quality,
+    }
+}
+
+/// The formats an image can be recognised as by its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImageFormat {
+    /// PNG: accepted.
+    Png,
+    /// JPEG: accepted.
+    Jpeg,
+    /// GIF: refused by Tencent.
+    Gif,
+    /// WebP: not supported by Tencent.
+    Webp,
+    /// BMP: not supported by Tencent.
+    Bmp,
+    /// Anything else.
+    Unknown,
+}
+
+impl ImageFormat {
+    /// Recognises the format from the magic bytes.
+    pub fn sniff(bytes: &[u8]) -> Self {
+        if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+            Self::Png
+        } else if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
+            Self::Jpeg
+        } else if bytes.starts_with(b"GIF87a") || bytes.starts_with(b"GIF89a") {
+            Self::Gif
+        } else if bytes.len() >= 12 && bytes.starts_with(b"RIFF") && &bytes[8..12] == b"WEBP" {
+            Self::Webp
+        } else if bytes.starts_with(b"BM") {
+            Self::Bmp
+        } else {
+            Self::Unknown
+        }
+    }
+
+    /// Whether Tencent accepts the format.
+    pub fn is_supported(self) -> bool {
+        matches!(self, Self::Png | Self::Jpeg)
+    }
+}
+
+/// Checks raw image bytes; on failure returns the description and the
+/// equivalent Tencent code.
+pub fn check_image(image: &[u8]) -> Result<ImageFormat, (String, &'static str)> {
+    if image.is_empty() {
+        return Err((
+            "must not be empty".to_owned(),
+            "FailedOperation.EmptyImageError",
+        ));
+    }
+    if image.len() > MAX_IMAGE_BYTES {
+        return Err((
+            format!(
+                "is {} bytes; the limit is {MAX_IMAGE_BYTES} bytes (7 MiB once base64-encoded)",
+                image.len()
+            ),
+            "FailedOperation.ImageSizeTooLarge",
+        ));
+    }
+    match ImageFormat::sniff(image) {
+        format if format.is_supported() => Ok(format),
+        ImageFormat::Unknown => Err((
+            "must be a PNG or JPEG image".to_owned(),
+            "FailedOperation.ImageDecodeFailed",
+        )),
+        other => Err((
+            format!("{other:?} images are not supported; send PNG or JPEG"),
+            "FailedOperation.ImageDecodeFailed",
+        )),
+    }
+}
+
+fn check_url(url: &str) -> Result<(), String> {
+    if url.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    if url.len() > MAX_IMAGE_URL_LEN {
+        return Err(format!(
+            "is {} characters; the limit is {MAX_IMAGE_URL_LEN}",
+            url.len()
+        ));
+    }
+    let parsed = Url::parse(url).map_err(|_| "is not a valid absolute URL".to_owned())?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err("must use http or https".to_owned());
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err("must name a host".to_owned());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
+    const JPEG: &[u8] = &[0xFF, 0xD8, 0xFF, 0xE0, 0, 0x10, b'J', b'F', b'I', b'F'];
+
+    fn image_request(bytes: &[u8]) -> VerifyIdCardRequest {
+        VerifyIdCardRequest {
+            source: Some(Source::Image(Bytes::copy_from_slice(bytes))),
+            checks: None,
+        }
+    }
+
+    fn url_request(url: &str) -> VerifyIdCardRequest {
+        VerifyIdCardRequest {
+            source: Some(Source::ImageUrl(url.to_owned())),
+            checks: None,
+        }
+    }
+
+    fn violation(request: VerifyIdCardRequest) -> Violation {
+        Verification::parse(request, "")
+            .unwrap_err()
+            .violations
+            .remove(0)
+    }
+
+    #[test]
+    fn png_and_jpeg_are_accepted() {
+        for bytes in [PNG, JPEG] {
+            assert!(Verification::parse(image_request(bytes), "").is_ok());
+        }
+    }
+
+    #[test]
+    fn other_formats_are_refused_by_name() {
+        let gif = b"GIF89a\x01\x00\x01\x00";
+        let webp = b"RIFF\x00\x00\x00\x00WEBPVP8 ";
+        let bmp = b"BM\x00\x00\x00\x00";
+        for (bytes, word) in [
+            (&gif[..], "Gif"),
+            (&webp[..], "Webp"),
+            (&bmp[..], "Bmp"),
+            (b"random bytes", "PNG or JPEG"),
+        ] {
+            let v = violation(image_request(bytes));
+            assert_eq!(v.field, "image");
+            assert_eq!(v.code, "FailedOperation.ImageDecodeFailed");
+            assert!(v.description.contains(word), "{}", v.description);
+        }
+    }
+
+    #[test]
+    fn empty_and_oversized_images_are_refused() {
+        let v = violation(image_request(b""));
+        assert_eq!(v.code, "FailedOperation.EmptyImageError");
+
+        let mut big = PNG.to_vec();
+        big.resize(MAX_IMAGE_BYTES + 1, 0);
+        let v = violation(image_request(&big));
+        assert_eq!(v.code, "FailedOperation.ImageSizeTooLarge");
+
+        big.truncate(MAX_IMAGE_BYTES);
+        assert!(Verification::parse(image_request(&big), "").is_ok());
+    }
+
+    #[test]
+    fn the_largest_image_fits_tencents_base64_cap() {
+        assert!(base64::encoded_len(MAX_IMAGE_BYTES, true).unwrap() <= MAX_IMAGE_BASE64_LEN);
+        assert!(base64::encoded_len(MAX_IMAGE_BYTES + 1, true).unwrap() > MAX_IMAGE_BASE64_LEN);
+    }
+
+    #[test]
+    fn missing_source_is_refused() {
+        let v = violation(VerifyIdCardRequest::default());
+        assert_eq!(v.code, "MissingParameter");
+    }
+
+    #[test]
+    fn urls_must_be_http_with_a_host_and_short() {
+        assert!(Verification::parse(url_request("https://cos.example.com/a.jpg"), "").is_ok());
+        let long = format!("https://example.com/{}", "a".repeat(MAX_IMAGE_URL_LEN));
+        for url in ["", "ftp://example.com/a.jpg", "not a url", "file:///etc/passwd", &long] {
+            let v = violation(url_request(url));
+            assert_eq!(v.field, "image_url", "{url}");
+            assert!(!v.description.contains("passwd"));
+        }
+    }
+
+    #[test]
+    fn batch_items_get_prefixed_field_paths() {
+        let error = Verification::parse(image_request(b""), "request.").unwrap_err();
+        assert_eq!(error.violations[0].field, "request.image");
+    }
+
+    #[test]
+    fn checks_become_the_config_string() {
+        let mut request = url_request("https://example.com/a.jpg");
+        request.checks = Some(Checks {
+            copy_warn: true,
+            temp_id_warn: true,
+            ..Default::default()
+        });
+        let body = Verification::parse(request, "").unwrap().into_body();
+        assert_eq!(
+            std::str::from_utf8(&body.bytes()).unwrap(),
+            r#"{"ImageUrl":"https://example.com/a.jpg","Config":"{\"CopyWarn\":true,\"TempIdWarn\":true}"}"#
+        );
+    }
+}
