@@ -30,7 +30,7 @@ impl RequestBody {
     /// Serializes `params` as the whole body (e.g. an `ImageUrl` request).
     pub fn new(params: &CheckIdCardInformationRequest) -> Self {
         let json = serde_json::to_vec(params).expect("the request model always serializes");
-        Self::from_bytes(json)
+        Self::from_json(json)
     }
 
     /// Serializes `params` with `ImageBase64` = base64 of `image` as its first
@@ -59,10 +59,11 @@ impl RequestBody {
         } else {
             json.push(b'}');
         }
-        Self::from_bytes(json)
+        Self::from_json(json)
     }
 
-    fn from_bytes(json: Vec<u8>) -> Self {
+    /// Takes JSON bytes that are already serialized, to be sent as they are.
+    pub fn from_json(json: Vec<u8>) -> Self {
         let sha256_hex = sha256_hex(&json);
         Self {
             bytes: Bytes::from(json),

@@ -1,0 +1,187 @@
+//! Test harness: the real gateway and the real simulator on loopback port 0,
+//! a typed gRPC client, and images that carry simulator directives.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Once};
+
+use bytes::Bytes;
+use faceid_gateway::config::ServeArgs;
+use faceid_gateway::proto::id_card_verification_service_client::IdCardVerificationServiceClient;
+use faceid_gateway::proto::{VerifyIdCardRequest, verify_id_card_request::Source};
+use faceid_gateway::simulator::{Simulator, SimulatorConfig, StatsSnapshot};
+use faceid_gateway::startup::{Application, StartupError, Upstream};
+use faceid_gateway::tencent::{CredentialProvider, Credentials};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::transport::Channel;
+
+/// The key pair the test simulator accepts.
+pub const SECRET_ID: &str = "AKIDgatewayTests000000000000000000000";
+/// See [`SECRET_ID`].
+pub const SECRET_KEY: &str = "gatewayTestsSecretKey000000000000";
+
+/// A small valid PNG (the sample card of the README).
+pub const SAMPLE_PNG: &[u8] = include_bytes!("../../examples/images/id-card.png");
+
+static TRACING: Once = Once::new();
+
+/// Logs go to the test output only when `TEST_LOG` is set.
+pub fn init_test_logging() {
+    TRACING.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new("debug"))
+                .with_test_writer()
+                .init();
+        }
+    });
+}
+
+/// How to set up one test's gateway.
+pub struct Options {
+    /// The key the gateway signs with (the simulator always expects [`SECRET_KEY`]).
+    pub gateway_secret_key: String,
+    /// Extra `serve` flags.
+    pub flags: Vec<String>,
+    /// The simulator's rate limit (0 = none).
+    pub simulator_rate_limit: u32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            gateway_secret_key: SECRET_KEY.to_owned(),
+            flags: Vec::new(),
+            simulator_rate_limit: 0,
+        }
+    }
+}
+
+/// A running gateway, its simulator and a client.
+pub struct TestApp {
+    /// The gateway's gRPC address.
+    pub addr: SocketAddr,
+    /// A client connected to it.
+    pub client: IdCardVerificationServiceClient<Channel>,
+    /// The upstream it calls.
+    pub simulator: Simulator,
+    stop: Option<oneshot::Sender<()>>,
+    server: JoinHandle<Result<(), StartupError>>,
+}
+
+impl TestApp {
+    /// What the simulator has seen.
+    pub fn upstream_stats(&self) -> StatsSnapshot {
+        self.simulator.stats()
+    }
+
+    /// A fresh channel to the gateway.
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect to the gateway")
+    }
+
+    /// Triggers a graceful shutdown and waits for the server to return.
+    pub async fn stop(mut self) -> Result<(), StartupError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let result = self.server.await.expect("server task");
+        self.simulator.shutdown().await;
+        result
+    }
+}
+
+/// Starts a simulator (with [`SECRET_ID`]/[`SECRET_KEY`]) and a gateway that
+/// calls it.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Options::default()).await
+}
+
+/// [`spawn_app`] with options.
+pub async fn spawn_app_with(options: Options) -> TestApp {
+    init_test_logging();
+    let mut config = SimulatorConfig::new(SECRET_ID, SECRET_KEY);
+    config.rate_limit = options.simulator_rate_limit;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let simulator = Simulator::start(config, listener).unwrap();
+
+    let mut flags = vec![
+        "--listen".to_owned(),
+        "127.0.0.1:0".to_owned(),
+        "--endpoint".to_owned(),
+        simulator.endpoint().to_string(),
+        "--drain-timeout".to_owned(),
+        "5s".to_owned(),
+    ];
+    flags.extend(options.flags);
+    let args = ServeArgs::from_flags(flags);
+    let credentials = Credentials::new(SECRET_ID, options.gateway_secret_key, None).unwrap();
+    let app = Application::build(
+        args,
+        Upstream::Tencent(Arc::new(CredentialProvider::fixed(credentials))),
+    )
+    .await
+    .expect("gateway builds");
+    let addr = app.local_addr();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until_stopped(async {
+        let _ = stopped.await;
+    }));
+    let client = IdCardVerificationServiceClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect to the gateway")
+        .max_decoding_message_size(64 * 1024 * 1024)
+        .max_encoding_message_size(64 * 1024 * 1024);
+    TestApp {
+        addr,
+        client,
+        simulator,
+        stop: Some(stop),
+        server,
+    }
+}
+
+/// The sample PNG with a simulator directive block appended.
+pub fn png_with(directives: &str) -> Bytes {
+    let mut image = SAMPLE_PNG.to_vec();
+    if !directives.is_empty() {
+        image.extend_from_slice(format!("FACEID-SIM[{directives}]").as_bytes());
+    }
+    Bytes::from(image)
+}
+
+/// A request for `image`.
+pub fn image_request(image: Bytes) -> VerifyIdCardRequest {
+    VerifyIdCardRequest {
+        source: Some(Source::Image(image)),
+        checks: None,
+    }
+}
+
+/// A request for the sample PNG with `directives`.
+pub fn request_with(directives: &str) -> VerifyIdCardRequest {
+    image_request(png_with(directives))
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The test venv's executables (`target/venv/bin/<name>`), which
+/// `./scripts/test` creates. A missing venv fails the test, never skips it.
+pub fn venv_bin(name: &str) -> PathBuf {
+    let path = repo_root().join("target/venv/bin").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run ./scripts/test (it creates target/venv)",
+        path.display()
+    );
+    path
+}

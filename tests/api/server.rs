@@ -1,0 +1,134 @@
+//! Health, reflection and graceful shutdown of the real server.
+
+use std::time::Duration;
+
+use faceid_gateway::proto::Verdict;
+use futures_util::StreamExt;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
+use tonic_reflection::pb::v1alpha;
+
+use crate::helpers::{request_with, spawn_app};
+
+#[tokio::test]
+async fn health_reports_serving_overall_and_for_the_service() {
+    let app = spawn_app().await;
+    let mut health = HealthClient::new(app.channel().await);
+
+    for service in ["", "faceid.v1.IdCardVerificationService"] {
+        let response = health
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(response.status(), ServingStatus::Serving, "{service:?}");
+    }
+}
+
+async fn reflect(app: &crate::helpers::TestApp, request: MessageRequest) -> MessageResponse {
+    let mut client = ServerReflectionClient::new(app.channel().await);
+    let outbound = tokio_stream::iter([ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(request),
+    }]);
+    let mut inbound = client.server_reflection_info(outbound).await.unwrap().into_inner();
+    inbound
+        .next()
+        .await
+        .expect("one answer")
+        .unwrap()
+        .message_response
+        .expect("a message")
+}
+
+#[tokio::test]
+async fn reflection_v1_lists_the_services_and_serves_error_details() {
+    let app = spawn_app().await;
+
+    let MessageResponse::ListServicesResponse(list) =
+        reflect(&app, MessageRequest::ListServices(String::new())).await
+    else {
+        panic!("expected a service list");
+    };
+    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+    assert!(names.contains(&"faceid.v1.IdCardVerificationService"), "{names:?}");
+    assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
+
+    for symbol in [
+        "faceid.v1.VerifyIdCardRequest",
+        "google.rpc.ErrorInfo",
+        "google.rpc.BadRequest",
+        "google.rpc.RetryInfo",
+        "google.rpc.Status",
+    ] {
+        let answer = reflect(&app, MessageRequest::FileContainingSymbol(symbol.into())).await;
+        assert!(
+            matches!(answer, MessageResponse::FileDescriptorResponse(ref f) if !f.file_descriptor_proto.is_empty()),
+            "{symbol}: {answer:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn reflection_v1alpha_answers_for_older_grpcurl() {
+    let app = spawn_app().await;
+    let mut client = v1alpha::server_reflection_client::ServerReflectionClient::new(app.channel().await);
+    let outbound = tokio_stream::iter([v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1alpha::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    }]);
+
+    let answer = client
+        .server_reflection_info(outbound)
+        .await
+        .unwrap()
+        .into_inner()
+        .next()
+        .await
+        .unwrap()
+        .unwrap();
+
+    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        answer.message_response
+    else {
+        panic!("expected a service list");
+    };
+    assert!(list.service.iter().any(|s| s.name == "faceid.v1.IdCardVerificationService"));
+}
+
+#[tokio::test]
+async fn shutdown_lets_in_flight_calls_finish_then_refuses_new_ones() {
+    let app = spawn_app().await;
+    let addr = app.addr;
+    let mut client = app.client.clone();
+    let in_flight = tokio::spawn(async move { client.verify_id_card(request_with("delay=800")).await });
+    // Let the call reach the simulator before shutting down.
+    while app.upstream_stats().in_flight == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    app.stop().await.expect("clean shutdown");
+
+    let answer = in_flight.await.unwrap().expect("the in-flight call completed");
+    assert_eq!(answer.into_inner().verdict(), Verdict::Match);
+    let reconnect = tokio::time::timeout(
+        Duration::from_secs(2),
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect(),
+    )
+    .await;
+    assert!(
+        !matches!(reconnect, Ok(Ok(_))),
+        "a stopped gateway must not accept connections"
+    );
+}
