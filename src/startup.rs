@@ -133,6 +133,7 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), StartupError> {
+        let addr = self.local_addr();
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter
             .set_serving::<IdCardVerificationServiceServer<VerificationService>>()
@@ -149,7 +150,6 @@ impl Application {
             .max_decoding_message_size(MAX_REQUEST_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_RESPONSE_MESSAGE_BYTES);
 
-        let addr = self.listener.local_addr().ok();
         let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = Server::builder()
             .add_service(health_service)
@@ -161,7 +161,7 @@ impl Application {
             });
         tokio::pin!(server);
         tracing::info!(
-            listen = ?addr,
+            listen = %addr,
             simulated = self.simulator.is_some(),
             "faceid-gateway serving"
         );

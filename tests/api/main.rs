@@ -1,5 +1,9 @@
 //! Behaviour tests of the gateway, one test binary (one link) for all of them.
 
+mod cli;
+mod grpcurl;
 mod helpers;
+mod interop;
+mod leaks;
 mod server;
 mod unary;

@@ -1,0 +1,171 @@
+//! The `faceid-gateway` binary as an operator runs it: exit messages, the
+//! `--simulate` quick start, SIGTERM, and the standalone simulator with
+//! credentials from the environment or a file.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use faceid_gateway::proto::Verdict;
+use faceid_gateway::proto::id_card_verification_service_client::IdCardVerificationServiceClient;
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStderr, Command};
+
+use crate::helpers::request_with;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_faceid-gateway");
+const SECRET_ID: &str = "AKIDcliTests";
+const SECRET_KEY: &str = "cli-tests-secret-key-value";
+
+/// The binary with a clean environment: no inherited `FACEID_*` or
+/// `TENCENTCLOUD_*` variables, JSON logs.
+fn command(args: &[&str]) -> Command {
+    let mut command = Command::new(BINARY);
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("FACEID_LOG_FORMAT", "json")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+struct Running {
+    child: Child,
+    logs: Lines<BufReader<ChildStderr>>,
+    seen: Vec<String>,
+}
+
+impl Running {
+    fn start(mut command: Command) -> Self {
+        let mut child = command.spawn().expect("start the binary");
+        let logs = BufReader::new(child.stderr.take().unwrap()).lines();
+        Self {
+            child,
+            logs,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Reads log lines until one has `message`; returns it parsed.
+    async fn wait_for(&mut self, message: &str) -> serde_json::Value {
+        let wait = async {
+            while let Some(line) = self.logs.next_line().await.unwrap() {
+                self.seen.push(line.clone());
+                if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line)
+                    && json["message"] == message
+                {
+                    return json;
+                }
+            }
+            panic!("exited before logging {message:?}: {:?}", self.seen);
+        };
+        tokio::time::timeout(Duration::from_secs(20), wait)
+            .await
+            .unwrap_or_else(|_| panic!("no {message:?} within 20 s"))
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns (success, remaining logs).
+    async fn terminate(mut self) -> (bool, String) {
+        let pid = self.child.id().expect("running").to_string();
+        let killed = Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+        assert!(killed.success());
+        let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .expect("exits within 20 s after SIGTERM")
+            .unwrap();
+        while let Ok(Some(line)) = self.logs.next_line().await {
+            self.seen.push(line);
+        }
+        (status.success(), self.seen.join("\n"))
+    }
+}
+
+async fn verify_through(addr: &str) -> Verdict {
+    let mut client = IdCardVerificationServiceClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect");
+    let answer = client.verify_id_card(request_with("")).await.unwrap().into_inner();
+    assert!(answer.simulated);
+    answer.verdict()
+}
+
+#[tokio::test]
+async fn serve_without_credentials_exits_and_says_what_to_set() {
+    let output = tokio::time::timeout(
+        Duration::from_secs(20),
+        command(&["serve", "--listen", "127.0.0.1:0"]).output(),
+    )
+    .await
+    .expect("exits at once")
+    .unwrap();
+
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("TENCENTCLOUD_SECRET_ID"), "{stderr}");
+    assert!(stderr.contains("TENCENTCLOUD_CREDENTIALS_FILE"), "{stderr}");
+    assert!(stderr.contains("--simulate"), "{stderr}");
+}
+
+#[tokio::test]
+async fn serve_simulate_verifies_and_stops_cleanly_on_sigterm() {
+    let mut gateway = Running::start(command(&["--simulate", "--listen", "127.0.0.1:0"]));
+    let serving = gateway.wait_for("faceid-gateway serving").await;
+    let addr = serving["listen"].as_str().unwrap().to_owned();
+
+    assert_eq!(verify_through(&addr).await, Verdict::Match);
+
+    let (clean, logs) = gateway.terminate().await;
+    assert!(clean, "{logs}");
+    assert!(logs.contains("draining in-flight calls"), "{logs}");
+    assert!(logs.contains("faceid-gateway stopped"), "{logs}");
+}
+
+#[tokio::test]
+async fn the_standalone_simulator_serves_a_gateway_with_env_or_file_credentials() {
+    let mut simulator = Running::start(command(&[
+        "simulator",
+        "--listen",
+        "127.0.0.1:0",
+        "--secret-id",
+        SECRET_ID,
+        "--secret-key",
+        SECRET_KEY,
+    ]));
+    let endpoint = simulator.wait_for("Tencent FaceID simulator serving").await["endpoint"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let mut from_env = command(&["serve", "--listen", "127.0.0.1:0", "--endpoint", &endpoint]);
+    from_env
+        .env("TENCENTCLOUD_SECRET_ID", SECRET_ID)
+        .env("TENCENTCLOUD_SECRET_KEY", SECRET_KEY);
+    let mut gateway = Running::start(from_env);
+    let addr = gateway.wait_for("faceid-gateway serving").await["listen"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(verify_through(&addr).await, Verdict::Match);
+    let (_, env_logs) = gateway.terminate().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("credentials");
+    std::fs::write(&file, format!("[default]\nsecret_id = {SECRET_ID}\nsecret_key = {SECRET_KEY}\n")).unwrap();
+    let mut from_file = command(&["serve", "--listen", "127.0.0.1:0", "--endpoint", &endpoint]);
+    from_file.env("TENCENTCLOUD_CREDENTIALS_FILE", &file);
+    let mut gateway = Running::start(from_file);
+    let addr = gateway.wait_for("faceid-gateway serving").await["listen"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(verify_through(&addr).await, Verdict::Match);
+    let (_, file_logs) = gateway.terminate().await;
+
+    let (_, simulator_logs) = simulator.terminate().await;
+    for logs in [env_logs, file_logs, simulator_logs] {
+        assert!(!logs.contains(SECRET_KEY), "the secret key leaked into a log: {logs}");
+    }
+}
