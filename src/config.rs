@@ -127,7 +127,8 @@ impl ServeArgs {
             #[command(flatten)]
             args: ServeArgs,
         }
-        let argv = std::iter::once("faceid-gateway".into()).chain(flags.into_iter().map(Into::into));
+        let argv =
+            std::iter::once("faceid-gateway".into()).chain(flags.into_iter().map(Into::into));
         Wrapper::parse_from(argv).args
     }
 }
@@ -186,7 +187,10 @@ mod tests {
             panic!("expected serve");
         };
         assert_eq!(args.listen.to_string(), "0.0.0.0:50051");
-        assert_eq!(args.endpoint.as_str(), "https://faceid.intl.tencentcloudapi.com/");
+        assert_eq!(
+            args.endpoint.as_str(),
+            "https://faceid.intl.tencentcloudapi.com/"
+        );
         assert_eq!(args.match_threshold, 70.0);
         assert!(!args.simulate);
     }
@@ -195,7 +199,13 @@ mod tests {
     fn serve_flags_work_with_and_without_the_word_serve() {
         for argv in [
             vec!["faceid-gateway", "--simulate", "--listen", "127.0.0.1:0"],
-            vec!["faceid-gateway", "serve", "--simulate", "--listen", "127.0.0.1:0"],
+            vec![
+                "faceid-gateway",
+                "serve",
+                "--simulate",
+                "--listen",
+                "127.0.0.1:0",
+            ],
         ] {
             let Command::Serve(args) = Cli::parse_from(argv).into_command() else {
                 panic!("expected serve");

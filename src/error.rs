@@ -131,7 +131,8 @@ fn upstream_status(error: &tencent::Error) -> Status {
             } else {
                 "source"
             };
-            details.add_bad_request_violation(field, format!("Tencent refused the input ({reason})"));
+            details
+                .add_bad_request_violation(field, format!("Tencent refused the input ({reason})"));
             format!("Tencent refused the input: {reason}")
         }
         Class::Transient => {
@@ -194,21 +195,34 @@ mod tests {
             let info = status.get_details_error_info().expect("ErrorInfo");
             assert_eq!(info.reason, code);
             assert_eq!(info.domain, ERROR_DOMAIN);
-            assert_eq!(info.metadata.get("request_id").map(String::as_str), Some("req-1"));
             assert_eq!(
-                status.metadata().get(REQUEST_ID_METADATA).unwrap(),
-                "req-1"
+                info.metadata.get("request_id").map(String::as_str),
+                Some("req-1")
             );
+            assert_eq!(status.metadata().get(REQUEST_ID_METADATA).unwrap(), "req-1");
         }
     }
 
     #[test]
     fn transient_and_rate_limited_errors_suggest_a_retry() {
-        for code in ["InternalError", "RequestLimitExceeded", "FailedOperation.CompareSystemError"] {
-            assert!(status_for(code).get_details_retry_info().is_some(), "{code}");
+        for code in [
+            "InternalError",
+            "RequestLimitExceeded",
+            "FailedOperation.CompareSystemError",
+        ] {
+            assert!(
+                status_for(code).get_details_retry_info().is_some(),
+                "{code}"
+            );
         }
-        for code in ["FailedOperation.RequestLimitExceeded", "AuthFailure.SignatureFailure"] {
-            assert!(status_for(code).get_details_retry_info().is_none(), "{code}");
+        for code in [
+            "FailedOperation.RequestLimitExceeded",
+            "AuthFailure.SignatureFailure",
+        ] {
+            assert!(
+                status_for(code).get_details_retry_info().is_none(),
+                "{code}"
+            );
         }
     }
 
@@ -222,11 +236,21 @@ mod tests {
 
     #[test]
     fn gateway_validation_errors_use_the_equivalent_tencent_reason() {
-        let invalid = InvalidArgument::new("image", "must not be empty", "FailedOperation.EmptyImageError");
+        let invalid = InvalidArgument::new(
+            "image",
+            "must not be empty",
+            "FailedOperation.EmptyImageError",
+        );
         let status: Status = Error::InvalidArgument(invalid).into();
         assert_eq!(status.code(), Code::InvalidArgument);
-        assert_eq!(status.get_details_error_info().unwrap().reason, "FailedOperation.EmptyImageError");
-        assert_eq!(status.get_details_bad_request().unwrap().field_violations[0].field, "image");
+        assert_eq!(
+            status.get_details_error_info().unwrap().reason,
+            "FailedOperation.EmptyImageError"
+        );
+        assert_eq!(
+            status.get_details_bad_request().unwrap().field_violations[0].field,
+            "image"
+        );
         assert!(status.message().contains("image: must not be empty"));
     }
 
@@ -234,7 +258,10 @@ mod tests {
     fn transport_failures_are_unavailable() {
         let status: Status = Error::Upstream(tencent::Error::Timeout).into();
         assert_eq!(status.code(), Code::Unavailable);
-        assert_eq!(status.get_details_error_info().unwrap().reason, "UpstreamTimeout");
+        assert_eq!(
+            status.get_details_error_info().unwrap().reason,
+            "UpstreamTimeout"
+        );
     }
 
     /// README.md shows the table: one row per pattern, with its gRPC code.
@@ -252,6 +279,10 @@ mod tests {
             })
             .filter(|row| !readme.contains(row.as_str()))
             .collect();
-        assert!(missing.is_empty(), "README.md lacks rows:\n{}", missing.join("\n"));
+        assert!(
+            missing.is_empty(),
+            "README.md lacks rows:\n{}",
+            missing.join("\n")
+        );
     }
 }

@@ -110,7 +110,13 @@ mod tests {
             ..Default::default()
         };
         let text = format!("{request:?} {response:?}");
-        for secret in ["secret pixels", "Wei", "11204416541220243X", "Jingshan", "portrait pixels"] {
+        for secret in [
+            "secret pixels",
+            "Wei",
+            "11204416541220243X",
+            "Jingshan",
+            "portrait pixels",
+        ] {
             assert!(!text.contains(secret), "{secret} in {text}");
         }
         assert!(text.contains("Image(18 bytes)"));

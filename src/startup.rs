@@ -95,12 +95,13 @@ impl Application {
             },
             credentials,
         )?;
-        let listener = TcpListener::bind(args.listen)
-            .await
-            .map_err(|source| StartupError::Bind {
-                addr: args.listen,
-                source,
-            })?;
+        let listener =
+            TcpListener::bind(args.listen)
+                .await
+                .map_err(|source| StartupError::Bind {
+                    addr: args.listen,
+                    source,
+                })?;
         Ok(Self {
             listener,
             service: VerificationService::new(client, args.match_threshold),
@@ -115,7 +116,9 @@ impl Application {
     /// # Panics
     /// Never in practice: a bound listener has an address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener.local_addr().expect("a bound listener has an address")
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
     }
 
     /// The in-process simulator, when running with `--simulate`.
@@ -200,7 +203,10 @@ async fn drain(
     match tokio::time::timeout(drain_timeout, server).await {
         Ok(result) => result.map_err(StartupError::from),
         Err(_) => {
-            tracing::warn!(?drain_timeout, "drain timeout reached; abandoning remaining calls");
+            tracing::warn!(
+                ?drain_timeout,
+                "drain timeout reached; abandoning remaining calls"
+            );
             Ok(())
         }
     }
@@ -218,8 +224,8 @@ async fn start_simulator(
     let simulator = Simulator::bind(config, loopback)
         .await
         .map_err(StartupError::Simulator)?;
-    let credentials = Credentials::new(secret_id, secret_key, None)
-        .expect("generated keys are well-formed");
+    let credentials =
+        Credentials::new(secret_id, secret_key, None).expect("generated keys are well-formed");
     tracing::info!(
         endpoint = %simulator.endpoint(),
         "built-in simulator started; answers are simulated"

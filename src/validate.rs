@@ -41,7 +41,11 @@ pub struct InvalidArgument {
 
 impl InvalidArgument {
     /// A single violation.
-    pub fn new(field: impl Into<String>, description: impl Into<String>, code: &'static str) -> Self {
+    pub fn new(
+        field: impl Into<String>,
+        description: impl Into<String>,
+        code: &'static str,
+    ) -> Self {
         Self {
             violations: vec![Violation {
                 field: field.into(),
@@ -89,7 +93,10 @@ impl Verification {
     ///
     /// # Errors
     /// [`InvalidArgument`] naming each broken rule.
-    pub fn parse(request: VerifyIdCardRequest, field_prefix: &str) -> Result<Self, InvalidArgument> {
+    pub fn parse(
+        request: VerifyIdCardRequest,
+        field_prefix: &str,
+    ) -> Result<Self, InvalidArgument> {
         let source = match request.source {
             Some(Source::Image(image)) => {
                 check_image(&image).map_err(|(description, code)| {
@@ -323,7 +330,13 @@ mod tests {
     fn urls_must_be_http_with_a_host_and_short() {
         assert!(Verification::parse(url_request("https://cos.example.com/a.jpg"), "").is_ok());
         let long = format!("https://example.com/{}", "a".repeat(MAX_IMAGE_URL_LEN));
-        for url in ["", "ftp://example.com/a.jpg", "not a url", "file:///etc/passwd", &long] {
+        for url in [
+            "",
+            "ftp://example.com/a.jpg",
+            "not a url",
+            "file:///etc/passwd",
+            &long,
+        ] {
             let v = violation(url_request(url));
             assert_eq!(v.field, "image_url", "{url}");
             assert!(!v.description.contains("passwd"));

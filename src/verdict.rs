@@ -123,8 +123,14 @@ mod tests {
 
     #[test]
     fn success_at_or_above_the_threshold_is_the_only_match() {
-        assert_eq!(verdict(reply("Success", Some(70.0), Class::Success), 70.0), Verdict::Match);
-        assert_eq!(verdict(reply("Success", Some(99.9), Class::Success), 70.0), Verdict::Match);
+        assert_eq!(
+            verdict(reply("Success", Some(70.0), Class::Success), 70.0),
+            Verdict::Match
+        );
+        assert_eq!(
+            verdict(reply("Success", Some(99.9), Class::Success), 70.0),
+            Verdict::Match
+        );
         assert_eq!(
             verdict(reply("Success", Some(69.99), Class::Success), 70.0),
             Verdict::LowSimilarity
@@ -138,7 +144,10 @@ mod tests {
     #[test]
     fn missing_or_nonsense_similarity_is_never_a_match() {
         for sim in [None, Some(f64::NAN), Some(f64::INFINITY)] {
-            assert_eq!(verdict(reply("Success", sim, Class::Success), 70.0), Verdict::LowSimilarity);
+            assert_eq!(
+                verdict(reply("Success", sim, Class::Success), 70.0),
+                Verdict::LowSimilarity
+            );
         }
     }
 
@@ -154,7 +163,11 @@ mod tests {
 
     #[test]
     fn warnings_are_decoded_and_kept_raw() {
-        let mut r = reply("FailedOperation.OcrWarningOccurred", Some(0.0), Class::NoMatch(NoMatch::Warning));
+        let mut r = reply(
+            "FailedOperation.OcrWarningOccurred",
+            Some(0.0),
+            Class::NoMatch(NoMatch::Warning),
+        );
         r.response.warnings = Some("-9101|-9103|-7777".into());
         let response = to_response(r, 70.0);
         assert_eq!(response.verdict(), Verdict::Warning);
@@ -169,7 +182,10 @@ mod tests {
     fn portrait_is_decoded_and_bad_base64_is_dropped() {
         let mut r = reply("Success", Some(90.0), Class::Success);
         r.response.portrait = Some(STANDARD.encode(b"\xFF\xD8\xFFjpeg"));
-        assert_eq!(to_response(r.clone(), 70.0).portrait.as_ref(), b"\xFF\xD8\xFFjpeg");
+        assert_eq!(
+            to_response(r.clone(), 70.0).portrait.as_ref(),
+            b"\xFF\xD8\xFFjpeg"
+        );
         r.response.portrait = Some("***".into());
         assert!(to_response(r, 70.0).portrait.is_empty());
     }

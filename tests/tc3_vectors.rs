@@ -5,8 +5,8 @@
 use base64::Engine as _;
 use faceid_gateway::tencent::model::{CheckIdCardInformationRequest, SERVICE};
 use faceid_gateway::tencent::sign::{self, CanonicalRequest, SigningKey};
-use faceid_gateway::tencent::{CredentialProvider, Credentials, RequestBody};
 use faceid_gateway::tencent::{Client, ClientConfig};
+use faceid_gateway::tencent::{CredentialProvider, Credentials, RequestBody};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +15,12 @@ fn vectors() -> Vec<Value> {
     let text = include_str!("data/tc3-vectors.json");
     let file: Value = serde_json::from_str(text).expect("vectors file is JSON");
     let mut all = file["vectors"].as_array().expect("vectors").clone();
-    all.extend(file["non_sdk_vectors"].as_array().expect("non_sdk_vectors").clone());
+    all.extend(
+        file["non_sdk_vectors"]
+            .as_array()
+            .expect("non_sdk_vectors")
+            .clone(),
+    );
     assert_eq!(all.len(), 17, "16 SDK vectors and 1 extra");
     all
 }
@@ -63,7 +68,9 @@ fn every_vector_is_reproduced_step_by_step() {
             .and_then(|c| c.lines().find_map(|l| l.strip_prefix("x-tc-action:")))
             .unwrap_or_default()
             .to_owned();
-        let signed_headers = vector["signed_headers"].as_str().unwrap_or("content-type;host");
+        let signed_headers = vector["signed_headers"]
+            .as_str()
+            .unwrap_or("content-type;host");
         let mut headers = vec![("content-type", content_type), ("host", host)];
         if signed_headers.contains("x-tc-action") {
             headers.push(("x-tc-action", action_lower.as_str()));
@@ -77,11 +84,19 @@ fn every_vector_is_reproduced_step_by_step() {
             payload_sha256: &payload_sha256,
         };
         assert_eq!(canonical.signed_headers(), signed_headers, "{name}");
-        assert_eq!(canonical.to_text(), str_field(&vector, "canonical_request"), "{name}");
+        assert_eq!(
+            canonical.to_text(),
+            str_field(&vector, "canonical_request"),
+            "{name}"
+        );
 
         let service = str_field(&vector, "service");
         let string_to_sign = sign::string_to_sign(timestamp, &date, service, &canonical.to_text());
-        assert_eq!(string_to_sign, str_field(&vector, "string_to_sign"), "{name}");
+        assert_eq!(
+            string_to_sign,
+            str_field(&vector, "string_to_sign"),
+            "{name}"
+        );
 
         let key = SigningKey::derive(str_field(&vector, "secret_key"), &date, service);
         let signature = key.sign(&string_to_sign);
@@ -147,7 +162,9 @@ async fn the_client_signs_faceid_requests_as_the_sdk_does() {
         assert_eq!(headers["x-tc-action"], "CheckIdCardInformation", "{name}");
         assert_eq!(headers["x-tc-version"], "2018-03-01", "{name}");
         assert_eq!(
-            headers.get("x-tc-token").map(|v| v.to_str().unwrap().to_owned()),
+            headers
+                .get("x-tc-token")
+                .map(|v| v.to_str().unwrap().to_owned()),
             token,
             "{name}"
         );

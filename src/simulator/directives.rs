@@ -198,7 +198,10 @@ mod tests {
              http=503,fault=reset,key=k1,fail-first=2,portrait=none",
         )
         .unwrap();
-        assert_eq!(d.result.as_deref(), Some("FailedOperation.CompareLowSimilarity"));
+        assert_eq!(
+            d.result.as_deref(),
+            Some("FailedOperation.CompareLowSimilarity")
+        );
         assert_eq!(d.sim, Some(42.5));
         assert_eq!(d.warn, ["-9101", "-9102"]);
         assert_eq!(d.quality, Some(30.0));

@@ -38,7 +38,10 @@ pub(super) struct State {
 impl State {
     pub(super) fn new(config: SimulatorConfig) -> Self {
         let limiter = (config.rate_limit > 0).then(|| {
-            SlidingWindow::new(config.rate_limit as usize, std::time::Duration::from_secs(1))
+            SlidingWindow::new(
+                config.rate_limit as usize,
+                std::time::Duration::from_secs(1),
+            )
         });
         Self {
             config,
@@ -82,7 +85,11 @@ pub(super) async fn handle(state: Arc<State>, request: Request<Incoming>) -> Ans
             Ok(plain(StatusCode::OK, "text/plain", b"reset\n".to_vec()))
         }
         (_, "/") => api_call(&state, request).await,
-        _ => Ok(plain(StatusCode::NOT_FOUND, "text/plain", b"not found\n".to_vec())),
+        _ => Ok(plain(
+            StatusCode::NOT_FOUND,
+            "text/plain",
+            b"not found\n".to_vec(),
+        )),
     }
 }
 
@@ -178,7 +185,11 @@ fn check_envelope(
         ));
     }
     verify_signature(state, headers, host, timestamp, body)?;
-    let expected_token = state.config.session_token.as_ref().map(|t| t.expose_secret());
+    let expected_token = state
+        .config
+        .session_token
+        .as_ref()
+        .map(|t| t.expose_secret());
     if header("x-tc-token") != expected_token {
         return Err(ApiError::new(
             "AuthFailure.TokenFailure",
@@ -222,7 +233,8 @@ fn verify_signature(
             "The provided credentials could not be validated. Please check your signature.",
         )
     };
-    if Some(parsed.date) != sign::credential_date(timestamp).as_deref() || parsed.service != SERVICE {
+    if Some(parsed.date) != sign::credential_date(timestamp).as_deref() || parsed.service != SERVICE
+    {
         return Err(mismatch());
     }
     // Canonical header lines: lower-case names (as listed, which must be
@@ -255,8 +267,13 @@ fn verify_signature(
         headers: &signed,
         payload_sha256: &payload_sha256,
     };
-    let string_to_sign = sign::string_to_sign(timestamp, parsed.date, SERVICE, &canonical.to_text());
-    let key = SigningKey::derive(state.config.secret_key.expose_secret(), parsed.date, SERVICE);
+    let string_to_sign =
+        sign::string_to_sign(timestamp, parsed.date, SERVICE, &canonical.to_text());
+    let key = SigningKey::derive(
+        state.config.secret_key.expose_secret(),
+        parsed.date,
+        SERVICE,
+    );
     if !key.verify(&string_to_sign, parsed.signature) {
         return Err(mismatch());
     }
@@ -275,9 +292,15 @@ struct Outcome {
 fn business(state: &State, body: &[u8]) -> Result<Outcome, ApiError> {
     let request: CheckIdCardInformationRequest = serde_json::from_slice(body).map_err(|e| {
         if e.to_string().starts_with("unknown field") {
-            ApiError::new("UnknownParameter", "The body holds a parameter this action does not have.")
+            ApiError::new(
+                "UnknownParameter",
+                "The body holds a parameter this action does not have.",
+            )
         } else {
-            ApiError::new("InvalidParameter", "The body is not a valid CheckIdCardInformation request.")
+            ApiError::new(
+                "InvalidParameter",
+                "The body is not a valid CheckIdCardInformation request.",
+            )
         }
     })?;
     if request.is_encrypt == Some(true) || request.is_encrypt_response == Some(true) {
@@ -299,7 +322,10 @@ fn business(state: &State, body: &[u8]) -> Result<Outcome, ApiError> {
         // ImageUrl wins when both are present, as the API page says.
         (Some(url), _) => {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(ApiError::new("FailedOperation.DownLoadError", "File download failed."));
+                return Err(ApiError::new(
+                    "FailedOperation.DownLoadError",
+                    "File download failed.",
+                ));
             }
             let bytes = Bytes::copy_from_slice(url.as_bytes());
             (bytes.clone(), directives::find(&bytes))
@@ -317,7 +343,12 @@ fn business(state: &State, body: &[u8]) -> Result<Outcome, ApiError> {
         }
     };
     let directives = found
-        .map_err(|reason| ApiError::new("InvalidParameterValue", format!("Simulator directive error: {reason}.")))?
+        .map_err(|reason| {
+            ApiError::new(
+                "InvalidParameterValue",
+                format!("Simulator directive error: {reason}."),
+            )
+        })?
         .unwrap_or_default();
     let directives = apply_fail_first(state, directives);
     Ok(Outcome {
@@ -329,19 +360,34 @@ fn business(state: &State, body: &[u8]) -> Result<Outcome, ApiError> {
 
 fn decode_image(encoded: &str) -> Result<Bytes, ApiError> {
     if encoded.is_empty() {
-        return Err(ApiError::new("FailedOperation.EmptyImageError", "Image content is empty."));
+        return Err(ApiError::new(
+            "FailedOperation.EmptyImageError",
+            "Image content is empty.",
+        ));
     }
     if encoded.len() > MAX_IMAGE_BASE64_LEN {
-        return Err(ApiError::new("FailedOperation.ImageSizeTooLarge", "The image is too large."));
+        return Err(ApiError::new(
+            "FailedOperation.ImageSizeTooLarge",
+            "The image is too large.",
+        ));
     }
-    let image = STANDARD
-        .decode(encoded)
-        .map_err(|_| ApiError::new("FailedOperation.ImageDecodeFailed", "Image decoding failed."))?;
+    let image = STANDARD.decode(encoded).map_err(|_| {
+        ApiError::new(
+            "FailedOperation.ImageDecodeFailed",
+            "Image decoding failed.",
+        )
+    })?;
     if image.is_empty() {
-        return Err(ApiError::new("FailedOperation.EmptyImageError", "Image content is empty."));
+        return Err(ApiError::new(
+            "FailedOperation.EmptyImageError",
+            "Image content is empty.",
+        ));
     }
     if !ImageFormat::sniff(&image).is_supported() {
-        return Err(ApiError::new("FailedOperation.ImageDecodeFailed", "Image decoding failed."));
+        return Err(ApiError::new(
+            "FailedOperation.ImageDecodeFailed",
+            "Image decoding failed.",
+        ));
     }
     Ok(Bytes::from(image))
 }
@@ -381,7 +427,11 @@ async fn deliver(state: &State, outcome: Outcome, request_id: &str) -> Answer {
             Fault::Malformed => {
                 state.stats.answered("fault:malformed");
                 let body = format!(r#"{{"Response": {{"RequestId": "{request_id}", "Sim": "#);
-                Ok(simulated(StatusCode::OK, "application/json", body.into_bytes()))
+                Ok(simulated(
+                    StatusCode::OK,
+                    "application/json",
+                    body.into_bytes(),
+                ))
             }
             Fault::Html => {
                 state.stats.answered("fault:html");
@@ -436,7 +486,13 @@ fn result_body(outcome: &Outcome, request_id: &str, state: &State) -> serde_json
                 | "FailedOperation.IdNameMisMatch"
                 | "FailedOperation.IdPhotoPoorQuality"
         );
-    let text = |value: &str| if card_read { value.to_owned() } else { String::new() };
+    let text = |value: &str| {
+        if card_read {
+            value.to_owned()
+        } else {
+            String::new()
+        }
+    };
     let quality = config.quality.then(|| d.quality.unwrap_or(88.0));
     json!({"Response": {
         "Sim": sim,
@@ -489,9 +545,13 @@ fn description(code: &str) -> &'static str {
         "FailedOperation.IdFormatError" => "Input identity card number error.",
         "FailedOperation.IdNameMisMatch" => "Name and ID card number mismatch.",
         "FailedOperation.IdNoExistSystem" => "The number is not found in the database.",
-        "FailedOperation.IdPhotoNoExist" => "The photo of this number is not found in the database.",
+        "FailedOperation.IdPhotoNoExist" => {
+            "The photo of this number is not found in the database."
+        }
         "FailedOperation.IdPhotoPoorQuality" => "Document image is of poor quality.",
-        "FailedOperation.IdPhotoSystemNoanswer" => "The authentication center failed to return the photo.",
+        "FailedOperation.IdPhotoSystemNoanswer" => {
+            "The authentication center failed to return the photo."
+        }
         "FailedOperation.ImageBlur" => "The image is blurry.",
         "FailedOperation.ImageDecodeFailed" => "Image decoding failed.",
         "FailedOperation.ImageNoIdCard" => "No ID card is detected in the image.",

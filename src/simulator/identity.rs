@@ -7,8 +7,7 @@ use sha2::{Digest, Sha256};
 const SURNAMES: &[&str] = &["王", "李", "张", "刘", "陈", "杨", "赵", "黄"];
 const GIVEN_NAMES: &[&str] = &["伟", "芳", "娜", "敏", "静", "磊", "洋", "婷"];
 /// A 1×1 transparent PNG: the portrait of every simulated answer.
-pub const PORTRAIT_PNG_BASE64: &str =
-    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==";
+pub const PORTRAIT_PNG_BASE64: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==";
 
 /// The fields read "from the card".
 #[derive(Debug, Clone, PartialEq)]
@@ -57,7 +56,10 @@ impl Identity {
             sex,
             nation: "汉",
             birth: format!("{year}/{month}/{day}"),
-            address: format!("模拟地址（simulated）北京市东城区测试路{}号", 1 + n(7) % 200),
+            address: format!(
+                "模拟地址（simulated）北京市东城区测试路{}号",
+                1 + n(7) % 200
+            ),
             id_number,
             similarity: 90.0 + f64::from((n(8) << 8 | n(9)) % 1000) / 100.0,
         }
@@ -92,7 +94,10 @@ mod tests {
         assert_eq!(a, Identity::for_input(b"image one"));
         assert_ne!(a.id_number, Identity::for_input(b"image two").id_number);
         assert_eq!(a.id_number.len(), 18);
-        assert_eq!(a.id_number.chars().last(), Some(check_digit(&a.id_number[..17])));
+        assert_eq!(
+            a.id_number.chars().last(),
+            Some(check_digit(&a.id_number[..17]))
+        );
         assert!((90.0..100.0).contains(&a.similarity));
         assert!(a.address.contains("simulated"));
     }

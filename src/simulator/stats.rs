@@ -171,7 +171,9 @@ impl SlidingWindow {
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
@@ -207,6 +209,13 @@ mod tests {
             assert_eq!(stats.snapshot().in_flight, 2);
         }
         let snapshot = stats.snapshot();
-        assert_eq!((snapshot.in_flight, snapshot.max_in_flight, snapshot.received), (0, 2, 2));
+        assert_eq!(
+            (
+                snapshot.in_flight,
+                snapshot.max_in_flight,
+                snapshot.received
+            ),
+            (0, 2, 2)
+        );
     }
 }

@@ -115,7 +115,10 @@ mod tests {
         ];
         for params in cases {
             let body = RequestBody::with_image(&image, &params);
-            assert_eq!(body.bytes().as_ref(), full_model(&image, &params).as_slice());
+            assert_eq!(
+                body.bytes().as_ref(),
+                full_model(&image, &params).as_slice()
+            );
             assert_eq!(body.sha256_hex(), sha256_hex(&body.bytes()));
         }
     }
@@ -133,7 +136,10 @@ mod tests {
             ..Default::default()
         };
         let body = RequestBody::new(&params);
-        assert_eq!(body.bytes().as_ref(), br#"{"ImageUrl":"https://example.com/a.jpg"}"#);
+        assert_eq!(
+            body.bytes().as_ref(),
+            br#"{"ImageUrl":"https://example.com/a.jpg"}"#
+        );
         assert_eq!(body.len(), 40);
     }
 }

@@ -187,11 +187,13 @@ impl Client {
         let canonical = CanonicalRequest {
             method: "POST",
             query: "",
-            headers: &[("content-type", JSON_CONTENT_TYPE), ("host", &self.inner.host)],
+            headers: &[
+                ("content-type", JSON_CONTENT_TYPE),
+                ("host", &self.inner.host),
+            ],
             payload_sha256: body.sha256_hex(),
         };
-        let string_to_sign =
-            sign::string_to_sign(timestamp, &date, SERVICE, &canonical.to_text());
+        let string_to_sign = sign::string_to_sign(timestamp, &date, SERVICE, &canonical.to_text());
         let signature = self.with_signing_key(&credentials, &date, |key| key.sign(&string_to_sign));
         let authorization = sign::authorization(
             credentials.secret_id(),
@@ -391,7 +393,11 @@ mod tests {
 
     #[test]
     fn garbage_is_malformed_and_transient() {
-        for body in [&b"<html>"[..], b"{\"Response\":{", b"{\"Response\":{\"RequestId\":\"r\"}}"] {
+        for body in [
+            &b"<html>"[..],
+            b"{\"Response\":{",
+            b"{\"Response\":{\"RequestId\":\"r\"}}",
+        ] {
             let error = decode(body, false).unwrap_err();
             assert!(matches!(error, Error::Malformed { .. }));
             assert_eq!(error.class(), Class::Transient);

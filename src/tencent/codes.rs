@@ -102,7 +102,9 @@ impl Pattern {
     }
 }
 
-use Class::{AccountState, GatewaySetup, InvalidInput, Quota, RateLimited, Success, Transient, Unknown};
+use Class::{
+    AccountState, GatewaySetup, InvalidInput, Quota, RateLimited, Success, Transient, Unknown,
+};
 use NoMatch as N;
 use Pattern::{Exact, Prefix};
 
@@ -111,16 +113,46 @@ use Pattern::{Exact, Prefix};
 pub const TABLE: &[(Pattern, Class)] = &[
     (Exact("Success"), Success),
     // Completed verifications that are not a match.
-    (Exact("FailedOperation.CompareLowSimilarity"), Class::NoMatch(N::LowSimilarity)),
-    (Exact("FailedOperation.CompareFail"), Class::NoMatch(N::CompareFailed)),
-    (Exact("FailedOperation.IdNameMisMatch"), Class::NoMatch(N::IdNameMismatch)),
-    (Exact("FailedOperation.IdNoExistSystem"), Class::NoMatch(N::IdNotFound)),
-    (Exact("FailedOperation.IdPhotoNoExist"), Class::NoMatch(N::IdPhotoNotFound)),
-    (Exact("FailedOperation.IdPhotoPoorQuality"), Class::NoMatch(N::IdPhotoPoorQuality)),
-    (Exact("FailedOperation.OcrWarningOccurred"), Class::NoMatch(N::Warning)),
-    (Prefix("FailedOperation.LifePhoto"), Class::NoMatch(N::FaceRejected)),
-    (Exact("FailedOperation.ImageBlur"), Class::NoMatch(N::ImageBlurry)),
-    (Exact("FailedOperation.OcrFailed"), Class::NoMatch(N::OcrFailed)),
+    (
+        Exact("FailedOperation.CompareLowSimilarity"),
+        Class::NoMatch(N::LowSimilarity),
+    ),
+    (
+        Exact("FailedOperation.CompareFail"),
+        Class::NoMatch(N::CompareFailed),
+    ),
+    (
+        Exact("FailedOperation.IdNameMisMatch"),
+        Class::NoMatch(N::IdNameMismatch),
+    ),
+    (
+        Exact("FailedOperation.IdNoExistSystem"),
+        Class::NoMatch(N::IdNotFound),
+    ),
+    (
+        Exact("FailedOperation.IdPhotoNoExist"),
+        Class::NoMatch(N::IdPhotoNotFound),
+    ),
+    (
+        Exact("FailedOperation.IdPhotoPoorQuality"),
+        Class::NoMatch(N::IdPhotoPoorQuality),
+    ),
+    (
+        Exact("FailedOperation.OcrWarningOccurred"),
+        Class::NoMatch(N::Warning),
+    ),
+    (
+        Prefix("FailedOperation.LifePhoto"),
+        Class::NoMatch(N::FaceRejected),
+    ),
+    (
+        Exact("FailedOperation.ImageBlur"),
+        Class::NoMatch(N::ImageBlurry),
+    ),
+    (
+        Exact("FailedOperation.OcrFailed"),
+        Class::NoMatch(N::OcrFailed),
+    ),
     // The caller's input.
     (Prefix("InvalidParameter"), InvalidInput),
     (Prefix("MissingParameter"), InvalidInput),
@@ -285,8 +317,14 @@ mod tests {
     #[test]
     fn design_classes_hold() {
         let expectations = [
-            ("FailedOperation.CompareLowSimilarity", Class::NoMatch(N::LowSimilarity)),
-            ("FailedOperation.LifePhotoDetectFake", Class::NoMatch(N::FaceRejected)),
+            (
+                "FailedOperation.CompareLowSimilarity",
+                Class::NoMatch(N::LowSimilarity),
+            ),
+            (
+                "FailedOperation.LifePhotoDetectFake",
+                Class::NoMatch(N::FaceRejected),
+            ),
             ("FailedOperation.ImageBlur", Class::NoMatch(N::ImageBlurry)),
             ("InvalidParameterValue.Something", InvalidInput),
             ("FailedOperation.ImageNoIdCard", InvalidInput),
@@ -321,7 +359,11 @@ mod tests {
             .filter(|(_, class)| class.is_retryable())
             .map(|(_, class)| *class)
             .collect();
-        assert!(retryable.iter().all(|c| matches!(c, Transient | RateLimited)));
+        assert!(
+            retryable
+                .iter()
+                .all(|c| matches!(c, Transient | RateLimited))
+        );
         assert!(!classify("FailedOperation.RequestLimitExceeded").is_retryable());
         assert!(!classify("AuthFailure.SignatureFailure").is_retryable());
         assert!(!classify("FailedOperation.IdNameMisMatch").is_retryable());

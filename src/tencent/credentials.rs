@@ -388,13 +388,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("credentials");
         std::fs::write(&path, "[default]\nsecret_id = AKID1\nsecret_key = key1\n").unwrap();
-        let provider = CredentialProvider::from_env(env(&[(
-            ENV_CREDENTIALS_FILE,
-            path.to_str().unwrap(),
-        )]))
-        .unwrap();
+        let provider =
+            CredentialProvider::from_env(env(&[(ENV_CREDENTIALS_FILE, path.to_str().unwrap())]))
+                .unwrap();
         assert_eq!(provider.current().secret_id(), "AKID1");
-        assert!(!provider.reload().unwrap(), "unchanged file is not a change");
+        assert!(
+            !provider.reload().unwrap(),
+            "unchanged file is not a change"
+        );
 
         std::fs::write(
             &path,
@@ -407,7 +408,11 @@ mod tests {
 
         std::fs::write(&path, "[other]\nsecret_id = AKID3\n").unwrap();
         assert!(provider.reload().is_err());
-        assert_eq!(provider.current().secret_id(), "AKID2", "bad file keeps old keys");
+        assert_eq!(
+            provider.current().secret_id(),
+            "AKID2",
+            "bad file keeps old keys"
+        );
     }
 
     #[test]

@@ -49,7 +49,10 @@ impl fmt::Debug for CheckIdCardInformationRequest {
             .field("config", &self.config)
             .field("is_encrypt", &self.is_encrypt)
             .field("is_encrypt_response", &self.is_encrypt_response)
-            .field("encryption", &self.encryption.as_ref().map(|_| "<redacted>"))
+            .field(
+                "encryption",
+                &self.encryption.as_ref().map(|_| "<redacted>"),
+            )
             .finish()
     }
 }
@@ -222,7 +225,10 @@ mod tests {
             quality: true,
             ..Config::default()
         };
-        assert_eq!(config.to_json_string(), r#"{"CopyWarn":true,"Quality":true}"#);
+        assert_eq!(
+            config.to_json_string(),
+            r#"{"CopyWarn":true,"Quality":true}"#
+        );
         assert!(!Config::default().any());
     }
 

@@ -81,7 +81,12 @@ impl CanonicalRequest<'_> {
 }
 
 /// The string to sign for a canonical request.
-pub fn string_to_sign(timestamp: i64, date: &str, service: &str, canonical_request: &str) -> String {
+pub fn string_to_sign(
+    timestamp: i64,
+    date: &str,
+    service: &str,
+    canonical_request: &str,
+) -> String {
     format!(
         "{ALGORITHM}\n{timestamp}\n{date}/{service}/{TERMINATOR}\n{}",
         sha256_hex(canonical_request.as_bytes())
@@ -188,8 +193,14 @@ mod tests {
     #[test]
     fn credential_date_is_the_utc_day() {
         // 2025-01-01T00:00:00Z minus one second is still 2024 in UTC.
-        assert_eq!(credential_date(1_735_689_599).as_deref(), Some("2024-12-31"));
-        assert_eq!(credential_date(1_735_689_600).as_deref(), Some("2025-01-01"));
+        assert_eq!(
+            credential_date(1_735_689_599).as_deref(),
+            Some("2024-12-31")
+        );
+        assert_eq!(
+            credential_date(1_735_689_600).as_deref(),
+            Some("2025-01-01")
+        );
     }
 
     #[test]

@@ -70,7 +70,11 @@ impl Running {
     /// Sends SIGTERM and waits for the exit; returns (success, remaining logs).
     async fn terminate(mut self) -> (bool, String) {
         let pid = self.child.id().expect("running").to_string();
-        let killed = Command::new("kill").args(["-TERM", &pid]).status().await.unwrap();
+        let killed = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .unwrap();
         assert!(killed.success());
         let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
             .await
@@ -87,7 +91,11 @@ async fn verify_through(addr: &str) -> Verdict {
     let mut client = IdCardVerificationServiceClient::connect(format!("http://{addr}"))
         .await
         .expect("connect");
-    let answer = client.verify_id_card(request_with("")).await.unwrap().into_inner();
+    let answer = client
+        .verify_id_card(request_with(""))
+        .await
+        .unwrap()
+        .into_inner();
     assert!(answer.simulated);
     answer.verdict()
 }
@@ -153,7 +161,11 @@ async fn the_standalone_simulator_serves_a_gateway_with_env_or_file_credentials(
 
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("credentials");
-    std::fs::write(&file, format!("[default]\nsecret_id = {SECRET_ID}\nsecret_key = {SECRET_KEY}\n")).unwrap();
+    std::fs::write(
+        &file,
+        format!("[default]\nsecret_id = {SECRET_ID}\nsecret_key = {SECRET_KEY}\n"),
+    )
+    .unwrap();
     let mut from_file = command(&["serve", "--listen", "127.0.0.1:0", "--endpoint", &endpoint]);
     from_file.env("TENCENTCLOUD_CREDENTIALS_FILE", &file);
     let mut gateway = Running::start(from_file);
@@ -166,6 +178,9 @@ async fn the_standalone_simulator_serves_a_gateway_with_env_or_file_credentials(
 
     let (_, simulator_logs) = simulator.terminate().await;
     for logs in [env_logs, file_logs, simulator_logs] {
-        assert!(!logs.contains(SECRET_KEY), "the secret key leaked into a log: {logs}");
+        assert!(
+            !logs.contains(SECRET_KEY),
+            "the secret key leaked into a log: {logs}"
+        );
     }
 }

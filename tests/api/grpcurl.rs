@@ -51,20 +51,44 @@ async fn grpcurl_lists_and_describes_without_a_proto_file() {
 
     let (ok, listed, stderr) = grpcurl(args(&app, &[], &["list"]), None).await;
     assert!(ok, "{stderr}");
-    assert!(listed.lines().any(|l| l == "faceid.v1.IdCardVerificationService"), "{listed}");
-    assert!(listed.lines().any(|l| l == "grpc.health.v1.Health"), "{listed}");
+    assert!(
+        listed
+            .lines()
+            .any(|l| l == "faceid.v1.IdCardVerificationService"),
+        "{listed}"
+    );
+    assert!(
+        listed.lines().any(|l| l == "grpc.health.v1.Health"),
+        "{listed}"
+    );
 
     let (ok, described, stderr) = grpcurl(
-        args(&app, &[], &["describe", "faceid.v1.IdCardVerificationService"]),
+        args(
+            &app,
+            &[],
+            &["describe", "faceid.v1.IdCardVerificationService"],
+        ),
         None,
     )
     .await;
     assert!(ok, "{stderr}");
-    assert!(described.contains("rpc VerifyIdCard ( .faceid.v1.VerifyIdCardRequest )"), "{described}");
-    assert!(described.contains("rpc VerifyIdCardBatch ( stream .faceid.v1.VerifyIdCardBatchRequest )"));
+    assert!(
+        described.contains("rpc VerifyIdCard ( .faceid.v1.VerifyIdCardRequest )"),
+        "{described}"
+    );
+    assert!(
+        described.contains("rpc VerifyIdCardBatch ( stream .faceid.v1.VerifyIdCardBatchRequest )")
+    );
 
-    let (ok, message, _) = grpcurl(args(&app, &[], &["describe", "faceid.v1.VerifyIdCardRequest"]), None).await;
-    assert!(ok && message.contains("bytes image = 1;") && message.contains("string image_url = 2;"), "{message}");
+    let (ok, message, _) = grpcurl(
+        args(&app, &[], &["describe", "faceid.v1.VerifyIdCardRequest"]),
+        None,
+    )
+    .await;
+    assert!(
+        ok && message.contains("bytes image = 1;") && message.contains("string image_url = 2;"),
+        "{message}"
+    );
 }
 
 #[tokio::test]
@@ -74,7 +98,11 @@ async fn grpcurl_verifies_an_image_read_from_stdin() {
     let body = format!(r#"{{"image":"{image}","checks":{{"copy_warn":true}}}}"#);
 
     let (ok, stdout, stderr) = grpcurl(
-        args(&app, &["-d", "@"], &["faceid.v1.IdCardVerificationService/VerifyIdCard"]),
+        args(
+            &app,
+            &["-d", "@"],
+            &["faceid.v1.IdCardVerificationService/VerifyIdCard"],
+        ),
         Some(body),
     )
     .await;
@@ -103,7 +131,10 @@ async fn grpcurl_shows_the_error_details() {
     assert!(!ok, "{stdout}");
     let text = format!("{stdout}{stderr}");
     assert!(text.contains("Code: InvalidArgument"), "{text}");
-    assert!(text.contains("type.googleapis.com/google.rpc.BadRequest"), "{text}");
+    assert!(
+        text.contains("type.googleapis.com/google.rpc.BadRequest"),
+        "{text}"
+    );
     assert!(text.contains("image_url"), "{text}");
     assert!(text.contains("InvalidParameterValue"), "{text}");
 }

@@ -7,7 +7,7 @@ use std::process::Command;
 use faceid_gateway::simulator::{Simulator, SimulatorConfig};
 use serde_json::Value;
 
-use crate::helpers::{SECRET_ID, SECRET_KEY, SAMPLE_PNG, repo_root, venv_bin};
+use crate::helpers::{SAMPLE_PNG, SECRET_ID, SECRET_KEY, repo_root, venv_bin};
 
 /// Runs the SDK script against `simulator` with `secret_key` and `image`.
 async fn sdk_call(simulator: &Simulator, secret_key: &str, image: &[u8]) -> Value {

@@ -58,7 +58,9 @@ async fn no_log_line_holds_keys_signatures_images_or_personal_data() {
     let _ = app
         .client
         .verify_id_card(VerifyIdCardRequest {
-            source: Some(Source::ImageUrl(format!("{private_url}#FACEID-SIM[error=InternalError]"))),
+            source: Some(Source::ImageUrl(format!(
+                "{private_url}#FACEID-SIM[error=InternalError]"
+            ))),
             checks: None,
         })
         .await
@@ -68,7 +70,12 @@ async fn no_log_line_holds_keys_signatures_images_or_personal_data() {
         .verify_id_card(image_request(Bytes::from_static(b"GIF89a private pixels")))
         .await
         .unwrap_err();
-    let _ = app.client.verify_id_card(image_request(png_with("error=FailedOperation.IdNameMisMatch"))).await;
+    let _ = app
+        .client
+        .verify_id_card(image_request(png_with(
+            "error=FailedOperation.IdNameMisMatch",
+        )))
+        .await;
     app.stop().await.unwrap();
 
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();

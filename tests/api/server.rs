@@ -4,13 +4,13 @@ use std::time::Duration;
 
 use faceid_gateway::proto::Verdict;
 use futures_util::StreamExt;
+use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tonic_health::pb::HealthCheckRequest;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-use tonic_reflection::pb::v1::ServerReflectionRequest;
 use tonic_reflection::pb::v1alpha;
 
 use crate::helpers::{request_with, spawn_app};
@@ -38,7 +38,11 @@ async fn reflect(app: &crate::helpers::TestApp, request: MessageRequest) -> Mess
         host: String::new(),
         message_request: Some(request),
     }]);
-    let mut inbound = client.server_reflection_info(outbound).await.unwrap().into_inner();
+    let mut inbound = client
+        .server_reflection_info(outbound)
+        .await
+        .unwrap()
+        .into_inner();
     inbound
         .next()
         .await
@@ -58,7 +62,10 @@ async fn reflection_v1_lists_the_services_and_serves_error_details() {
         panic!("expected a service list");
     };
     let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
-    assert!(names.contains(&"faceid.v1.IdCardVerificationService"), "{names:?}");
+    assert!(
+        names.contains(&"faceid.v1.IdCardVerificationService"),
+        "{names:?}"
+    );
     assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
 
     for symbol in [
@@ -79,12 +86,13 @@ async fn reflection_v1_lists_the_services_and_serves_error_details() {
 #[tokio::test]
 async fn reflection_v1alpha_answers_for_older_grpcurl() {
     let app = spawn_app().await;
-    let mut client = v1alpha::server_reflection_client::ServerReflectionClient::new(app.channel().await);
+    let mut client =
+        v1alpha::server_reflection_client::ServerReflectionClient::new(app.channel().await);
     let outbound = tokio_stream::iter([v1alpha::ServerReflectionRequest {
         host: String::new(),
-        message_request: Some(v1alpha::server_reflection_request::MessageRequest::ListServices(
-            String::new(),
-        )),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
     }]);
 
     let answer = client
@@ -102,7 +110,11 @@ async fn reflection_v1alpha_answers_for_older_grpcurl() {
     else {
         panic!("expected a service list");
     };
-    assert!(list.service.iter().any(|s| s.name == "faceid.v1.IdCardVerificationService"));
+    assert!(
+        list.service
+            .iter()
+            .any(|s| s.name == "faceid.v1.IdCardVerificationService")
+    );
 }
 
 #[tokio::test]
@@ -110,7 +122,8 @@ async fn shutdown_lets_in_flight_calls_finish_then_refuses_new_ones() {
     let app = spawn_app().await;
     let addr = app.addr;
     let mut client = app.client.clone();
-    let in_flight = tokio::spawn(async move { client.verify_id_card(request_with("delay=800")).await });
+    let in_flight =
+        tokio::spawn(async move { client.verify_id_card(request_with("delay=800")).await });
     // Let the call reach the simulator before shutting down.
     while app.upstream_stats().in_flight == 0 {
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -118,7 +131,10 @@ async fn shutdown_lets_in_flight_calls_finish_then_refuses_new_ones() {
 
     app.stop().await.expect("clean shutdown");
 
-    let answer = in_flight.await.unwrap().expect("the in-flight call completed");
+    let answer = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight call completed");
     assert_eq!(answer.into_inner().verdict(), Verdict::Match);
     let reconnect = tokio::time::timeout(
         Duration::from_secs(2),

@@ -1,7 +1,9 @@
 //! `VerifyIdCard` end to end: gateway → signed HTTP → simulator → mapping.
 
 use bytes::Bytes;
-use faceid_gateway::proto::{Checks, Verdict, VerifyIdCardRequest, Warning, verify_id_card_request::Source};
+use faceid_gateway::proto::{
+    Checks, Verdict, VerifyIdCardRequest, Warning, verify_id_card_request::Source,
+};
 use faceid_gateway::validate::MAX_IMAGE_BYTES;
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -23,7 +25,11 @@ async fn a_plain_image_is_a_simulated_match() {
         .to_owned();
     let answer = response.into_inner();
     assert_eq!(answer.verdict(), Verdict::Match);
-    assert!((90.0..100.0).contains(&answer.similarity), "{}", answer.similarity);
+    assert!(
+        (90.0..100.0).contains(&answer.similarity),
+        "{}",
+        answer.similarity
+    );
     assert_eq!(answer.result_code, "Success");
     assert!(answer.simulated);
     assert_eq!(answer.request_id, header_request_id);
@@ -46,7 +52,12 @@ async fn an_image_url_is_verified() {
         checks: None,
     };
 
-    let answer = app.client.verify_id_card(request).await.unwrap().into_inner();
+    let answer = app
+        .client
+        .verify_id_card(request)
+        .await
+        .unwrap()
+        .into_inner();
 
     assert_eq!(answer.verdict(), Verdict::Match);
     assert_eq!(app.upstream_stats().received, 1);
@@ -76,8 +87,16 @@ async fn the_match_threshold_is_configurable() {
     })
     .await;
 
-    let below = app.client.verify_id_card(request_with("sim=93")).await.unwrap();
-    let above = app.client.verify_id_card(request_with("sim=96")).await.unwrap();
+    let below = app
+        .client
+        .verify_id_card(request_with("sim=93"))
+        .await
+        .unwrap();
+    let above = app
+        .client
+        .verify_id_card(request_with("sim=96"))
+        .await
+        .unwrap();
 
     assert_eq!(below.into_inner().verdict(), Verdict::LowSimilarity);
     assert_eq!(above.into_inner().verdict(), Verdict::Match);
@@ -87,17 +106,32 @@ async fn the_match_threshold_is_configurable() {
 async fn verdict_codes_are_ok_answers_from_either_envelope() {
     let mut app = spawn_app().await;
     let cases = [
-        ("FailedOperation.CompareLowSimilarity", Verdict::LowSimilarity),
+        (
+            "FailedOperation.CompareLowSimilarity",
+            Verdict::LowSimilarity,
+        ),
         ("FailedOperation.CompareFail", Verdict::CompareFailed),
         ("FailedOperation.IdNameMisMatch", Verdict::IdNameMismatch),
         ("FailedOperation.IdNoExistSystem", Verdict::IdNotFound),
         ("FailedOperation.IdPhotoNoExist", Verdict::IdPhotoNotFound),
-        ("FailedOperation.IdPhotoPoorQuality", Verdict::IdPhotoPoorQuality),
+        (
+            "FailedOperation.IdPhotoPoorQuality",
+            Verdict::IdPhotoPoorQuality,
+        ),
         ("FailedOperation.OcrWarningOccurred", Verdict::Warning),
-        ("FailedOperation.LifePhotoDetectFaces", Verdict::FaceRejected),
+        (
+            "FailedOperation.LifePhotoDetectFaces",
+            Verdict::FaceRejected,
+        ),
         ("FailedOperation.LifePhotoDetectFake", Verdict::FaceRejected),
-        ("FailedOperation.LifePhotoDetectNoFaces", Verdict::FaceRejected),
-        ("FailedOperation.LifePhotoPoorQuality", Verdict::FaceRejected),
+        (
+            "FailedOperation.LifePhotoDetectNoFaces",
+            Verdict::FaceRejected,
+        ),
+        (
+            "FailedOperation.LifePhotoPoorQuality",
+            Verdict::FaceRejected,
+        ),
         ("FailedOperation.LifePhotoSizeError", Verdict::FaceRejected),
         ("FailedOperation.ImageBlur", Verdict::ImageBlurry),
         ("FailedOperation.OcrFailed", Verdict::OcrFailed),
@@ -127,7 +161,12 @@ async fn warnings_fire_only_for_the_checks_requested() {
         ..Checks::default()
     });
 
-    let warned = app.client.verify_id_card(request).await.unwrap().into_inner();
+    let warned = app
+        .client
+        .verify_id_card(request)
+        .await
+        .unwrap()
+        .into_inner();
     let unchecked = app
         .client
         .verify_id_card(request_with("warn=-9102|-9103"))
@@ -150,7 +189,12 @@ async fn the_quality_score_comes_back_when_asked_for() {
         ..Checks::default()
     });
 
-    let answer = app.client.verify_id_card(request).await.unwrap().into_inner();
+    let answer = app
+        .client
+        .verify_id_card(request)
+        .await
+        .unwrap()
+        .into_inner();
 
     assert_eq!(answer.quality, Some(77.0));
 }
@@ -160,33 +204,83 @@ async fn the_quality_score_comes_back_when_asked_for() {
 async fn each_error_class_maps_to_its_grpc_code_with_details() {
     let mut app = spawn_app().await;
     let cases = [
-        ("error=FailedOperation.ImageNoIdCard", Code::InvalidArgument, "FailedOperation.ImageNoIdCard"),
-        ("error=InvalidParameterValue", Code::InvalidArgument, "InvalidParameterValue"),
+        (
+            "error=FailedOperation.ImageNoIdCard",
+            Code::InvalidArgument,
+            "FailedOperation.ImageNoIdCard",
+        ),
+        (
+            "error=InvalidParameterValue",
+            Code::InvalidArgument,
+            "InvalidParameterValue",
+        ),
         ("error=InternalError", Code::Unavailable, "InternalError"),
-        ("result=FailedOperation.CompareSystemError", Code::Unavailable, "FailedOperation.CompareSystemError"),
-        ("error=RequestLimitExceeded", Code::ResourceExhausted, "RequestLimitExceeded"),
-        ("error=FailedOperation.RequestLimitExceeded", Code::ResourceExhausted, "FailedOperation.RequestLimitExceeded"),
-        ("error=AuthFailure.SecretIdNotFound", Code::Internal, "AuthFailure.SecretIdNotFound"),
-        ("error=FailedOperation.StsUnAuthErrError", Code::Internal, "FailedOperation.StsUnAuthErrError"),
-        ("error=UnauthorizedOperation.Arrears", Code::FailedPrecondition, "UnauthorizedOperation.Arrears"),
-        ("error=FailedOperation.SomethingNew", Code::Unknown, "FailedOperation.SomethingNew"),
+        (
+            "result=FailedOperation.CompareSystemError",
+            Code::Unavailable,
+            "FailedOperation.CompareSystemError",
+        ),
+        (
+            "error=RequestLimitExceeded",
+            Code::ResourceExhausted,
+            "RequestLimitExceeded",
+        ),
+        (
+            "error=FailedOperation.RequestLimitExceeded",
+            Code::ResourceExhausted,
+            "FailedOperation.RequestLimitExceeded",
+        ),
+        (
+            "error=AuthFailure.SecretIdNotFound",
+            Code::Internal,
+            "AuthFailure.SecretIdNotFound",
+        ),
+        (
+            "error=FailedOperation.StsUnAuthErrError",
+            Code::Internal,
+            "FailedOperation.StsUnAuthErrError",
+        ),
+        (
+            "error=UnauthorizedOperation.Arrears",
+            Code::FailedPrecondition,
+            "UnauthorizedOperation.Arrears",
+        ),
+        (
+            "error=FailedOperation.SomethingNew",
+            Code::Unknown,
+            "FailedOperation.SomethingNew",
+        ),
     ];
     for (directives, code, reason) in cases {
-        let status = app.client.verify_id_card(request_with(directives)).await.unwrap_err();
+        let status = app
+            .client
+            .verify_id_card(request_with(directives))
+            .await
+            .unwrap_err();
 
         assert_eq!(status.code(), code, "{directives}: {status:?}");
         let info = status.get_details_error_info().expect("ErrorInfo");
         assert_eq!(info.reason, reason, "{directives}");
         assert_eq!(info.domain, "faceid.tencentcloudapi.com");
-        let request_id = info.metadata.get("request_id").expect("request_id metadata");
+        let request_id = info
+            .metadata
+            .get("request_id")
+            .expect("request_id metadata");
         assert_eq!(
-            status.metadata().get("x-tencent-request-id").unwrap().to_str().unwrap(),
+            status
+                .metadata()
+                .get("x-tencent-request-id")
+                .unwrap()
+                .to_str()
+                .unwrap(),
             request_id
         );
         match code {
             Code::InvalidArgument => assert!(status.get_details_bad_request().is_some()),
             Code::Unavailable => assert!(status.get_details_retry_info().is_some()),
-            Code::FailedPrecondition => assert!(status.get_details_precondition_failure().is_some()),
+            Code::FailedPrecondition => {
+                assert!(status.get_details_precondition_failure().is_some())
+            }
             _ => {}
         }
     }
@@ -196,7 +290,10 @@ async fn each_error_class_maps_to_its_grpc_code_with_details() {
         .await
         .unwrap_err();
     assert!(quota.get_details_quota_failure().is_some());
-    assert!(quota.get_details_retry_info().is_none(), "a quota is never worth retrying");
+    assert!(
+        quota.get_details_retry_info().is_none(),
+        "a quota is never worth retrying"
+    );
 }
 
 #[tokio::test]
@@ -215,10 +312,18 @@ async fn upstream_faults_are_unavailable() {
         ("delay=2000", "UpstreamTimeout"),
     ];
     for (directives, reason) in cases {
-        let status = app.client.verify_id_card(request_with(directives)).await.unwrap_err();
+        let status = app
+            .client
+            .verify_id_card(request_with(directives))
+            .await
+            .unwrap_err();
 
         assert_eq!(status.code(), Code::Unavailable, "{directives}: {status:?}");
-        assert_eq!(status.get_details_error_info().unwrap().reason, reason, "{directives}");
+        assert_eq!(
+            status.get_details_error_info().unwrap().reason,
+            reason,
+            "{directives}"
+        );
         assert!(status.get_details_retry_info().is_some(), "{directives}");
     }
 }
@@ -231,7 +336,11 @@ async fn a_wrong_secret_key_is_an_internal_signature_failure() {
     })
     .await;
 
-    let status = app.client.verify_id_card(request_with("")).await.unwrap_err();
+    let status = app
+        .client
+        .verify_id_card(request_with(""))
+        .await
+        .unwrap_err();
 
     assert_eq!(status.code(), Code::Internal);
     assert_eq!(
@@ -249,12 +358,36 @@ async fn bad_input_is_refused_without_any_upstream_call() {
     let mut oversized = png_with("").to_vec();
     oversized.resize(MAX_IMAGE_BYTES + 1, 0);
     let cases: Vec<(VerifyIdCardRequest, &str, &str)> = vec![
-        (image_request(Bytes::new()), "image", "FailedOperation.EmptyImageError"),
-        (image_request(Bytes::from_static(b"GIF89a\x01\x00\x01\x00")), "image", "FailedOperation.ImageDecodeFailed"),
-        (image_request(Bytes::from_static(b"RIFF\0\0\0\0WEBPVP8 ")), "image", "FailedOperation.ImageDecodeFailed"),
-        (image_request(Bytes::from_static(b"BM\0\0\0\0")), "image", "FailedOperation.ImageDecodeFailed"),
-        (image_request(Bytes::from_static(b"just some random bytes")), "image", "FailedOperation.ImageDecodeFailed"),
-        (image_request(Bytes::from(oversized)), "image", "FailedOperation.ImageSizeTooLarge"),
+        (
+            image_request(Bytes::new()),
+            "image",
+            "FailedOperation.EmptyImageError",
+        ),
+        (
+            image_request(Bytes::from_static(b"GIF89a\x01\x00\x01\x00")),
+            "image",
+            "FailedOperation.ImageDecodeFailed",
+        ),
+        (
+            image_request(Bytes::from_static(b"RIFF\0\0\0\0WEBPVP8 ")),
+            "image",
+            "FailedOperation.ImageDecodeFailed",
+        ),
+        (
+            image_request(Bytes::from_static(b"BM\0\0\0\0")),
+            "image",
+            "FailedOperation.ImageDecodeFailed",
+        ),
+        (
+            image_request(Bytes::from_static(b"just some random bytes")),
+            "image",
+            "FailedOperation.ImageDecodeFailed",
+        ),
+        (
+            image_request(Bytes::from(oversized)),
+            "image",
+            "FailedOperation.ImageSizeTooLarge",
+        ),
         (VerifyIdCardRequest::default(), "image", "MissingParameter"),
         (
             VerifyIdCardRequest {
@@ -273,9 +406,16 @@ async fn bad_input_is_refused_without_any_upstream_call() {
         assert_eq!(bad_request.field_violations[0].field, field);
         let info = status.get_details_error_info().unwrap();
         assert_eq!(info.reason, reason);
-        assert_eq!(info.metadata.get("checked_by").map(String::as_str), Some("gateway"));
+        assert_eq!(
+            info.metadata.get("checked_by").map(String::as_str),
+            Some("gateway")
+        );
     }
-    assert_eq!(app.upstream_stats().received, 0, "nothing may reach the billed API");
+    assert_eq!(
+        app.upstream_stats().received,
+        0,
+        "nothing may reach the billed API"
+    );
 }
 
 #[tokio::test]
@@ -300,5 +440,9 @@ async fn the_largest_valid_image_fits_and_anything_larger_is_refused() {
 
     assert_eq!(answer.verdict(), Verdict::Match);
     assert_ne!(refused.code(), Code::Ok);
-    assert_eq!(app.upstream_stats().received, 1, "only the valid image went upstream");
+    assert_eq!(
+        app.upstream_stats().received,
+        1,
+        "only the valid image went upstream"
+    );
 }
