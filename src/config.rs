@@ -29,7 +29,7 @@ pub struct Cli {
 impl Cli {
     /// The subcommand to run, with `serve` as the default.
     pub fn into_command(self) -> Command {
-        self.command.unwrap_or(Command::Serve(self.serve))
+        self.command.unwrap_or(Command::Serve(Box::new(self.serve)))
     }
 }
 
@@ -37,7 +37,7 @@ impl Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the gRPC gateway (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run the Tencent API simulator as a standalone HTTP server.
     Simulator(SimulatorArgs),
 }
@@ -80,6 +80,58 @@ pub struct ServeArgs {
     /// Requests per second the in-process simulator allows (with --simulate).
     #[arg(long, env = "FACEID_SIMULATOR_RATE_LIMIT", default_value_t = crate::simulator::DEFAULT_RATE_LIMIT)]
     pub simulator_rate_limit: u32,
+
+    /// Upstream calls per second at most, in any sliding second, across
+    /// every caller (and every replica sharing --rate-limit-redis).
+    #[arg(long, env = "FACEID_RATE_LIMIT", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rate_limit: u32,
+
+    /// Extra calls allowed back to back after a quiet period (0 = none
+    /// beyond the rate).
+    #[arg(long, env = "FACEID_RATE_BURST", default_value_t = 0)]
+    pub rate_burst: u32,
+
+    /// The longest a call waits for a rate-limit slot (the caller's deadline
+    /// also bounds it); past it the call fails at once with RESOURCE_EXHAUSTED.
+    #[arg(long, env = "FACEID_RATE_LIMIT_MAX_WAIT", default_value = "5s", value_parser = parse_duration)]
+    pub rate_limit_max_wait: Duration,
+
+    /// Redis URL of a limit shared by all replicas (redis://host:6379/0).
+    #[arg(long, env = "FACEID_RATE_LIMIT_REDIS")]
+    pub rate_limit_redis: Option<String>,
+
+    /// The Redis key of the shared limit (one per Tencent account).
+    #[arg(
+        long,
+        env = "FACEID_RATE_LIMIT_REDIS_KEY",
+        default_value = "faceid-gateway:rate-limit:CheckIdCardInformation"
+    )]
+    pub rate_limit_redis_key: String,
+
+    /// How long a Redis round trip may take before this replica falls back.
+    #[arg(long, env = "FACEID_RATE_LIMIT_REDIS_TIMEOUT", default_value = "100ms", value_parser = parse_duration)]
+    pub rate_limit_redis_timeout: Duration,
+
+    /// The share of --rate-limit one replica uses while Redis is unreachable.
+    #[arg(long, env = "FACEID_RATE_LIMIT_FALLBACK_SHARE", default_value_t = 0.25, value_parser = parse_share)]
+    pub rate_limit_fallback_share: f64,
+
+    /// Upstream calls in flight at most (waiting for a slot included), which
+    /// bounds memory whatever callers send.
+    #[arg(long, env = "FACEID_MAX_IN_FLIGHT", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_in_flight: u32,
+
+    /// Attempts per upstream call at most, the first included (1 = no retry).
+    #[arg(long, env = "FACEID_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=10))]
+    pub max_attempts: u32,
+
+    /// Backoff ceiling before the first retry; it doubles per retry, with full jitter.
+    #[arg(long, env = "FACEID_RETRY_BASE_DELAY", default_value = "100ms", value_parser = parse_duration)]
+    pub retry_base_delay: Duration,
+
+    /// The longest backoff between two attempts.
+    #[arg(long, env = "FACEID_RETRY_MAX_DELAY", default_value = "2s", value_parser = parse_duration)]
+    pub retry_max_delay: Duration,
 
     /// Similarity (0-100) at or above which a Success is VERDICT_MATCH.
     #[arg(long, env = "FACEID_MATCH_THRESHOLD", default_value_t = crate::verdict::DEFAULT_MATCH_THRESHOLD, value_parser = parse_threshold)]
@@ -169,6 +221,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 10s, 500ms, 2m)"))
 }
 
+fn parse_share(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(value) if value > 0.0 && value <= 1.0 => Ok(value),
+        _ => Err("must be a fraction above 0 and at most 1, e.g. 0.25".to_owned()),
+    }
+}
+
 fn parse_threshold(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(value) if (0.0..=100.0).contains(&value) => Ok(value),
@@ -241,6 +300,9 @@ mod tests {
             vec!["faceid-gateway", "--match-threshold", "101"],
             vec!["faceid-gateway", "--upstream-timeout", "soon"],
             vec!["faceid-gateway", "--listen", "nowhere"],
+            vec!["faceid-gateway", "--rate-limit", "0"],
+            vec!["faceid-gateway", "--rate-limit-fallback-share", "0"],
+            vec!["faceid-gateway", "--max-attempts", "0"],
         ] {
             assert!(Cli::try_parse_from(argv).is_err());
         }

@@ -30,9 +30,39 @@ pub enum Error {
     /// The upstream call failed (after the gateway's own retries).
     #[error(transparent)]
     Upstream(#[from] tencent::Error),
+    /// No upstream rate-limit slot could come within the allowed wait.
+    #[error("no upstream rate-limit slot within the allowed wait")]
+    RateLimited {
+        /// When a slot frees.
+        retry_after: Duration,
+    },
+    /// The caller's deadline passed before Tencent answered.
+    #[error("the caller's deadline passed")]
+    DeadlineExceeded,
     /// The gateway is shutting down and took no new work.
     #[error("the gateway is shutting down")]
     ShuttingDown,
+}
+
+impl Error {
+    /// Whether another upstream attempt may succeed (the retry policy asks).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Upstream(error) => error.class().is_retryable(),
+            _ => false,
+        }
+    }
+
+    /// The `ErrorInfo.reason` this error carries.
+    pub fn reason(&self) -> &str {
+        match self {
+            Error::InvalidArgument(invalid) => invalid.reason(),
+            Error::Upstream(error) => error.reason(),
+            Error::RateLimited { .. } => "RequestLimitExceeded",
+            Error::DeadlineExceeded => "DeadlineExceeded",
+            Error::ShuttingDown => "GatewayShuttingDown",
+        }
+    }
 }
 
 /// The gRPC code each class of Tencent code maps to.
@@ -77,9 +107,35 @@ impl From<Error> for Status {
         match error {
             Error::InvalidArgument(invalid) => invalid_argument_status(&invalid),
             Error::Upstream(upstream) => upstream_status(&upstream),
+            Error::RateLimited { retry_after } => {
+                let mut details = ErrorDetails::new();
+                details.set_error_info("RequestLimitExceeded", ERROR_DOMAIN, gateway_metadata());
+                details.set_retry_info(Some(retry_after));
+                details.add_quota_failure_violation(
+                    "faceid-gateway",
+                    "the shared upstream rate limit has no slot within the wait allowed",
+                );
+                Status::with_error_details(
+                    Code::ResourceExhausted,
+                    format!(
+                        "the upstream rate limit has no free slot in time; one frees in {} ms",
+                        retry_after.as_millis()
+                    ),
+                    details,
+                )
+            }
+            Error::DeadlineExceeded => {
+                let mut details = ErrorDetails::new();
+                details.set_error_info("DeadlineExceeded", ERROR_DOMAIN, gateway_metadata());
+                Status::with_error_details(
+                    Code::DeadlineExceeded,
+                    "the call's deadline passed before Tencent answered",
+                    details,
+                )
+            }
             Error::ShuttingDown => {
                 let mut details = ErrorDetails::new();
-                details.set_error_info("GatewayShuttingDown", ERROR_DOMAIN, HashMap::new());
+                details.set_error_info("GatewayShuttingDown", ERROR_DOMAIN, gateway_metadata());
                 details.set_retry_info(Some(TRANSIENT_RETRY_DELAY));
                 Status::with_error_details(
                     Code::Unavailable,
@@ -91,17 +147,14 @@ impl From<Error> for Status {
     }
 }
 
+/// `ErrorInfo.metadata` of errors the gateway raises without asking Tencent.
+fn gateway_metadata() -> HashMap<String, String> {
+    HashMap::from([("checked_by".to_owned(), "gateway".to_owned())])
+}
+
 fn invalid_argument_status(invalid: &InvalidArgument) -> Status {
     let mut details = ErrorDetails::new();
-    let reason = invalid
-        .violations
-        .first()
-        .map_or("InvalidParameter", |v| v.code);
-    details.set_error_info(
-        reason,
-        ERROR_DOMAIN,
-        HashMap::from([("checked_by".to_owned(), "gateway".to_owned())]),
-    );
+    details.set_error_info(invalid.reason(), ERROR_DOMAIN, gateway_metadata());
     details.set_bad_request(
         invalid
             .violations

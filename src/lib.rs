@@ -6,10 +6,14 @@
 //! - [`simulator`]: a local Tencent stand-in that checks signatures;
 //! - [`validate`], [`verdict`], [`error`]: input checks, answer mapping and
 //!   the one mapping to `tonic::Status`;
+//! - [`upstream`], [`limit`]: the shared tower stack (concurrency cap,
+//!   retries, GCRA rate limit, attempts);
 //! - [`service`], [`startup`], [`config`]: the gRPC server and its settings.
 
 pub mod config;
+pub mod deadline;
 pub mod error;
+pub mod limit;
 pub mod proto;
 pub mod service;
 pub mod shutdown;
@@ -18,5 +22,6 @@ pub mod startup;
 pub mod telemetry;
 pub mod tencent;
 pub mod tls;
+pub mod upstream;
 pub mod validate;
 pub mod verdict;

@@ -3,18 +3,20 @@
 //! happens here.
 
 use std::pin::Pin;
-use std::time::Instant;
 
 use futures_util::Stream;
+use tokio::time::Instant;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
+use tower::ServiceExt as _;
 
+use crate::deadline;
 use crate::error::{Error, REQUEST_ID_METADATA, grpc_name};
 use crate::proto::id_card_verification_service_server::IdCardVerificationService;
 use crate::proto::{
     VerifyIdCardBatchRequest, VerifyIdCardBatchResponse, VerifyIdCardRequest, VerifyIdCardResponse,
 };
-use crate::tencent::{self, Reply};
+use crate::upstream::{Upstream, UpstreamRequest};
 use crate::validate::Verification;
 use crate::verdict;
 
@@ -25,13 +27,13 @@ pub type BatchStream =
 /// The service implementation, shared by every connection.
 #[derive(Debug, Clone)]
 pub struct VerificationService {
-    upstream: tencent::Client,
+    upstream: Upstream,
     match_threshold: f64,
 }
 
 impl VerificationService {
-    /// A service calling `upstream`, matching at `match_threshold`.
-    pub fn new(upstream: tencent::Client, match_threshold: f64) -> Self {
+    /// A service calling the shared `upstream` stack, matching at `match_threshold`.
+    pub fn new(upstream: Upstream, match_threshold: f64) -> Self {
         Self {
             upstream,
             match_threshold,
@@ -39,10 +41,14 @@ impl VerificationService {
     }
 
     /// One verification, from validated input to the gRPC answer.
-    async fn verify(&self, request: VerifyIdCardRequest) -> Result<VerifyIdCardResponse, Error> {
+    async fn verify(
+        &self,
+        request: VerifyIdCardRequest,
+        deadline: Option<Instant>,
+    ) -> Result<VerifyIdCardResponse, Error> {
         let verification = Verification::parse(request, "")?;
-        let body = verification.into_body();
-        let reply: Reply = self.upstream.send(&body).await?;
+        let call = UpstreamRequest::new(verification.into_body(), deadline);
+        let reply = self.upstream.clone().oneshot(call).await?;
         Ok(verdict::to_response(reply, self.match_threshold))
     }
 }
@@ -54,7 +60,8 @@ impl IdCardVerificationService for VerificationService {
         request: Request<VerifyIdCardRequest>,
     ) -> Result<Response<VerifyIdCardResponse>, Status> {
         let started = Instant::now();
-        let outcome = self.verify(request.into_inner()).await;
+        let deadline = deadline::from_metadata(request.metadata(), started);
+        let outcome = self.verify(request.into_inner(), deadline).await;
         let latency_ms = started.elapsed().as_secs_f64() * 1e3;
         match outcome {
             Ok(answer) => {

@@ -16,10 +16,12 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::config::ServeArgs;
+use crate::limit::{self, Limiter, RedisConfig, RedisLimiter};
 use crate::proto::id_card_verification_service_server::IdCardVerificationServiceServer;
 use crate::service::VerificationService;
 use crate::simulator::{Simulator, SimulatorConfig};
 use crate::tencent::{self, ClientConfig, CredentialProvider, Credentials};
+use crate::upstream::{self, StackConfig};
 use crate::validate::MAX_REQUEST_MESSAGE_BYTES;
 
 /// The largest message the server sends: an answer with a portrait.
@@ -54,6 +56,9 @@ pub enum StartupError {
     /// Reflection descriptors are invalid (a build problem).
     #[error("cannot build the reflection service")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The Redis URL of the shared rate limit is not usable.
+    #[error("--rate-limit-redis is not a usable Redis URL")]
+    Redis(#[source] redis::RedisError),
     /// The gRPC server failed.
     #[error("the gRPC server failed")]
     Serve(#[from] tonic::transport::Error),
@@ -86,6 +91,7 @@ impl Application {
                 (args.endpoint.clone(), credentials, None)
             }
         };
+        let limiter = build_limiter(&args)?;
         let client = tencent::Client::new(
             ClientConfig {
                 endpoint,
@@ -104,7 +110,10 @@ impl Application {
                 })?;
         Ok(Self {
             listener,
-            service: VerificationService::new(client, args.match_threshold),
+            service: VerificationService::new(
+                upstream::build(client, limiter, &stack_config(&args)),
+                args.match_threshold,
+            ),
             simulator,
             drain_timeout: args.drain_timeout,
             background,
@@ -209,6 +218,44 @@ async fn drain(
             );
             Ok(())
         }
+    }
+}
+
+/// The upstream rate limiter: shared through Redis when configured,
+/// otherwise this process's own.
+fn build_limiter(args: &ServeArgs) -> Result<Limiter, StartupError> {
+    let quota = limit::per_second(args.rate_limit, args.rate_burst);
+    let Some(url) = &args.rate_limit_redis else {
+        return Ok(Limiter::local(quota));
+    };
+    let share = (f64::from(args.rate_limit) * args.rate_limit_fallback_share).floor();
+    // At least one call per second, so a replica never stops entirely.
+    let fallback_rate = (share as u32).max(1);
+    let redis = RedisLimiter::new(RedisConfig {
+        url: url.clone(),
+        key: args.rate_limit_redis_key.clone(),
+        quota,
+        fallback_quota: limit::per_second(fallback_rate, 0),
+        timeout: args.rate_limit_redis_timeout,
+        switch_hold: limit::WINDOW,
+    })
+    .map_err(StartupError::Redis)?;
+    tracing::info!(
+        rate_limit = args.rate_limit,
+        fallback_rate,
+        "upstream rate limit shared through Redis"
+    );
+    Ok(Limiter::Redis(Arc::new(redis)))
+}
+
+fn stack_config(args: &ServeArgs) -> StackConfig {
+    StackConfig {
+        max_in_flight: args.max_in_flight as usize,
+        rate_limit_per_window: args.rate_limit.saturating_add(args.rate_burst),
+        rate_limit_max_wait: args.rate_limit_max_wait,
+        max_attempts: args.max_attempts,
+        retry_base_delay: args.retry_base_delay,
+        retry_max_delay: args.retry_max_delay,
     }
 }
 

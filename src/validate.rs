@@ -40,6 +40,13 @@ pub struct InvalidArgument {
 }
 
 impl InvalidArgument {
+    /// The `ErrorInfo.reason`: the Tencent code of the first violation.
+    pub fn reason(&self) -> &'static str {
+        self.violations
+            .first()
+            .map_or("InvalidParameter", |v| v.code)
+    }
+
     /// A single violation.
     pub fn new(
         field: impl Into<String>,

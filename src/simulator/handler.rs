@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -18,7 +17,8 @@ use serde_json::json;
 use super::SimulatorConfig;
 use super::directives::{self, Directives, Fault};
 use super::identity::{Identity, PORTRAIT_PNG_BASE64};
-use super::stats::{SlidingWindow, Stats};
+use super::stats::Stats;
+use crate::limit::window::SlidingWindow;
 use crate::tencent::client::{SIMULATED_HEADER, unix_now};
 use crate::tencent::model::{ACTION, CheckIdCardInformationRequest, Config, SERVICE, VERSION};
 use crate::tencent::sign::{self, CanonicalRequest, SigningKey};
@@ -120,7 +120,7 @@ async fn api_call(state: &State, request: Request<Incoming>) -> Answer {
         return Ok(error_answer(state, &error, &request_id));
     }
     if let Some(limiter) = &state.limiter
-        && !limiter.try_admit(Instant::now())
+        && limiter.try_admit(tokio::time::Instant::now()).is_err()
     {
         let e = ApiError::new(
             "RequestLimitExceeded",

@@ -1,12 +1,11 @@
 //! What the simulator saw: request counts, answers by code, concurrency, and
 //! the arrival time of every request, so tests and benchmarks can check how
-//! many calls reached "Tencent" in any sliding one-second window. Also the
-//! simulator's own strict sliding-window rate limit.
+//! many calls reached "Tencent" in any sliding one-second window.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
@@ -135,41 +134,6 @@ pub fn max_in_window(sorted: &[u64], window_micros: u64) -> u64 {
     best as u64
 }
 
-/// A strict sliding-window limit: at most `limit` admissions in any window.
-#[derive(Debug)]
-pub struct SlidingWindow {
-    limit: usize,
-    window: Duration,
-    admitted: Mutex<VecDeque<Instant>>,
-}
-
-impl SlidingWindow {
-    /// At most `limit` admissions per `window`.
-    pub fn new(limit: usize, window: Duration) -> Self {
-        Self {
-            limit,
-            window,
-            admitted: Mutex::new(VecDeque::with_capacity(limit.min(1 << 16))),
-        }
-    }
-
-    /// Admits a request arriving at `now`, or refuses it without counting it.
-    pub fn try_admit(&self, now: Instant) -> bool {
-        let mut admitted = lock(&self.admitted);
-        while admitted
-            .front()
-            .is_some_and(|&t| now.duration_since(t) >= self.window)
-        {
-            admitted.pop_front();
-        }
-        if admitted.len() >= self.limit {
-            return false;
-        }
-        admitted.push_back(now);
-        true
-    }
-}
-
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
@@ -186,18 +150,6 @@ mod tests {
         // Three within 0.9 s, a fourth exactly 1 s after the first.
         let t = [0, 300_000, 900_000, 1_000_000, 2_500_000];
         assert_eq!(max_in_window(&t, 1_000_000), 3);
-    }
-
-    #[test]
-    fn sliding_window_admits_at_most_the_limit_per_window() {
-        let limiter = SlidingWindow::new(2, Duration::from_secs(1));
-        let t0 = Instant::now();
-        assert!(limiter.try_admit(t0));
-        assert!(limiter.try_admit(t0 + Duration::from_millis(500)));
-        assert!(!limiter.try_admit(t0 + Duration::from_millis(999)));
-        assert!(limiter.try_admit(t0 + Duration::from_millis(1000)));
-        assert!(!limiter.try_admit(t0 + Duration::from_millis(1400)));
-        assert!(limiter.try_admit(t0 + Duration::from_millis(1500)));
     }
 
     #[test]

@@ -59,24 +59,17 @@ impl Default for Options {
     }
 }
 
-/// A running gateway, its simulator and a client.
-pub struct TestApp {
+/// A running gateway and a client connected to it.
+pub struct Gateway {
     /// The gateway's gRPC address.
     pub addr: SocketAddr,
     /// A client connected to it.
     pub client: IdCardVerificationServiceClient<Channel>,
-    /// The upstream it calls.
-    pub simulator: Simulator,
     stop: Option<oneshot::Sender<()>>,
     server: JoinHandle<Result<(), StartupError>>,
 }
 
-impl TestApp {
-    /// What the simulator has seen.
-    pub fn upstream_stats(&self) -> StatsSnapshot {
-        self.simulator.stats()
-    }
-
+impl Gateway {
     /// A fresh channel to the gateway.
     pub async fn channel(&self) -> Channel {
         Channel::from_shared(format!("http://{}", self.addr))
@@ -91,10 +84,48 @@ impl TestApp {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        let result = self.server.await.expect("server task");
+        self.server.await.expect("server task")
+    }
+}
+
+/// A running gateway, its own simulator and a client.
+pub struct TestApp {
+    /// The gateway's gRPC address.
+    pub addr: SocketAddr,
+    /// A client connected to the gateway.
+    pub client: IdCardVerificationServiceClient<Channel>,
+    /// The upstream it calls.
+    pub simulator: Simulator,
+    gateway: Gateway,
+}
+
+impl TestApp {
+    /// What the simulator has seen.
+    pub fn upstream_stats(&self) -> StatsSnapshot {
+        self.simulator.stats()
+    }
+
+    /// A fresh channel to the gateway.
+    pub async fn channel(&self) -> Channel {
+        self.gateway.channel().await
+    }
+
+    /// Triggers a graceful shutdown and waits for the server to return.
+    pub async fn stop(self) -> Result<(), StartupError> {
+        let result = self.gateway.stop().await;
         self.simulator.shutdown().await;
         result
     }
+}
+
+/// Starts a simulator accepting [`SECRET_ID`]/[`SECRET_KEY`] with the given
+/// rate limit (0 = none).
+pub async fn spawn_simulator(rate_limit: u32) -> Simulator {
+    init_test_logging();
+    let mut config = SimulatorConfig::new(SECRET_ID, SECRET_KEY);
+    config.rate_limit = rate_limit;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    Simulator::start(config, listener).unwrap()
 }
 
 /// Starts a simulator (with [`SECRET_ID`]/[`SECRET_KEY`]) and a gateway that
@@ -105,12 +136,19 @@ pub async fn spawn_app() -> TestApp {
 
 /// [`spawn_app`] with options.
 pub async fn spawn_app_with(options: Options) -> TestApp {
-    init_test_logging();
-    let mut config = SimulatorConfig::new(SECRET_ID, SECRET_KEY);
-    config.rate_limit = options.simulator_rate_limit;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let simulator = Simulator::start(config, listener).unwrap();
+    let simulator = spawn_simulator(options.simulator_rate_limit).await;
+    let gateway = spawn_gateway(&simulator, options).await;
+    TestApp {
+        addr: gateway.addr,
+        client: gateway.client.clone(),
+        simulator,
+        gateway,
+    }
+}
 
+/// Starts a gateway calling `simulator`.
+pub async fn spawn_gateway(simulator: &Simulator, options: Options) -> Gateway {
+    init_test_logging();
     let mut flags = vec![
         "--listen".to_owned(),
         "127.0.0.1:0".to_owned(),
@@ -138,12 +176,61 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         .expect("connect to the gateway")
         .max_decoding_message_size(64 * 1024 * 1024)
         .max_encoding_message_size(64 * 1024 * 1024);
-    TestApp {
+    Gateway {
         addr,
         client,
-        simulator,
         stop: Some(stop),
         server,
+    }
+}
+
+/// A real `redis-server` on a free loopback port, stopped on drop. A missing
+/// redis-server fails the test (./scripts/test installs it).
+pub struct RedisServer {
+    /// `redis://127.0.0.1:<port>/0`.
+    pub url: String,
+    child: std::process::Child,
+}
+
+impl RedisServer {
+    /// Starts the server and waits until it answers.
+    pub async fn start() -> Self {
+        let port = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            probe.local_addr().unwrap().port()
+        };
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is missing: run ./scripts/test (it installs it)");
+        let server = Self {
+            url: format!("redis://127.0.0.1:{port}/0"),
+            child,
+        };
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return server;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("redis-server did not start on port {port}");
+    }
+
+    /// Kills the server (as an outage would).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 

@@ -7,3 +7,4 @@ mod interop;
 mod leaks;
 mod server;
 mod unary;
+mod upstream_stack;

@@ -1,0 +1,189 @@
+//! GCRA in Redis, so every replica shares one limit.
+//!
+//! The algorithm is go-redis/redis_rate's GCRA: one key holds the theoretical
+//! arrival time (TAT) in microseconds, Redis `TIME` is the only clock (replica
+//! clocks never matter), and a call is allowed when `TAT - burst tolerance`
+//! is not in the future. As in the in-process [`super::gcra`], a caller that
+//! may wait reserves the next slot: the script advances the TAT and returns
+//! the wait, all in one atomic script run.
+//!
+//! When Redis is unreachable or slower than the timeout, each replica falls
+//! back to an in-process limiter at a share of the limit (never unlimited),
+//! logs the switch once and counts every fallback decision. The connection
+//! manager reconnects by itself; the next successful call ends the fallback.
+//!
+//! Switching limiters is where a limit usually leaks: the calls made under
+//! the old limiter in the last window are unknown to the new one. So each
+//! switch holds the new limiter for one window first: entering fallback
+//! holds the replica's fallback limiter, and the first Redis call made while
+//! falling back asks the script to hold the shared TAT (`ARGV[4]`), which
+//! pauses every replica until the fallback traffic has left the window.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use tokio::time::Instant;
+
+use super::gcra::{Gcra, Quota, Rejected};
+
+/// `KEYS[1]`: the TAT key. `ARGV`: emission interval, burst tolerance, the
+/// longest acceptable wait and a hold (no slot before now + hold), all in
+/// microseconds. Returns `{1, wait}` with a reserved slot, or
+/// `{0, retry_after}`.
+const GCRA_SCRIPT: &str = r"
+local interval = tonumber(ARGV[1])
+local tolerance = tonumber(ARGV[2])
+local max_wait = tonumber(ARGV[3])
+local hold = tonumber(ARGV[4])
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+local tat = tonumber(redis.call('GET', KEYS[1]))
+if tat == nil or tat < now then tat = now end
+if hold > 0 and tat < now + hold + tolerance then tat = now + hold + tolerance end
+local wait = tat - tolerance - now
+if wait < 0 then wait = 0 end
+if wait > max_wait then return {0, wait} end
+local next_tat = tat + interval
+local ttl_ms = math.ceil((next_tat - now) / 1000) + 1000
+redis.call('SET', KEYS[1], string.format('%d', next_tat), 'PX', ttl_ms)
+return {1, wait}
+";
+
+/// Settings of the shared limiter.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `redis://host:port/db` (or `rediss://`).
+    pub url: String,
+    /// The key holding the TAT; replicas sharing a Tencent account share it.
+    pub key: String,
+    /// The shared limit.
+    pub quota: Quota,
+    /// The in-process limit used while Redis is unreachable.
+    pub fallback_quota: Quota,
+    /// How long one Redis round trip may take before falling back.
+    pub timeout: Duration,
+    /// How long a switch between the shared and the fallback limiter holds
+    /// the new one (one rate-limit window).
+    pub switch_hold: Duration,
+}
+
+/// The shared limiter with its fallback.
+pub struct RedisLimiter {
+    connection: ConnectionManager,
+    script: redis::Script,
+    key: String,
+    quota: Quota,
+    timeout: Duration,
+    switch_hold: Duration,
+    fallback: Gcra,
+    falling_back: AtomicBool,
+    fallback_decisions: AtomicU64,
+}
+
+impl std::fmt::Debug for RedisLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisLimiter")
+            .field("key", &self.key)
+            .field("quota", &self.quota)
+            .field("falling_back", &self.falling_back)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RedisLimiter {
+    /// Prepares the limiter; connects lazily, so a Redis that is down at
+    /// start-up only means starting in fallback.
+    ///
+    /// # Errors
+    /// The URL is not a Redis URL.
+    pub fn new(config: RedisConfig) -> Result<Self, redis::RedisError> {
+        let client = redis::Client::open(config.url.as_str())?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.timeout))
+            .set_response_timeout(Some(config.timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(2));
+        let connection = ConnectionManager::new_lazy_with_config(client, manager_config)?;
+        Ok(Self {
+            connection,
+            script: redis::Script::new(GCRA_SCRIPT),
+            key: config.key,
+            quota: config.quota,
+            timeout: config.timeout,
+            switch_hold: config.switch_hold,
+            fallback: Gcra::new(config.fallback_quota),
+            falling_back: AtomicBool::new(false),
+            fallback_decisions: AtomicU64::new(0),
+        })
+    }
+
+    /// Reserves a slot in the shared limit, or in the fallback limit when
+    /// Redis does not answer in time.
+    ///
+    /// # Errors
+    /// [`Rejected`] when the slot is further away than `max_wait`.
+    pub async fn reserve(&self, max_wait: Duration) -> Result<Duration, Rejected> {
+        let hold = if self.is_falling_back() {
+            self.switch_hold
+        } else {
+            Duration::ZERO
+        };
+        let mut invocation = self.script.key(&self.key);
+        invocation
+            .arg(micros(self.quota.emission_interval))
+            .arg(micros(self.quota.burst_tolerance))
+            .arg(micros(max_wait))
+            .arg(micros(hold));
+        let mut connection = self.connection.clone();
+        let answer = tokio::time::timeout(
+            self.timeout,
+            invocation.invoke_async::<(i64, i64)>(&mut connection),
+        )
+        .await;
+        match answer {
+            Ok(Ok((granted, micros))) => {
+                if self.falling_back.swap(false, Ordering::Relaxed) {
+                    tracing::info!("Redis rate limiter reachable again; shared limit restored");
+                }
+                let duration = Duration::from_micros(u64::try_from(micros).unwrap_or(0));
+                if granted == 1 {
+                    Ok(duration)
+                } else {
+                    Err(Rejected {
+                        retry_after: duration,
+                    })
+                }
+            }
+            Ok(Err(error)) => self.fall_back(max_wait, &format!("{:?}", error.kind())),
+            Err(_) => self.fall_back(max_wait, "timed out"),
+        }
+    }
+
+    fn fall_back(&self, max_wait: Duration, why: &str) -> Result<Duration, Rejected> {
+        self.fallback_decisions.fetch_add(1, Ordering::Relaxed);
+        if !self.falling_back.swap(true, Ordering::Relaxed) {
+            self.fallback.hold(Instant::now(), self.switch_hold);
+            tracing::warn!(
+                reason = why,
+                fallback_interval = ?self.fallback.quota().emission_interval,
+                "Redis rate limiter unreachable; falling back to this replica's share of the limit"
+            );
+        }
+        self.fallback.reserve(Instant::now(), max_wait)
+    }
+
+    /// Whether the last decision came from the fallback limiter.
+    pub fn is_falling_back(&self) -> bool {
+        self.falling_back.load(Ordering::Relaxed)
+    }
+
+    /// How many decisions the fallback limiter has made.
+    pub fn fallback_decisions(&self) -> u64 {
+        self.fallback_decisions.load(Ordering::Relaxed)
+    }
+}
+
+fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros()).unwrap_or(u64::MAX)
+}

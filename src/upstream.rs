@@ -1,0 +1,338 @@
+//! The upstream tower stack, built once at start-up and shared (cloned) by
+//! every handler, connection and batch stream:
+//!
+//! ```text
+//! concurrency cap ▸ retry (budget, backoff, deadline) ▸ rate limit ▸ attempt (timeout, signing, HTTP)
+//! ```
+//!
+//! Because the rate limit sits inside the retry layer, every attempt passes
+//! it again; because the client signs inside the attempt, every attempt is
+//! signed with a fresh timestamp.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use rand::Rng as _;
+use tokio::time::Instant;
+use tower::retry::budget::{Budget as _, TpsBudget};
+use tower::util::BoxCloneSyncService;
+use tower::{Service, ServiceBuilder};
+
+use crate::error::Error;
+use crate::limit::{Deadline, Limiter, RateLimitLayer, Rejected};
+use crate::tencent::{self, Reply, RequestBody};
+
+/// One verification on its way to Tencent.
+#[derive(Debug, Clone)]
+pub struct UpstreamRequest {
+    /// The signed-per-attempt body, shared by all attempts.
+    pub body: RequestBody,
+    /// When the caller stops waiting.
+    pub deadline: Option<Instant>,
+    /// 1 for the first attempt; the retry layer counts up.
+    pub attempt: u32,
+}
+
+impl UpstreamRequest {
+    /// A first attempt of `body` with an optional deadline.
+    pub fn new(body: RequestBody, deadline: Option<Instant>) -> Self {
+        Self {
+            body,
+            deadline,
+            attempt: 1,
+        }
+    }
+}
+
+impl Deadline for UpstreamRequest {
+    fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+}
+
+impl From<Rejected> for Error {
+    fn from(rejected: Rejected) -> Self {
+        Error::RateLimited {
+            retry_after: rejected.retry_after,
+        }
+    }
+}
+
+/// The shared stack: `UpstreamRequest` in, a verification outcome out.
+pub type Upstream = BoxCloneSyncService<UpstreamRequest, Reply, Error>;
+
+/// Settings of the stack.
+#[derive(Debug, Clone)]
+pub struct StackConfig {
+    /// Upstream calls in flight at most, waiting ones included.
+    pub max_in_flight: usize,
+    /// Sends allowed in any rate-limit window (rate plus burst).
+    pub rate_limit_per_window: u32,
+    /// The longest a call may wait for a rate-limit slot.
+    pub rate_limit_max_wait: Duration,
+    /// Attempts per call at most, the first included.
+    pub max_attempts: u32,
+    /// The backoff before the first retry (doubling after, with full jitter).
+    pub retry_base_delay: Duration,
+    /// The longest backoff.
+    pub retry_max_delay: Duration,
+}
+
+/// Builds the stack around `client`, drawing slots from `limiter`.
+pub fn build(client: tencent::Client, limiter: Limiter, config: &StackConfig) -> Upstream {
+    let budget = Arc::new(TpsBudget::new(Duration::from_secs(10), 10, 0.2));
+    let stack = ServiceBuilder::new()
+        .concurrency_limit(config.max_in_flight)
+        .retry(RetryPolicy {
+            budget,
+            max_attempts: config.max_attempts.max(1),
+            base_delay: config.retry_base_delay,
+            max_delay: config.retry_max_delay,
+            jitter: full_jitter,
+        })
+        .layer(RateLimitLayer::new(
+            limiter,
+            config.rate_limit_per_window,
+            config.rate_limit_max_wait,
+        ))
+        .service(Attempt { client });
+    BoxCloneSyncService::new(stack)
+}
+
+/// One signed HTTP attempt, bounded by the caller's remaining deadline (the
+/// client's own timeout bounds it otherwise).
+#[derive(Debug, Clone)]
+struct Attempt {
+    client: tencent::Client,
+}
+
+impl Service<UpstreamRequest> for Attempt {
+    type Response = Reply;
+    type Error = Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Reply, Error>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: UpstreamRequest) -> Self::Future {
+        let client = self.client.clone();
+        Box::pin(async move {
+            let send = client.send(&request.body);
+            match request.deadline {
+                Some(deadline) => match tokio::time::timeout_at(deadline, send).await {
+                    Ok(result) => result.map_err(Error::from),
+                    Err(_) => Err(Error::DeadlineExceeded),
+                },
+                None => send.await.map_err(Error::from),
+            }
+        })
+    }
+}
+
+/// Retries transient and rate-limited failures only, with exponential
+/// backoff and full jitter, inside a retry budget, never past the deadline.
+#[derive(Clone)]
+struct RetryPolicy {
+    budget: Arc<TpsBudget>,
+    max_attempts: u32,
+    base_delay: Duration,
+    max_delay: Duration,
+    /// Picks the actual delay under a ceiling ([`full_jitter`] in service).
+    jitter: fn(Duration) -> Duration,
+}
+
+impl RetryPolicy {
+    /// The jittered delay under `min(max, base × 2^(attempt-1))`.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let ceiling = self
+            .base_delay
+            .saturating_mul(1 << attempt.saturating_sub(1).min(16))
+            .min(self.max_delay);
+        (self.jitter)(ceiling)
+    }
+}
+
+/// A uniformly random delay in `[0, ceiling]` ("full jitter").
+fn full_jitter(ceiling: Duration) -> Duration {
+    let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
+    Duration::from_nanos(rand::rng().random_range(0..=nanos))
+}
+
+impl tower::retry::Policy<UpstreamRequest, Reply, Error> for RetryPolicy {
+    type Future = tokio::time::Sleep;
+
+    fn retry(
+        &mut self,
+        request: &mut UpstreamRequest,
+        result: &mut Result<Reply, Error>,
+    ) -> Option<Self::Future> {
+        let error = match result {
+            Ok(_) => {
+                self.budget.deposit();
+                return None;
+            }
+            Err(error) => error,
+        };
+        if !error.is_retryable() || request.attempt >= self.max_attempts {
+            return None;
+        }
+        let delay = self.backoff(request.attempt);
+        if request
+            .deadline
+            .is_some_and(|deadline| Instant::now() + delay >= deadline)
+        {
+            tracing::debug!(
+                attempt = request.attempt,
+                "no retry: the deadline is too close"
+            );
+            return None;
+        }
+        if !self.budget.withdraw() {
+            tracing::warn!(
+                attempt = request.attempt,
+                "no retry: the retry budget is spent"
+            );
+            return None;
+        }
+        tracing::debug!(
+            attempt = request.attempt,
+            reason = error.reason(),
+            backoff_ms = delay.as_secs_f64() * 1e3,
+            "retrying upstream call"
+        );
+        request.attempt += 1;
+        Some(tokio::time::sleep(delay))
+    }
+
+    fn clone_request(&mut self, request: &UpstreamRequest) -> Option<UpstreamRequest> {
+        Some(request.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tower::retry::Policy as _;
+
+    use super::*;
+    use crate::tencent::model::CheckIdCardInformationRequest;
+
+    fn policy(max_attempts: u32) -> RetryPolicy {
+        RetryPolicy {
+            budget: Arc::new(TpsBudget::new(Duration::from_secs(10), 10, 0.2)),
+            max_attempts,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+            // The ceiling itself, so decisions are deterministic.
+            jitter: |ceiling| ceiling,
+        }
+    }
+
+    fn request(deadline: Option<Instant>) -> UpstreamRequest {
+        let body = RequestBody::new(&CheckIdCardInformationRequest::default());
+        UpstreamRequest::new(body, deadline)
+    }
+
+    fn failure(code: &str) -> Result<Reply, Error> {
+        Err(Error::Upstream(tencent::Error::api(code, None)))
+    }
+
+    #[test]
+    fn full_jitter_stays_under_the_ceiling() {
+        for _ in 0..100 {
+            assert!(full_jitter(Duration::from_millis(50)) <= Duration::from_millis(50));
+        }
+    }
+
+    #[test]
+    fn backoff_ceiling_doubles_up_to_the_maximum() {
+        let policy = policy(10);
+        let ceilings: Vec<_> = (1..=6).map(|a| policy.backoff(a).as_millis()).collect();
+        assert_eq!(ceilings, [100, 200, 400, 800, 1000, 1000]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_and_rate_limited_failures_are_retried_until_max_attempts() {
+        for code in ["InternalError", "RequestLimitExceeded.UinLimitExceeded"] {
+            assert!(tencent::codes::classify(code).is_retryable());
+            let mut policy = policy(3);
+            let mut call = request(None);
+            assert!(
+                policy.retry(&mut call, &mut failure(code)).is_some(),
+                "{code}"
+            );
+            assert_eq!(call.attempt, 2);
+            assert!(
+                policy.retry(&mut call, &mut failure(code)).is_some(),
+                "{code}"
+            );
+            assert_eq!(call.attempt, 3);
+            assert!(
+                policy.retry(&mut call, &mut failure(code)).is_none(),
+                "{code}"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn other_failures_are_never_retried() {
+        for code in [
+            "AuthFailure.SignatureFailure",
+            "FailedOperation.RequestLimitExceeded",
+            "FailedOperation.ImageDecodeFailed",
+            "UnauthorizedOperation.Arrears",
+            "SomethingUnknown",
+        ] {
+            assert!(!tencent::codes::classify(code).is_retryable(), "{code}");
+            let mut call = request(None);
+            assert!(
+                policy(3).retry(&mut call, &mut failure(code)).is_none(),
+                "{code}"
+            );
+        }
+        let mut call = request(None);
+        for mut result in [
+            Err(Error::DeadlineExceeded),
+            Err(Error::RateLimited {
+                retry_after: Duration::from_secs(1),
+            }),
+        ] {
+            assert!(policy(3).retry(&mut call, &mut result).is_none());
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_retry_when_the_backoff_would_pass_the_deadline() {
+        // The first backoff is 100 ms; a deadline 50 ms away leaves no room.
+        let mut close = request(Some(Instant::now() + Duration::from_millis(50)));
+        assert!(
+            policy(3)
+                .retry(&mut close, &mut failure("InternalError"))
+                .is_none()
+        );
+        assert_eq!(close.attempt, 1);
+
+        let mut roomy = request(Some(Instant::now() + Duration::from_secs(5)));
+        assert!(
+            policy(3)
+                .retry(&mut roomy, &mut failure("InternalError"))
+                .is_some()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_budget_caps_retries_during_an_outage() {
+        // A budget with no reserve and 10% of deposits: nothing deposited yet.
+        let mut policy = policy(3);
+        policy.budget = Arc::new(TpsBudget::new(Duration::from_secs(1), 0, 0.1));
+        let mut call = request(None);
+        assert!(
+            policy
+                .retry(&mut call, &mut failure("InternalError"))
+                .is_none()
+        );
+    }
+}
