@@ -133,6 +133,19 @@ pub struct ServeArgs {
     #[arg(long, env = "FACEID_RETRY_MAX_DELAY", default_value = "2s", value_parser = parse_duration)]
     pub retry_max_delay: Duration,
 
+    /// Items of one batch stream in flight at most.
+    #[arg(long, env = "FACEID_BATCH_CONCURRENCY", default_value_t = 32, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch_concurrency: u32,
+
+    /// Items of all batch streams together in flight at most.
+    #[arg(long, env = "FACEID_BATCH_GLOBAL_CONCURRENCY", default_value_t = 128, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch_global_concurrency: u32,
+
+    /// Items one batch stream may carry at most (later ones get
+    /// RESOURCE_EXHAUSTED); unlimited when unset.
+    #[arg(long, env = "FACEID_BATCH_MAX_ITEMS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub batch_max_items: Option<u64>,
+
     /// Similarity (0-100) at or above which a Success is VERDICT_MATCH.
     #[arg(long, env = "FACEID_MATCH_THRESHOLD", default_value_t = crate::verdict::DEFAULT_MATCH_THRESHOLD, value_parser = parse_threshold)]
     pub match_threshold: f64,

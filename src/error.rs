@@ -39,6 +39,12 @@ pub enum Error {
     /// The caller's deadline passed before Tencent answered.
     #[error("the caller's deadline passed")]
     DeadlineExceeded,
+    /// A batch stream sent more items than `--batch-max-items`.
+    #[error("the batch stream exceeded {max_items} items")]
+    BatchTooLarge {
+        /// The configured cap.
+        max_items: u64,
+    },
     /// The gateway is shutting down and took no new work.
     #[error("the gateway is shutting down")]
     ShuttingDown,
@@ -60,6 +66,7 @@ impl Error {
             Error::Upstream(error) => error.reason(),
             Error::RateLimited { .. } => "RequestLimitExceeded",
             Error::DeadlineExceeded => "DeadlineExceeded",
+            Error::BatchTooLarge { .. } => "BatchTooLarge",
             Error::ShuttingDown => "GatewayShuttingDown",
         }
     }
@@ -130,6 +137,21 @@ impl From<Error> for Status {
                 Status::with_error_details(
                     Code::DeadlineExceeded,
                     "the call's deadline passed before Tencent answered",
+                    details,
+                )
+            }
+            Error::BatchTooLarge { max_items } => {
+                let mut details = ErrorDetails::new();
+                details.set_error_info("BatchTooLarge", ERROR_DOMAIN, gateway_metadata());
+                details.add_quota_failure_violation(
+                    "batch-stream",
+                    format!("a batch stream may carry at most {max_items} items"),
+                );
+                Status::with_error_details(
+                    Code::ResourceExhausted,
+                    format!(
+                        "this stream already sent {max_items} items, the most one stream may carry; start another"
+                    ),
                     details,
                 )
             }

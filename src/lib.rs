@@ -8,8 +8,10 @@
 //!   the one mapping to `tonic::Status`;
 //! - [`upstream`], [`limit`]: the shared tower stack (concurrency cap,
 //!   retries, GCRA rate limit, attempts);
+//! - [`verifier`], [`batch`]: one verification, and the batch stream driver;
 //! - [`service`], [`startup`], [`config`]: the gRPC server and its settings.
 
+pub mod batch;
 pub mod config;
 pub mod deadline;
 pub mod error;
@@ -25,3 +27,4 @@ pub mod tls;
 pub mod upstream;
 pub mod validate;
 pub mod verdict;
+pub mod verifier;

@@ -1,55 +1,36 @@
-//! The gRPC handlers of `faceid.v1.IdCardVerificationService`: validate,
-//! call the upstream, map the answer. No HTTP, signing or status building
-//! happens here.
+//! The gRPC handlers of `faceid.v1.IdCardVerificationService`: read the
+//! deadline, hand the work to the [`Verifier`] (unary) or the batch driver
+//! (stream), log the outcome. No HTTP, signing or status building here.
 
-use std::pin::Pin;
-
-use futures_util::Stream;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
-use tower::ServiceExt as _;
 
+use crate::batch::{self, BatchSettings, BatchStream};
 use crate::deadline;
-use crate::error::{Error, REQUEST_ID_METADATA, grpc_name};
+use crate::error::{REQUEST_ID_METADATA, grpc_name};
 use crate::proto::id_card_verification_service_server::IdCardVerificationService;
-use crate::proto::{
-    VerifyIdCardBatchRequest, VerifyIdCardBatchResponse, VerifyIdCardRequest, VerifyIdCardResponse,
-};
-use crate::upstream::{Upstream, UpstreamRequest};
-use crate::validate::Verification;
-use crate::verdict;
-
-/// The answer stream of `VerifyIdCardBatch`.
-pub type BatchStream =
-    Pin<Box<dyn Stream<Item = Result<VerifyIdCardBatchResponse, Status>> + Send + 'static>>;
+use crate::proto::{VerifyIdCardBatchRequest, VerifyIdCardRequest, VerifyIdCardResponse};
+use crate::verifier::Verifier;
 
 /// The service implementation, shared by every connection.
 #[derive(Debug, Clone)]
 pub struct VerificationService {
-    upstream: Upstream,
-    match_threshold: f64,
+    verifier: Verifier,
+    batch: BatchSettings,
+    shutdown: CancellationToken,
 }
 
 impl VerificationService {
-    /// A service calling the shared `upstream` stack, matching at `match_threshold`.
-    pub fn new(upstream: Upstream, match_threshold: f64) -> Self {
+    /// A service running verifications with `verifier`; batch streams use
+    /// `batch` limits and drain when `shutdown` is cancelled.
+    pub fn new(verifier: Verifier, batch: BatchSettings, shutdown: CancellationToken) -> Self {
         Self {
-            upstream,
-            match_threshold,
+            verifier,
+            batch,
+            shutdown,
         }
-    }
-
-    /// One verification, from validated input to the gRPC answer.
-    async fn verify(
-        &self,
-        request: VerifyIdCardRequest,
-        deadline: Option<Instant>,
-    ) -> Result<VerifyIdCardResponse, Error> {
-        let verification = Verification::parse(request, "")?;
-        let call = UpstreamRequest::new(verification.into_body(), deadline);
-        let reply = self.upstream.clone().oneshot(call).await?;
-        Ok(verdict::to_response(reply, self.match_threshold))
     }
 }
 
@@ -61,7 +42,10 @@ impl IdCardVerificationService for VerificationService {
     ) -> Result<Response<VerifyIdCardResponse>, Status> {
         let started = Instant::now();
         let deadline = deadline::from_metadata(request.metadata(), started);
-        let outcome = self.verify(request.into_inner(), deadline).await;
+        let outcome = self
+            .verifier
+            .verify(request.into_inner(), "", deadline)
+            .await;
         let latency_ms = started.elapsed().as_secs_f64() * 1e3;
         match outcome {
             Ok(answer) => {
@@ -104,10 +88,15 @@ impl IdCardVerificationService for VerificationService {
 
     async fn verify_id_card_batch(
         &self,
-        _request: Request<Streaming<VerifyIdCardBatchRequest>>,
+        request: Request<Streaming<VerifyIdCardBatchRequest>>,
     ) -> Result<Response<Self::VerifyIdCardBatchStream>, Status> {
-        Err(Status::unimplemented(
-            "VerifyIdCardBatch is not available in this version",
-        ))
+        let deadline = deadline::from_metadata(request.metadata(), Instant::now());
+        Ok(Response::new(batch::start(
+            self.verifier.clone(),
+            self.batch.clone(),
+            request.into_inner(),
+            deadline,
+            self.shutdown.clone(),
+        )))
     }
 }

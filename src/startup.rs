@@ -15,6 +15,7 @@ use tonic::transport::Server;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::batch::BatchSettings;
 use crate::config::ServeArgs;
 use crate::limit::{self, Limiter, RedisConfig, RedisLimiter};
 use crate::proto::id_card_verification_service_server::IdCardVerificationServiceServer;
@@ -23,6 +24,8 @@ use crate::simulator::{Simulator, SimulatorConfig};
 use crate::tencent::{self, ClientConfig, CredentialProvider, Credentials};
 use crate::upstream::{self, StackConfig};
 use crate::validate::MAX_REQUEST_MESSAGE_BYTES;
+use crate::verifier::Verifier;
+use tokio::sync::Semaphore;
 
 /// The largest message the server sends: an answer with a portrait.
 const MAX_RESPONSE_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
@@ -71,6 +74,8 @@ pub struct Application {
     simulator: Option<Simulator>,
     drain_timeout: Duration,
     background: CancellationToken,
+    /// Cancelled when shutdown starts, so batch streams begin draining.
+    shutdown: CancellationToken,
 }
 
 impl Application {
@@ -81,6 +86,7 @@ impl Application {
     /// Binding fails, or the upstream cannot be set up.
     pub async fn build(args: ServeArgs, upstream: Upstream) -> Result<Self, StartupError> {
         let background = CancellationToken::new();
+        let shutdown = CancellationToken::new();
         let (endpoint, credentials, simulator) = match upstream {
             Upstream::Simulate => {
                 let (simulator, credentials) = start_simulator(args.simulator_rate_limit).await?;
@@ -111,9 +117,20 @@ impl Application {
         Ok(Self {
             listener,
             service: VerificationService::new(
-                upstream::build(client, limiter, &stack_config(&args)),
-                args.match_threshold,
+                Verifier::new(
+                    upstream::build(client, limiter, &stack_config(&args)),
+                    args.match_threshold,
+                ),
+                BatchSettings {
+                    per_stream: args.batch_concurrency as usize,
+                    global: Arc::new(Semaphore::new(args.batch_global_concurrency as usize)),
+                    max_items: args.batch_max_items,
+                    // Leave a second of the server's drain for the last answers.
+                    drain_timeout: args.drain_timeout.saturating_sub(Duration::from_secs(1)),
+                },
+                shutdown.clone(),
             ),
+            shutdown,
             simulator,
             drain_timeout: args.drain_timeout,
             background,
@@ -184,7 +201,10 @@ impl Application {
         };
         let result = match ended_by_itself {
             Some(result) => result.map_err(StartupError::from),
-            None => drain(&health_reporter, stop_accepting, server, self.drain_timeout).await,
+            None => {
+                self.shutdown.cancel();
+                drain(&health_reporter, stop_accepting, server, self.drain_timeout).await
+            }
         };
         self.background.cancel();
         if let Some(simulator) = self.simulator {

@@ -138,3 +138,44 @@ async fn grpcurl_shows_the_error_details() {
     assert!(text.contains("image_url"), "{text}");
     assert!(text.contains("InvalidParameterValue"), "{text}");
 }
+
+#[tokio::test]
+async fn grpcurl_drives_a_batch_stream_from_stdin() {
+    let app = spawn_app().await;
+    let image = base64::engine::general_purpose::STANDARD.encode(png_with(""));
+    let mismatch = base64::engine::general_purpose::STANDARD
+        .encode(png_with("result=FailedOperation.IdNameMisMatch"));
+    let stdin = format!(
+        "{{\"item_id\":\"card-1\",\"request\":{{\"image\":\"{image}\"}}}}\n\
+         {{\"item_id\":\"card-2\",\"request\":{{\"image\":\"{mismatch}\"}}}}\n\
+         {{\"item_id\":\"card-3\",\"request\":{{\"image_url\":\"ftp://bad\"}}}}\n"
+    );
+
+    let (ok, stdout, stderr) = grpcurl(
+        args(
+            &app,
+            &["-d", "@", "-v"],
+            &["faceid.v1.IdCardVerificationService/VerifyIdCardBatch"],
+        ),
+        Some(stdin),
+    )
+    .await;
+
+    assert!(ok, "{stderr}");
+    for expected in [
+        r#""itemId": "card-1""#,
+        "VERDICT_MATCH",
+        r#""itemId": "card-2""#,
+        "VERDICT_ID_NAME_MISMATCH",
+        r#""itemId": "card-3""#,
+        "type.googleapis.com/google.rpc.BadRequest",
+        "x-batch-received: 3",
+        "x-batch-succeeded: 2",
+        "x-batch-failed: 1",
+    ] {
+        assert!(
+            stdout.contains(expected),
+            "{expected} missing from:\n{stdout}"
+        );
+    }
+}

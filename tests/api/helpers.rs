@@ -154,9 +154,10 @@ pub async fn spawn_gateway(simulator: &Simulator, options: Options) -> Gateway {
         "127.0.0.1:0".to_owned(),
         "--endpoint".to_owned(),
         simulator.endpoint().to_string(),
-        "--drain-timeout".to_owned(),
-        "5s".to_owned(),
     ];
+    if !options.flags.iter().any(|flag| flag == "--drain-timeout") {
+        flags.extend(["--drain-timeout".to_owned(), "5s".to_owned()]);
+    }
     flags.extend(options.flags);
     let args = ServeArgs::from_flags(flags);
     let credentials = Credentials::new(SECRET_ID, options.gateway_secret_key, None).unwrap();

@@ -1,5 +1,6 @@
 //! Behaviour tests of the gateway, one test binary (one link) for all of them.
 
+mod batch;
 mod cli;
 mod grpcurl;
 mod helpers;

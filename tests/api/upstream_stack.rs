@@ -227,8 +227,29 @@ async fn three_times_the_limit_from_many_callers_stays_within_it() {
     )
     .await;
 
-    // 3× the limit offered: 120 callers each wanting one call a second.
-    let _ = load(&gateway.client, 3 * LIMIT as usize, Duration::from_secs(3)).await;
+    // 3× the limit offered: 80 unary callers each wanting one call a
+    // second, and a batch stream of 120 items at once.
+    let mut batch_client = gateway.client.clone();
+    let batch = tokio::spawn(async move {
+        let items: Vec<_> = (0..120)
+            .map(|i| faceid_gateway::proto::VerifyIdCardBatchRequest {
+                item_id: format!("b{i}"),
+                request: Some(request_with("")),
+            })
+            .collect();
+        let mut stream = batch_client
+            .verify_id_card_batch(tokio_stream::iter(items))
+            .await
+            .unwrap()
+            .into_inner();
+        let mut answered = 0;
+        while stream.message().await.unwrap().is_some() {
+            answered += 1;
+        }
+        answered
+    });
+    let _ = load(&gateway.client, 2 * LIMIT as usize, Duration::from_secs(3)).await;
+    assert_eq!(batch.await.unwrap(), 120, "every batch item answered");
 
     let stats = simulator.stats();
     assert_eq!(stats.count("RequestLimitExceeded"), 0, "{stats:?}");

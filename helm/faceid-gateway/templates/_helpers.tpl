@@ -1,0 +1,162 @@
+{{/* Chart name, overridable; 63 characters at most (a DNS label). */}}
+{{- define "faceid-gateway.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+Full name of the release's objects. The release name alone when it already
+contains the chart name, so `helm install faceid-gateway .` does not give
+faceid-gateway-faceid-gateway.
+*/}}
+{{- define "faceid-gateway.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := include "faceid-gateway.name" . -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "faceid-gateway.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* The version the pods run: the image tag, else the chart's appVersion. */}}
+{{- define "faceid-gateway.version" -}}
+{{- .Values.image.tag | default .Chart.AppVersion -}}
+{{- end -}}
+
+{{/* Selector labels: stable for the release's lifetime (selectors are immutable). */}}
+{{- define "faceid-gateway.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "faceid-gateway.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* Labels on every object. */}}
+{{- define "faceid-gateway.labels" -}}
+helm.sh/chart: {{ include "faceid-gateway.chart" . }}
+{{ include "faceid-gateway.selectorLabels" . }}
+app.kubernetes.io/version: {{ include "faceid-gateway.version" . | trunc 63 | trimSuffix "-" | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: gateway
+app.kubernetes.io/part-of: faceid-gateway
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "faceid-gateway.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "faceid-gateway.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "faceid-gateway.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (include "faceid-gateway.version" .) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Where the Tencent keys come from: "simulate" (none needed), "chart" (a Secret
+this chart makes from credentials.secretId/secretKey), "existing"
+(credentials.existingSecret) or "" (nothing configured).
+*/}}
+{{- define "faceid-gateway.credentialsSource" -}}
+{{- $c := .Values.credentials -}}
+{{- if .Values.simulate -}}
+simulate
+{{- else if or $c.secretId $c.secretKey -}}
+chart
+{{- else if $c.existingSecret -}}
+existing
+{{- end -}}
+{{- end -}}
+
+{{/* Name of the Secret with the Tencent keys (chart-made or existing). */}}
+{{- define "faceid-gateway.credentialsSecretName" -}}
+{{- if eq (include "faceid-gateway.credentialsSource" .) "chart" -}}
+{{- printf "%s-credentials" (include "faceid-gateway.fullname" .) | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- .Values.credentials.existingSecret -}}
+{{- end -}}
+{{- end -}}
+
+{{/* "true" when the replicas share one limit through Redis. */}}
+{{- define "faceid-gateway.sharedLimit" -}}
+{{- if or .Values.rateLimit.redis.url .Values.rateLimit.redis.existingSecret -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* The most pods the release may run at once. */}}
+{{- define "faceid-gateway.maxReplicas" -}}
+{{- if .Values.autoscaling.enabled -}}
+{{- .Values.autoscaling.maxReplicas | int -}}
+{{- else -}}
+{{- .Values.replicaCount | int -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The fewest pods the release runs when healthy. */}}
+{{- define "faceid-gateway.minReplicas" -}}
+{{- if .Values.autoscaling.enabled -}}
+{{- .Values.autoscaling.minReplicas | int -}}
+{{- else -}}
+{{- .Values.replicaCount | int -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "faceid-gateway.gracePeriod" -}}
+{{- $floor := add .Values.preStopSleepSeconds .Values.drainTimeoutSeconds -}}
+{{- if kindIs "invalid" .Values.terminationGracePeriodSeconds -}}
+{{- add $floor 10 -}}
+{{- else -}}
+{{- .Values.terminationGracePeriodSeconds | int -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Checks the schema cannot express. Every message starts with the chart name and
+says what to set.
+*/}}
+{{- define "faceid-gateway.validate" -}}
+{{- $v := .Values -}}
+{{- $source := include "faceid-gateway.credentialsSource" . -}}
+{{- if eq $source "" -}}
+{{- fail "faceid-gateway: no Tencent Cloud credentials. Set credentials.existingSecret to a Secret holding TENCENTCLOUD_SECRET_ID and TENCENTCLOUD_SECRET_KEY, or set credentials.secretId and credentials.secretKey, or set simulate=true to run the built-in simulator for a demo." -}}
+{{- end -}}
+{{- if and (eq $source "chart") (not (and $v.credentials.secretId $v.credentials.secretKey)) -}}
+{{- fail "faceid-gateway: credentials.secretId and credentials.secretKey must be set together." -}}
+{{- end -}}
+{{- if regexMatch "^rediss?://[^/]*@" $v.rateLimit.redis.url -}}
+{{- fail "faceid-gateway: rateLimit.redis.url carries credentials, which would land in a ConfigMap. Put the whole URL in a Secret and set rateLimit.redis.existingSecret (and existingSecretKey) instead." -}}
+{{- end -}}
+{{- if and $v.rateLimit.redis.url $v.rateLimit.redis.existingSecret -}}
+{{- fail "faceid-gateway: set either rateLimit.redis.url or rateLimit.redis.existingSecret, not both." -}}
+{{- end -}}
+{{- $max := include "faceid-gateway.maxReplicas" . | int -}}
+{{- if and (or (gt $max 1) $v.autoscaling.enabled) (not (include "faceid-gateway.sharedLimit" .)) -}}
+{{- if not $v.rateLimit.perReplica -}}
+{{- fail (printf "faceid-gateway: refusing to run %d replicas (replicaCount > 1 or autoscaling.enabled) without a shared rate limit. Tencent allows %d CheckIdCardInformation calls per second per account (rateLimit.accountLimit) in total, and each replica would enforce rateLimit.perSecond=%d on its own, so together they would exceed it and calls would fail with RequestLimitExceeded. Either set rateLimit.redis.url (or rateLimit.redis.existingSecret) so all replicas share one limit, or divide the limit yourself and set rateLimit.perReplica=true with rateLimit.perSecond <= accountLimit / max replicas." $max ($v.rateLimit.accountLimit | int) ($v.rateLimit.perSecond | int)) -}}
+{{- end -}}
+{{- if gt (mul $max $v.rateLimit.perSecond) ($v.rateLimit.accountLimit | int64) -}}
+{{- fail (printf "faceid-gateway: rateLimit.perReplica=true but rateLimit.perSecond=%d x %d replicas = %d exceeds rateLimit.accountLimit=%d. Lower rateLimit.perSecond to at most %d, or use rateLimit.redis." ($v.rateLimit.perSecond | int) $max (mul $max $v.rateLimit.perSecond) ($v.rateLimit.accountLimit | int) (div $v.rateLimit.accountLimit $max)) -}}
+{{- end -}}
+{{- end -}}
+{{- if and $v.autoscaling.enabled (lt ($v.autoscaling.maxReplicas | int) ($v.autoscaling.minReplicas | int)) -}}
+{{- fail "faceid-gateway: autoscaling.maxReplicas must be at least autoscaling.minReplicas." -}}
+{{- end -}}
+{{- $floor := add $v.preStopSleepSeconds $v.drainTimeoutSeconds -}}
+{{- if le (include "faceid-gateway.gracePeriod" . | int) ($floor | int) -}}
+{{- fail (printf "faceid-gateway: terminationGracePeriodSeconds=%d must be larger than preStopSleepSeconds + drainTimeoutSeconds = %d, or in-flight calls are killed before they drain. Leave it null to get %d." (include "faceid-gateway.gracePeriod" . | int) ($floor | int) (add $floor 10)) -}}
+{{- end -}}
+{{- end -}}

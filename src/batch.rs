@@ -1,0 +1,326 @@
+//! `VerifyIdCardBatch`: a bidirectional stream where every item the server
+//! reads gets exactly one answer, in completion order, through the same
+//! validation and the same shared upstream stack as `VerifyIdCard`.
+//!
+//! One driver task per stream reads items, runs each as its own task and
+//! forwards answers. Memory stays flat in batch length:
+//! - the driver reads the next item only while the stream has fewer than
+//!   `per_stream` items in flight and holds a permit of the global cap, so a
+//!   busy gateway stops reading and HTTP/2 flow control pushes back on the
+//!   client;
+//! - an item's image is dropped as soon as its request body is built;
+//! - the duplicate check keeps a 64-bit hash per item id, not the id.
+//!
+//! How the stream ends: OK once the client has half-closed and every item is
+//! answered; the client going away aborts in-flight items and starts no new
+//! upstream call; server shutdown stops reading, lets in-flight items finish
+//! within the drain budget and answers the rest UNAVAILABLE; the call's
+//! deadline answers unfinished items DEADLINE_EXCEEDED just before it
+//! passes. Trailers carry `x-batch-received`, `x-batch-succeeded` and
+//! `x-batch-failed`.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, RandomState};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{Stream, StreamExt as _};
+use prost::Message as _;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::task::{Id, JoinSet};
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::metadata::MetadataValue;
+use tonic::{Status, Streaming};
+
+use crate::error::Error;
+use crate::proto::verify_id_card_batch_response::Outcome;
+use crate::proto::{VerifyIdCardBatchRequest, VerifyIdCardBatchResponse};
+use crate::validate::{InvalidArgument, Verification};
+use crate::verifier::Verifier;
+
+/// The longest `item_id` accepted.
+pub const MAX_ITEM_ID_LEN: usize = 128;
+/// How long before the call's deadline unfinished items are answered, so the
+/// answers reach the client before it stops listening.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(50);
+
+/// The answer stream of `VerifyIdCardBatch`.
+pub type BatchStream =
+    Pin<Box<dyn Stream<Item = Result<VerifyIdCardBatchResponse, Status>> + Send + 'static>>;
+
+/// Limits shared by every batch stream.
+#[derive(Debug, Clone)]
+pub struct BatchSettings {
+    /// Items of one stream in flight at most.
+    pub per_stream: usize,
+    /// Items of all streams in flight at most (shared permits).
+    pub global: Arc<Semaphore>,
+    /// Items one stream may send at most; later items get RESOURCE_EXHAUSTED.
+    pub max_items: Option<u64>,
+    /// How long in-flight items may finish after shutdown starts.
+    pub drain_timeout: Duration,
+}
+
+/// Starts the driver for one stream and returns its answers.
+pub fn start(
+    verifier: Verifier,
+    settings: BatchSettings,
+    inbound: Streaming<VerifyIdCardBatchRequest>,
+    deadline: Option<Instant>,
+    shutdown: CancellationToken,
+) -> BatchStream {
+    let (answers, receiver) = mpsc::channel(settings.per_stream.max(1));
+    let driver = Driver {
+        verifier,
+        settings,
+        answers,
+        deadline: deadline.map(|d| d.checked_sub(DEADLINE_MARGIN).unwrap_or(d)),
+        shutdown,
+        in_flight: JoinSet::new(),
+        in_flight_ids: HashMap::new(),
+        seen_ids: HashSet::new(),
+        id_hasher: RandomState::new(),
+        counts: Counts::default(),
+    };
+    tokio::spawn(driver.run(inbound));
+    Box::pin(ReceiverStream::new(receiver))
+}
+
+/// Items read and answered so far.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    received: u64,
+    succeeded: u64,
+    failed: u64,
+}
+
+/// Why reading stopped before the client half-closed.
+enum Cut {
+    /// The server is shutting down.
+    Shutdown,
+    /// The call's deadline is (almost) reached.
+    Deadline,
+    /// The inbound stream failed (e.g. an oversized message).
+    Inbound(Status),
+}
+
+struct Driver {
+    verifier: Verifier,
+    settings: BatchSettings,
+    answers: mpsc::Sender<Result<VerifyIdCardBatchResponse, Status>>,
+    deadline: Option<Instant>,
+    shutdown: CancellationToken,
+    in_flight: JoinSet<VerifyIdCardBatchResponse>,
+    in_flight_ids: HashMap<Id, String>,
+    seen_ids: HashSet<u64>,
+    id_hasher: RandomState,
+    counts: Counts,
+}
+
+impl Driver {
+    async fn run(mut self, mut inbound: Streaming<VerifyIdCardBatchRequest>) {
+        let mut permit: Option<OwnedSemaphorePermit> = None;
+        let mut half_closed = false;
+        let mut cut: Option<Cut> = None;
+        let never = Instant::now() + Duration::from_secs(365 * 24 * 3600);
+        let deadline = self.deadline.unwrap_or(never);
+        let mut drain_until = never;
+
+        loop {
+            let reading = !half_closed && cut.is_none();
+            if !reading && self.in_flight.is_empty() {
+                break;
+            }
+            let has_room = self.in_flight.len() < self.settings.per_stream;
+            tokio::select! {
+                biased;
+                () = self.answers.closed() => {
+                    // The client cancelled or went away: drop in-flight
+                    // items, start nothing new.
+                    self.in_flight.abort_all();
+                    return;
+                }
+                () = tokio::time::sleep_until(deadline), if !matches!(cut, Some(Cut::Deadline)) => {
+                    self.answer_all_in_flight(Error::DeadlineExceeded).await;
+                    if !half_closed {
+                        cut = Some(Cut::Deadline);
+                    }
+                    break;
+                }
+                () = tokio::time::sleep_until(drain_until), if matches!(cut, Some(Cut::Shutdown)) => {
+                    self.answer_all_in_flight(Error::ShuttingDown).await;
+                    break;
+                }
+                () = self.shutdown.cancelled(), if reading => {
+                    cut = Some(Cut::Shutdown);
+                    drain_until = Instant::now() + self.settings.drain_timeout;
+                }
+                Some(joined) = self.in_flight.join_next_with_id(), if !self.in_flight.is_empty() => {
+                    let answer = match joined {
+                        Ok((id, answer)) => {
+                            self.in_flight_ids.remove(&id);
+                            answer
+                        }
+                        Err(failure) => {
+                            // A panicking item still gets its answer.
+                            let item_id = self.in_flight_ids.remove(&failure.id()).unwrap_or_default();
+                            tracing::error!("batch item task failed");
+                            error_answer(item_id, Status::internal("the gateway failed on this item"))
+                        }
+                    };
+                    if !self.send(answer).await {
+                        return;
+                    }
+                }
+                acquired = Arc::clone(&self.settings.global).acquire_owned(),
+                    if reading && has_room && permit.is_none() =>
+                {
+                    permit = acquired.ok();
+                }
+                next = inbound.next(), if reading && has_room && permit.is_some() => match next {
+                    Some(Ok(item)) => {
+                        let taken = permit.take().expect("guarded by the branch condition");
+                        if !self.accept(item, taken).await {
+                            return;
+                        }
+                    }
+                    Some(Err(status)) => cut = Some(Cut::Inbound(status)),
+                    None => half_closed = true,
+                },
+            }
+        }
+        self.finish(cut).await;
+    }
+
+    /// Takes one item: answers it at once when it is invalid, or starts it.
+    /// Returns false when the client has gone.
+    async fn accept(
+        &mut self,
+        item: VerifyIdCardBatchRequest,
+        permit: OwnedSemaphorePermit,
+    ) -> bool {
+        self.counts.received += 1;
+        let item_id = item.item_id;
+        let checked = self.check_item(&item_id, item.request);
+        match checked {
+            Err(error) => self.send(error_answer(item_id, Status::from(error))).await,
+            Ok(verification) => {
+                let verifier = self.verifier.clone();
+                let deadline = self.deadline;
+                let answer_id = item_id.clone();
+                let handle = self.in_flight.spawn(async move {
+                    let outcome = verifier.verify_valid(verification, deadline).await;
+                    drop(permit);
+                    match outcome {
+                        Ok(result) => VerifyIdCardBatchResponse {
+                            item_id: answer_id,
+                            outcome: Some(Outcome::Result(result)),
+                        },
+                        Err(error) => error_answer(answer_id, Status::from(error)),
+                    }
+                });
+                self.in_flight_ids.insert(handle.id(), item_id);
+                true
+            }
+        }
+    }
+
+    fn check_item(
+        &mut self,
+        item_id: &str,
+        request: Option<crate::proto::VerifyIdCardRequest>,
+    ) -> Result<Verification, Error> {
+        if item_id.is_empty() {
+            return Err(InvalidArgument::new("item_id", "is required", "MissingParameter").into());
+        }
+        if item_id.len() > MAX_ITEM_ID_LEN {
+            return Err(InvalidArgument::new(
+                "item_id",
+                format!("is longer than {MAX_ITEM_ID_LEN} characters"),
+                "InvalidParameterValue",
+            )
+            .into());
+        }
+        if !self.seen_ids.insert(self.id_hasher.hash_one(item_id)) {
+            return Err(InvalidArgument::new(
+                "item_id",
+                "repeats an item_id already sent on this stream",
+                "InvalidParameterValue",
+            )
+            .into());
+        }
+        if let Some(max) = self.settings.max_items
+            && self.counts.received > max
+        {
+            return Err(Error::BatchTooLarge { max_items: max });
+        }
+        let request = request
+            .ok_or_else(|| InvalidArgument::new("request", "is required", "MissingParameter"))?;
+        Ok(Verification::parse(request, "request.")?)
+    }
+
+    /// Aborts every in-flight item and answers it with `error`.
+    async fn answer_all_in_flight(&mut self, error: Error) {
+        self.in_flight.abort_all();
+        let status = Status::from(error);
+        while self.in_flight.join_next().await.is_some() {}
+        for (_, item_id) in std::mem::take(&mut self.in_flight_ids) {
+            if !self.send(error_answer(item_id, status.clone())).await {
+                return;
+            }
+        }
+    }
+
+    /// Sends one answer and counts it; false when the client has gone.
+    async fn send(&mut self, answer: VerifyIdCardBatchResponse) -> bool {
+        match answer.outcome {
+            Some(Outcome::Result(_)) => self.counts.succeeded += 1,
+            _ => self.counts.failed += 1,
+        }
+        self.answers.send(Ok(answer)).await.is_ok()
+    }
+
+    /// Ends the stream with the status `cut` calls for and the counts.
+    async fn finish(self, cut: Option<Cut>) {
+        let mut status = match cut {
+            None => Status::ok(""),
+            Some(Cut::Shutdown) => Status::from(Error::ShuttingDown),
+            Some(Cut::Deadline) => Status::from(Error::DeadlineExceeded),
+            Some(Cut::Inbound(status)) => status,
+        };
+        let counts = self.counts;
+        let metadata = status.metadata_mut();
+        metadata.insert("x-batch-received", MetadataValue::from(counts.received));
+        metadata.insert("x-batch-succeeded", MetadataValue::from(counts.succeeded));
+        metadata.insert("x-batch-failed", MetadataValue::from(counts.failed));
+        tracing::info!(
+            rpc.method = "VerifyIdCardBatch",
+            rpc.grpc.status_code = crate::error::grpc_name(status.code()),
+            batch.received = counts.received,
+            batch.succeeded = counts.succeeded,
+            batch.failed = counts.failed,
+            "batch stream completed"
+        );
+        // Tonic turns a final `Err(status)` into the trailers, OK included.
+        let _ = self.answers.send(Err(status)).await;
+    }
+}
+
+/// An item's error answer, with the same code and details as the unary RPC.
+fn error_answer(item_id: String, status: Status) -> VerifyIdCardBatchResponse {
+    let rich = tonic_types::pb::Status::decode(status.details())
+        .ok()
+        .filter(|rich| rich.code == status.code() as i32)
+        .unwrap_or_else(|| tonic_types::pb::Status {
+            code: status.code() as i32,
+            message: status.message().to_owned(),
+            details: Vec::new(),
+        });
+    VerifyIdCardBatchResponse {
+        item_id,
+        outcome: Some(Outcome::Error(rich)),
+    }
+}

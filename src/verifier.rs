@@ -1,0 +1,67 @@
+//! One verification from validated input to the gRPC answer, shared by the
+//! unary handler and every batch item: validate, build the body, call the
+//! shared upstream stack, map the outcome.
+
+use tokio::time::Instant;
+use tower::ServiceExt as _;
+
+use crate::error::Error;
+use crate::proto::{VerifyIdCardRequest, VerifyIdCardResponse};
+use crate::upstream::{Upstream, UpstreamRequest};
+use crate::validate::Verification;
+use crate::verdict;
+
+/// Runs verifications through the shared upstream stack. Cheap to clone.
+#[derive(Clone)]
+pub struct Verifier {
+    upstream: Upstream,
+    match_threshold: f64,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("match_threshold", &self.match_threshold)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Verifier {
+    /// A verifier calling `upstream`, matching at `match_threshold`.
+    pub fn new(upstream: Upstream, match_threshold: f64) -> Self {
+        Self {
+            upstream,
+            match_threshold,
+        }
+    }
+
+    /// Validates `request` (field paths prefixed with `field_prefix`) and
+    /// verifies it.
+    ///
+    /// # Errors
+    /// Invalid input (nothing sent upstream) or a failed upstream call.
+    pub async fn verify(
+        &self,
+        request: VerifyIdCardRequest,
+        field_prefix: &str,
+        deadline: Option<Instant>,
+    ) -> Result<VerifyIdCardResponse, Error> {
+        let verification = Verification::parse(request, field_prefix)?;
+        self.verify_valid(verification, deadline).await
+    }
+
+    /// Verifies input that already passed validation. The image is released
+    /// as soon as the request body is built.
+    ///
+    /// # Errors
+    /// A failed upstream call.
+    pub async fn verify_valid(
+        &self,
+        verification: Verification,
+        deadline: Option<Instant>,
+    ) -> Result<VerifyIdCardResponse, Error> {
+        let call = UpstreamRequest::new(verification.into_body(), deadline);
+        let reply = self.upstream.clone().oneshot(call).await?;
+        Ok(verdict::to_response(reply, self.match_threshold))
+    }
+}
