@@ -34,8 +34,11 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataValue;
 use tonic::{Status, Streaming};
+use tracing::{Instrument as _, Span};
 
 use crate::error::Error;
+use crate::metrics::Metrics;
+use crate::observe::{self, BATCH_ITEM, BatchCounts};
 use crate::proto::verify_id_card_batch_response::Outcome;
 use crate::proto::{VerifyIdCardBatchRequest, VerifyIdCardBatchResponse};
 use crate::validate::{InvalidArgument, Verification};
@@ -62,6 +65,8 @@ pub struct BatchSettings {
     pub max_items: Option<u64>,
     /// How long in-flight items may finish after shutdown starts.
     pub drain_timeout: Duration,
+    /// Where items and streams are counted.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Starts the driver for one stream and returns its answers.
@@ -71,9 +76,12 @@ pub fn start(
     inbound: Streaming<VerifyIdCardBatchRequest>,
     deadline: Option<Instant>,
     shutdown: CancellationToken,
+    span: Span,
 ) -> BatchStream {
     let (answers, receiver) = mpsc::channel(settings.per_stream.max(1));
     let driver = Driver {
+        started: Instant::now(),
+        span: span.clone(),
         verifier,
         settings,
         answers,
@@ -83,18 +91,10 @@ pub fn start(
         in_flight_ids: HashMap::new(),
         seen_ids: HashSet::new(),
         id_hasher: RandomState::new(),
-        counts: Counts::default(),
+        counts: BatchCounts::default(),
     };
-    tokio::spawn(driver.run(inbound));
+    tokio::spawn(driver.run(inbound).instrument(span));
     Box::pin(ReceiverStream::new(receiver))
-}
-
-/// Items read and answered so far.
-#[derive(Debug, Default, Clone, Copy)]
-struct Counts {
-    received: u64,
-    succeeded: u64,
-    failed: u64,
 }
 
 /// Why reading stopped before the client half-closed.
@@ -108,16 +108,27 @@ enum Cut {
 }
 
 struct Driver {
+    started: Instant,
+    /// The stream's RPC span; item spans are its children.
+    span: Span,
     verifier: Verifier,
     settings: BatchSettings,
     answers: mpsc::Sender<Result<VerifyIdCardBatchResponse, Status>>,
     deadline: Option<Instant>,
     shutdown: CancellationToken,
     in_flight: JoinSet<VerifyIdCardBatchResponse>,
-    in_flight_ids: HashMap<Id, String>,
+    in_flight_ids: HashMap<Id, InFlightItem>,
     seen_ids: HashSet<u64>,
     id_hasher: RandomState,
-    counts: Counts,
+    counts: BatchCounts,
+}
+
+/// What the driver keeps of an item while its task runs, to answer and
+/// report it if the task is aborted.
+struct InFlightItem {
+    item_id: String,
+    span: Span,
+    started: Instant,
 }
 
 impl Driver {
@@ -144,14 +155,14 @@ impl Driver {
                     return;
                 }
                 () = tokio::time::sleep_until(deadline), if !matches!(cut, Some(Cut::Deadline)) => {
-                    self.answer_all_in_flight(Error::DeadlineExceeded).await;
+                    self.answer_all_in_flight(|| Error::DeadlineExceeded).await;
                     if !half_closed {
                         cut = Some(Cut::Deadline);
                     }
                     break;
                 }
                 () = tokio::time::sleep_until(drain_until), if matches!(cut, Some(Cut::Shutdown)) => {
-                    self.answer_all_in_flight(Error::ShuttingDown).await;
+                    self.answer_all_in_flight(|| Error::ShuttingDown).await;
                     break;
                 }
                 () = self.shutdown.cancelled(), if reading => {
@@ -166,8 +177,9 @@ impl Driver {
                         }
                         Err(failure) => {
                             // A panicking item still gets its answer.
-                            let item_id = self.in_flight_ids.remove(&failure.id()).unwrap_or_default();
+                            let item = self.in_flight_ids.remove(&failure.id());
                             tracing::error!("batch item task failed");
+                            let item_id = item.map(|item| item.item_id).unwrap_or_default();
                             error_answer(item_id, Status::internal("the gateway failed on this item"))
                         }
                     };
@@ -202,30 +214,51 @@ impl Driver {
         item: VerifyIdCardBatchRequest,
         permit: OwnedSemaphorePermit,
     ) -> bool {
+        let started = Instant::now();
+        let span = observe::item_span(&self.span, self.counts.received);
         self.counts.received += 1;
         let item_id = item.item_id;
         let checked = self.check_item(&item_id, item.request);
-        match checked {
-            Err(error) => self.send(error_answer(item_id, Status::from(error))).await,
-            Ok(verification) => {
-                let verifier = self.verifier.clone();
-                let deadline = self.deadline;
-                let answer_id = item_id.clone();
-                let handle = self.in_flight.spawn(async move {
-                    let outcome = verifier.verify_valid(verification, deadline).await;
-                    drop(permit);
-                    match outcome {
-                        Ok(result) => VerifyIdCardBatchResponse {
-                            item_id: answer_id,
-                            outcome: Some(Outcome::Result(result)),
-                        },
-                        Err(error) => error_answer(answer_id, Status::from(error)),
-                    }
-                });
-                self.in_flight_ids.insert(handle.id(), item_id);
-                true
+        let metrics = Arc::clone(&self.settings.metrics);
+        let verification = match checked {
+            Ok(verification) => verification,
+            Err(error) => {
+                let outcome = observe::Outcome::failed(&error);
+                observe::report(&span, BATCH_ITEM, outcome, started.elapsed(), &metrics);
+                return self.send(error_answer(item_id, Status::from(error))).await;
             }
-        }
+        };
+        let verifier = self.verifier.clone();
+        let deadline = self.deadline;
+        let answer_id = item_id.clone();
+        let task = async move {
+            let _in_flight = GaugeGuard::up(&metrics.batch_items_in_flight);
+            let result = verifier.verify_valid(verification, deadline).await;
+            drop(permit);
+            let outcome = observe::Outcome::of(&result);
+            observe::report(
+                &Span::current(),
+                BATCH_ITEM,
+                outcome,
+                started.elapsed(),
+                &metrics,
+            );
+            match result {
+                Ok(result) => VerifyIdCardBatchResponse {
+                    item_id: answer_id,
+                    outcome: Some(Outcome::Result(result)),
+                },
+                Err(error) => error_answer(answer_id, Status::from(error)),
+            }
+        };
+        let handle = self.in_flight.spawn(task.instrument(span.clone()));
+        let item = InFlightItem {
+            item_id,
+            span,
+            started,
+        };
+        self.in_flight_ids.insert(handle.id(), item);
+        true
     }
 
     fn check_item(
@@ -263,12 +296,21 @@ impl Driver {
     }
 
     /// Aborts every in-flight item and answers it with `error`.
-    async fn answer_all_in_flight(&mut self, error: Error) {
+    async fn answer_all_in_flight(&mut self, error: fn() -> Error) {
         self.in_flight.abort_all();
-        let status = Status::from(error);
+        let status = Status::from(error());
+        let error = error();
         while self.in_flight.join_next().await.is_some() {}
-        for (_, item_id) in std::mem::take(&mut self.in_flight_ids) {
-            if !self.send(error_answer(item_id, status.clone())).await {
+        for (_, item) in std::mem::take(&mut self.in_flight_ids) {
+            let metrics = &self.settings.metrics;
+            observe::report(
+                &item.span,
+                BATCH_ITEM,
+                observe::Outcome::failed(&error),
+                item.started.elapsed(),
+                metrics,
+            );
+            if !self.send(error_answer(item.item_id, status.clone())).await {
                 return;
             }
         }
@@ -296,16 +338,31 @@ impl Driver {
         metadata.insert("x-batch-received", MetadataValue::from(counts.received));
         metadata.insert("x-batch-succeeded", MetadataValue::from(counts.succeeded));
         metadata.insert("x-batch-failed", MetadataValue::from(counts.failed));
-        tracing::info!(
-            rpc.method = "VerifyIdCardBatch",
-            rpc.grpc.status_code = crate::error::grpc_name(status.code()),
-            batch.received = counts.received,
-            batch.succeeded = counts.succeeded,
-            batch.failed = counts.failed,
-            "batch stream completed"
+        observe::report_stream(
+            &self.span,
+            status.code(),
+            counts,
+            self.started.elapsed(),
+            &self.settings.metrics,
         );
         // Tonic turns a final `Err(status)` into the trailers, OK included.
         let _ = self.answers.send(Err(status)).await;
+    }
+}
+
+/// Holds a gauge one up while alive (an aborted item still leaves it).
+struct GaugeGuard(prometheus_client::metrics::gauge::Gauge);
+
+impl GaugeGuard {
+    fn up(gauge: &prometheus_client::metrics::gauge::Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for GaugeGuard {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 

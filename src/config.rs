@@ -60,6 +60,10 @@ pub struct ServeArgs {
     #[arg(long, env = "FACEID_LISTEN", default_value = "0.0.0.0:50051")]
     pub listen: SocketAddr,
 
+    /// Address of the admin HTTP port (Prometheus metrics at /metrics).
+    #[arg(long, env = "FACEID_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
+    pub admin_listen: SocketAddr,
+
     /// Tencent API endpoint (`http://` is accepted for local tests).
     #[arg(
         long,

@@ -59,6 +59,25 @@ impl Error {
         }
     }
 
+    /// The gRPC code this error maps to.
+    pub fn code(&self) -> Code {
+        match self {
+            Error::InvalidArgument(_) => Code::InvalidArgument,
+            Error::Upstream(error) => code_for(error.class()),
+            Error::RateLimited { .. } | Error::BatchTooLarge { .. } => Code::ResourceExhausted,
+            Error::DeadlineExceeded => Code::DeadlineExceeded,
+            Error::ShuttingDown => Code::Unavailable,
+        }
+    }
+
+    /// Tencent's `RequestId`, when the upstream answered.
+    pub fn request_id(&self) -> Option<&str> {
+        match self {
+            Error::Upstream(error) => error.request_id(),
+            _ => None,
+        }
+    }
+
     /// The `ErrorInfo.reason` this error carries.
     pub fn reason(&self) -> &str {
         match self {
@@ -111,61 +130,41 @@ pub fn grpc_name(code: Code) -> &'static str {
 
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
-        match error {
-            Error::InvalidArgument(invalid) => invalid_argument_status(&invalid),
-            Error::Upstream(upstream) => upstream_status(&upstream),
+        let code = error.code();
+        let mut details = ErrorDetails::new();
+        let message = match &error {
+            Error::InvalidArgument(invalid) => return invalid_argument_status(invalid),
+            Error::Upstream(upstream) => return upstream_status(upstream),
             Error::RateLimited { retry_after } => {
-                let mut details = ErrorDetails::new();
-                details.set_error_info("RequestLimitExceeded", ERROR_DOMAIN, gateway_metadata());
-                details.set_retry_info(Some(retry_after));
+                details.set_retry_info(Some(*retry_after));
                 details.add_quota_failure_violation(
                     "faceid-gateway",
                     "the shared upstream rate limit has no slot within the wait allowed",
                 );
-                Status::with_error_details(
-                    Code::ResourceExhausted,
-                    format!(
-                        "the upstream rate limit has no free slot in time; one frees in {} ms",
-                        retry_after.as_millis()
-                    ),
-                    details,
+                format!(
+                    "the upstream rate limit has no free slot in time; one frees in {} ms",
+                    retry_after.as_millis()
                 )
             }
             Error::DeadlineExceeded => {
-                let mut details = ErrorDetails::new();
-                details.set_error_info("DeadlineExceeded", ERROR_DOMAIN, gateway_metadata());
-                Status::with_error_details(
-                    Code::DeadlineExceeded,
-                    "the call's deadline passed before Tencent answered",
-                    details,
-                )
+                "the call's deadline passed before Tencent answered".to_owned()
             }
             Error::BatchTooLarge { max_items } => {
-                let mut details = ErrorDetails::new();
-                details.set_error_info("BatchTooLarge", ERROR_DOMAIN, gateway_metadata());
                 details.add_quota_failure_violation(
                     "batch-stream",
                     format!("a batch stream may carry at most {max_items} items"),
                 );
-                Status::with_error_details(
-                    Code::ResourceExhausted,
-                    format!(
-                        "this stream already sent {max_items} items, the most one stream may carry; start another"
-                    ),
-                    details,
+                format!(
+                    "this stream already sent {max_items} items, the most one stream may carry; start another"
                 )
             }
             Error::ShuttingDown => {
-                let mut details = ErrorDetails::new();
-                details.set_error_info("GatewayShuttingDown", ERROR_DOMAIN, gateway_metadata());
                 details.set_retry_info(Some(TRANSIENT_RETRY_DELAY));
-                Status::with_error_details(
-                    Code::Unavailable,
-                    "the gateway is shutting down; retry on another replica",
-                    details,
-                )
+                "the gateway is shutting down; retry on another replica".to_owned()
             }
-        }
+        };
+        details.set_error_info(error.reason(), ERROR_DOMAIN, gateway_metadata());
+        Status::with_error_details(code, message, details)
     }
 }
 

@@ -9,13 +9,18 @@
 //! - [`upstream`], [`limit`]: the shared tower stack (concurrency cap,
 //!   retries, GCRA rate limit, attempts);
 //! - [`verifier`], [`batch`]: one verification, and the batch stream driver;
+//! - [`telemetry`], [`observe`], [`metrics`], [`admin`]: logs and traces,
+//!   what each RPC reports, Prometheus metrics and the admin port;
 //! - [`service`], [`startup`], [`config`]: the gRPC server and its settings.
 
+pub mod admin;
 pub mod batch;
 pub mod config;
 pub mod deadline;
 pub mod error;
 pub mod limit;
+pub mod metrics;
+pub mod observe;
 pub mod proto;
 pub mod service;
 pub mod shutdown;

@@ -15,6 +15,7 @@ use secrecy::SecretString;
 
 fn main() -> ExitCode {
     let command = Cli::parse().into_command();
+    faceid_gateway::tls::install_crypto_provider();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -38,7 +39,7 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    telemetry::init(args.log_format);
+    let telemetry = telemetry::init(args.log_format)?;
     let upstream = if args.simulate {
         Upstream::Simulate
     } else {
@@ -46,12 +47,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Upstream::Tencent(Arc::new(credentials))
     };
     let app = Application::build(args, upstream).await?;
-    app.run_until_stopped(shutdown::signal()).await?;
-    Ok(())
+    let served = app.run_until_stopped(shutdown::signal()).await;
+    // Export the spans of the last requests before exiting.
+    telemetry.shutdown();
+    Ok(served?)
 }
 
 async fn simulator(args: SimulatorArgs) -> anyhow::Result<()> {
-    telemetry::init(args.log_format);
+    let _telemetry = telemetry::init(args.log_format)?;
     let mut config = SimulatorConfig::new(args.secret_id, args.secret_key);
     config.session_token = args.session_token.map(SecretString::from);
     config.rate_limit = args.rate_limit;

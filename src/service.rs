@@ -1,18 +1,29 @@
-//! The gRPC handlers of `faceid.v1.IdCardVerificationService`: read the
-//! deadline, hand the work to the [`Verifier`] (unary) or the batch driver
-//! (stream), log the outcome. No HTTP, signing or status building here.
+//! The gRPC handlers of `faceid.v1.IdCardVerificationService`: open the RPC
+//! span (parented by the caller's trace), read the deadline, hand the work to
+//! the [`Verifier`] (unary) or the batch driver (stream), and report. No
+//! HTTP, signing or status building happens here.
+
+use std::sync::Arc;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tonic::metadata::MetadataValue;
+use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status, Streaming};
+use tracing::Instrument as _;
 
 use crate::batch::{self, BatchSettings, BatchStream};
 use crate::deadline;
-use crate::error::{REQUEST_ID_METADATA, grpc_name};
+use crate::error::REQUEST_ID_METADATA;
+use crate::metrics::Metrics;
+use crate::observe::{self, Outcome};
 use crate::proto::id_card_verification_service_server::IdCardVerificationService;
 use crate::proto::{VerifyIdCardBatchRequest, VerifyIdCardRequest, VerifyIdCardResponse};
+use crate::telemetry;
 use crate::verifier::Verifier;
+
+/// Response metadata naming the trace a call landed in (W3C Trace Context
+/// level 2).
+pub const TRACERESPONSE_METADATA: &str = "traceresponse";
 
 /// The service implementation, shared by every connection.
 #[derive(Debug, Clone)]
@@ -20,17 +31,40 @@ pub struct VerificationService {
     verifier: Verifier,
     batch: BatchSettings,
     shutdown: CancellationToken,
+    metrics: Arc<Metrics>,
 }
 
 impl VerificationService {
     /// A service running verifications with `verifier`; batch streams use
     /// `batch` limits and drain when `shutdown` is cancelled.
-    pub fn new(verifier: Verifier, batch: BatchSettings, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        verifier: Verifier,
+        batch: BatchSettings,
+        shutdown: CancellationToken,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             verifier,
             batch,
             shutdown,
+            metrics,
         }
+    }
+}
+
+/// Adds `traceresponse` (and Tencent's request id, when known) to response
+/// or error metadata.
+fn tag(metadata: &mut MetadataMap, span: &tracing::Span, request_id: Option<&str>) {
+    if let Some(value) =
+        telemetry::traceresponse(span).and_then(|v| MetadataValue::try_from(v).ok())
+    {
+        metadata.insert(TRACERESPONSE_METADATA, value);
+    }
+    if let Some(value) = request_id
+        .filter(|id| !id.is_empty())
+        .and_then(|id| MetadataValue::try_from(id).ok())
+    {
+        metadata.insert(REQUEST_ID_METADATA, value);
     }
 }
 
@@ -41,44 +75,31 @@ impl IdCardVerificationService for VerificationService {
         request: Request<VerifyIdCardRequest>,
     ) -> Result<Response<VerifyIdCardResponse>, Status> {
         let started = Instant::now();
+        let span = observe::rpc_span("VerifyIdCard", request.metadata());
         let deadline = deadline::from_metadata(request.metadata(), started);
-        let outcome = self
+        let result = self
             .verifier
             .verify(request.into_inner(), "", deadline)
+            .instrument(span.clone())
             .await;
-        let latency_ms = started.elapsed().as_secs_f64() * 1e3;
-        match outcome {
+        observe::report(
+            &span,
+            "VerifyIdCard",
+            Outcome::of(&result),
+            started.elapsed(),
+            &self.metrics,
+        );
+        match result {
             Ok(answer) => {
-                tracing::info!(
-                    rpc.method = "VerifyIdCard",
-                    rpc.grpc.status_code = "OK",
-                    tencent.result = %answer.result_code,
-                    tencent.request_id = %answer.request_id,
-                    verdict = answer.verdict().as_str_name(),
-                    latency_ms,
-                    "rpc completed"
-                );
-                let request_id = MetadataValue::try_from(answer.request_id.as_str()).ok();
+                let request_id = answer.request_id.clone();
                 let mut response = Response::new(answer);
-                if let Some(value) = request_id {
-                    response.metadata_mut().insert(REQUEST_ID_METADATA, value);
-                }
+                tag(response.metadata_mut(), &span, Some(&request_id));
                 Ok(response)
             }
             Err(error) => {
-                let status = Status::from(error);
-                let request_id = status
-                    .metadata()
-                    .get(REQUEST_ID_METADATA)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default();
-                tracing::info!(
-                    rpc.method = "VerifyIdCard",
-                    rpc.grpc.status_code = grpc_name(status.code()),
-                    tencent.request_id = request_id,
-                    latency_ms,
-                    "rpc completed"
-                );
+                let mut status = Status::from(error);
+                // The request id is already in the status metadata.
+                tag(status.metadata_mut(), &span, None);
                 Err(status)
             }
         }
@@ -90,13 +111,18 @@ impl IdCardVerificationService for VerificationService {
         &self,
         request: Request<Streaming<VerifyIdCardBatchRequest>>,
     ) -> Result<Response<Self::VerifyIdCardBatchStream>, Status> {
+        let span = observe::rpc_span("VerifyIdCardBatch", request.metadata());
         let deadline = deadline::from_metadata(request.metadata(), Instant::now());
-        Ok(Response::new(batch::start(
+        let answers = batch::start(
             self.verifier.clone(),
             self.batch.clone(),
             request.into_inner(),
             deadline,
             self.shutdown.clone(),
-        )))
+            span.clone(),
+        );
+        let mut response = Response::new(answers);
+        tag(response.metadata_mut(), &span, None);
+        Ok(response)
     }
 }

@@ -15,9 +15,11 @@ use tonic::transport::Server;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::admin;
 use crate::batch::BatchSettings;
 use crate::config::ServeArgs;
 use crate::limit::{self, Limiter, RedisConfig, RedisLimiter};
+use crate::metrics::Metrics;
 use crate::proto::id_card_verification_service_server::IdCardVerificationServiceServer;
 use crate::service::VerificationService;
 use crate::simulator::{Simulator, SimulatorConfig};
@@ -70,6 +72,8 @@ pub enum StartupError {
 /// A bound, ready-to-run gateway.
 pub struct Application {
     listener: TcpListener,
+    admin_listener: TcpListener,
+    metrics: Arc<Metrics>,
     service: VerificationService,
     simulator: Option<Simulator>,
     drain_timeout: Duration,
@@ -97,7 +101,11 @@ impl Application {
                 (args.endpoint.clone(), credentials, None)
             }
         };
-        let limiter = build_limiter(&args)?;
+        let metrics = Arc::new(Metrics::new());
+        metrics
+            .rate_limit_configured
+            .set(i64::from(args.rate_limit));
+        let limiter = build_limiter(&args, &metrics)?;
         let client = tencent::Client::new(
             ClientConfig {
                 endpoint,
@@ -107,18 +115,13 @@ impl Application {
             },
             credentials,
         )?;
-        let listener =
-            TcpListener::bind(args.listen)
-                .await
-                .map_err(|source| StartupError::Bind {
-                    addr: args.listen,
-                    source,
-                })?;
+        let listener = bind(args.listen).await?;
+        let admin_listener = bind(args.admin_listen).await?;
         Ok(Self {
             listener,
             service: VerificationService::new(
                 Verifier::new(
-                    upstream::build(client, limiter, &stack_config(&args)),
+                    upstream::build(client, limiter, &stack_config(&args), Arc::clone(&metrics)),
                     args.match_threshold,
                 ),
                 BatchSettings {
@@ -127,9 +130,13 @@ impl Application {
                     max_items: args.batch_max_items,
                     // Leave a second of the server's drain for the last answers.
                     drain_timeout: args.drain_timeout.saturating_sub(Duration::from_secs(1)),
+                    metrics: Arc::clone(&metrics),
                 },
                 shutdown.clone(),
+                Arc::clone(&metrics),
             ),
+            admin_listener,
+            metrics,
             shutdown,
             simulator,
             drain_timeout: args.drain_timeout,
@@ -143,6 +150,16 @@ impl Application {
     /// Never in practice: a bound listener has an address.
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// The address of the admin HTTP port (`/metrics`).
+    ///
+    /// # Panics
+    /// Never in practice: a bound listener has an address.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_listener
             .local_addr()
             .expect("a bound listener has an address")
     }
@@ -163,6 +180,12 @@ impl Application {
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), StartupError> {
         let addr = self.local_addr();
+        let admin_addr = self.admin_addr();
+        tokio::spawn(admin::serve(
+            self.admin_listener,
+            Arc::clone(&self.metrics),
+            self.background.clone(),
+        ));
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter
             .set_serving::<IdCardVerificationServiceServer<VerificationService>>()
@@ -191,6 +214,7 @@ impl Application {
         tokio::pin!(server);
         tracing::info!(
             listen = %addr,
+            admin_listen = %admin_addr,
             simulated = self.simulator.is_some(),
             "faceid-gateway serving"
         );
@@ -241,9 +265,15 @@ async fn drain(
     }
 }
 
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartupError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartupError::Bind { addr, source })
+}
+
 /// The upstream rate limiter: shared through Redis when configured,
 /// otherwise this process's own.
-fn build_limiter(args: &ServeArgs) -> Result<Limiter, StartupError> {
+fn build_limiter(args: &ServeArgs, metrics: &Metrics) -> Result<Limiter, StartupError> {
     let quota = limit::per_second(args.rate_limit, args.rate_burst);
     let Some(url) = &args.rate_limit_redis else {
         return Ok(Limiter::local(quota));
@@ -258,6 +288,7 @@ fn build_limiter(args: &ServeArgs) -> Result<Limiter, StartupError> {
         fallback_quota: limit::per_second(fallback_rate, 0),
         timeout: args.rate_limit_redis_timeout,
         switch_hold: limit::WINDOW,
+        fallback_decisions: metrics.rate_limit_fallbacks.clone(),
     })
     .map_err(StartupError::Redis)?;
     tracing::info!(

@@ -1,30 +1,427 @@
-//! Log output: a `tracing` subscriber writing JSON or text lines to stderr,
-//! with the level taken from `RUST_LOG` (default `info`).
+//! Logs and traces: one `tracing` subscriber that writes log lines (JSON or
+//! text, each with the `trace_id` and `span_id` of its span) and turns spans
+//! into OpenTelemetry spans, exported over OTLP (gRPC or HTTP/protobuf) only
+//! when an endpoint is configured with the standard `OTEL_*` variables.
+//!
+//! W3C Trace Context is the propagator: `traceparent`/`tracestate` from
+//! incoming metadata become the parent of the RPC span ([`set_parent_from`]),
+//! and [`traceresponse`] tells the caller which trace its call landed in.
 
+use std::fmt::Write as _;
 use std::io::IsTerminal;
 
+use opentelemetry::propagation::{Extractor, TextMapPropagator as _};
+use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
+use opentelemetry_otlp::{Protocol, WithExportConfig as _};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use tonic::metadata::{KeyRef, MetadataMap};
+use tracing::{Event, Subscriber};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::config::LogFormat;
 
-/// Installs the global subscriber. Call once, at start-up.
-pub fn init(format: LogFormat) {
+/// The service name when `OTEL_SERVICE_NAME` is not set.
+pub const DEFAULT_SERVICE_NAME: &str = "faceid-gateway";
+/// The instrumentation scope of every span.
+const SCOPE: &str = "faceid-gateway";
+
+/// Why telemetry could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    /// An `OTEL_*` variable holds a value this build does not support.
+    #[error("{variable}={value:?} is not supported (use grpc or http/protobuf)")]
+    UnsupportedProtocol {
+        /// The variable.
+        variable: &'static str,
+        /// Its value.
+        value: String,
+    },
+    /// The OTLP exporter could not be built.
+    #[error("cannot build the OTLP exporter")]
+    Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
+}
+
+/// Where spans go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtlpSettings {
+    /// Export at all (an endpoint is configured).
+    pub enabled: bool,
+    /// The transport.
+    pub protocol: Protocol,
+    /// An explicit endpoint (full URL, `/v1/traces` included for HTTP);
+    /// `None` lets the exporter read `OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT`.
+    pub endpoint: Option<String>,
+    /// `service.name` of the resource.
+    pub service_name: String,
+}
+
+impl OtlpSettings {
+    /// Reads the standard variables through `var` (`std::env::var` outside
+    /// tests): nothing is exported unless `OTEL_EXPORTER_OTLP_ENDPOINT` or
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set (and `OTEL_TRACES_EXPORTER`
+    /// is not `none`); the protocol defaults to `http/protobuf`, as the
+    /// OpenTelemetry specification says.
+    ///
+    /// # Errors
+    /// An unsupported protocol value.
+    pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Result<Self, TelemetryError> {
+        let set = |name: &str| var(name).filter(|v| !v.trim().is_empty());
+        let has_endpoint = set("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some()
+            || set("OTEL_EXPORTER_OTLP_ENDPOINT").is_some();
+        let disabled = set("OTEL_TRACES_EXPORTER").is_some_and(|v| v.trim() == "none");
+        let (variable, value) = match set("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") {
+            Some(value) => ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", value),
+            None => (
+                "OTEL_EXPORTER_OTLP_PROTOCOL",
+                set("OTEL_EXPORTER_OTLP_PROTOCOL").unwrap_or_else(|| "http/protobuf".into()),
+            ),
+        };
+        let protocol = match value.trim() {
+            "grpc" => Protocol::Grpc,
+            "http/protobuf" => Protocol::HttpBinary,
+            _ => return Err(TelemetryError::UnsupportedProtocol { variable, value }),
+        };
+        Ok(Self {
+            enabled: has_endpoint && !disabled,
+            protocol,
+            endpoint: None,
+            service_name: set("OTEL_SERVICE_NAME").unwrap_or_else(|| DEFAULT_SERVICE_NAME.into()),
+        })
+    }
+}
+
+/// Builds the tracer provider: with a batch OTLP exporter when `settings`
+/// enable one (sampling per `OTEL_TRACES_SAMPLER`); otherwise without an
+/// exporter and recording nothing, so spans cost next to nothing and only
+/// give log lines and `traceresponse` their ids.
+///
+/// # Errors
+/// The exporter cannot be built.
+pub fn tracer_provider(settings: &OtlpSettings) -> Result<SdkTracerProvider, TelemetryError> {
+    let resource = Resource::builder()
+        .with_service_name(settings.service_name.clone())
+        .build();
+    let builder = SdkTracerProvider::builder().with_resource(resource);
+    if !settings.enabled {
+        // Nothing to export to: spans still get ids (for log lines and
+        // `traceresponse`) but are never recorded.
+        return Ok(builder.with_sampler(Sampler::AlwaysOff).build());
+    }
+    let exporter = match settings.protocol {
+        Protocol::Grpc => {
+            let mut exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic();
+            if let Some(endpoint) = &settings.endpoint {
+                exporter = exporter.with_endpoint(endpoint.clone());
+            }
+            exporter.build()?
+        }
+        _ => {
+            crate::tls::install_crypto_provider();
+            let mut exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_protocol(Protocol::HttpBinary);
+            if let Some(endpoint) = &settings.endpoint {
+                exporter = exporter.with_endpoint(endpoint.clone());
+            }
+            exporter.build()?
+        }
+    };
+    Ok(builder.with_batch_exporter(exporter).build())
+}
+
+/// A subscriber writing log lines in `json` or text to `writer`, filtered by
+/// `filter`, and recording spans through `provider`.
+pub fn subscriber<W>(
+    provider: &SdkTracerProvider,
+    json: bool,
+    writer: W,
+    filter: EnvFilter,
+) -> impl Subscriber + Send + Sync + for<'a> LookupSpan<'a>
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let logs = tracing_subscriber::fmt::layer()
+        .event_format(LogLine { json })
+        .with_writer(writer);
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer(SCOPE)))
+        .with(logs)
+}
+
+/// Flushes and stops the exporter when dropped (or on [`Self::shutdown`]).
+pub struct TelemetryGuard {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl TelemetryGuard {
+    /// Exports the spans still buffered and stops the exporter.
+    pub fn shutdown(mut self) {
+        self.flush();
+    }
+
+    fn flush(&mut self) {
+        if let Some(provider) = self.provider.take()
+            && let Err(error) = provider.shutdown()
+        {
+            eprintln!("faceid-gateway: exporting the last spans failed: {error}");
+        }
+    }
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// Installs the global subscriber and the W3C propagator from the
+/// environment (`RUST_LOG`, `OTEL_*`). Call once, inside the runtime.
+///
+/// # Errors
+/// Bad `OTEL_*` values or an exporter that cannot be built.
+pub fn init(format: LogFormat) -> Result<TelemetryGuard, TelemetryError> {
+    let settings = OtlpSettings::from_env(|name| std::env::var(name).ok())?;
+    let provider = tracer_provider(&settings)?;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .init();
-    } else {
-        builder.init();
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    subscriber(&provider, json, std::io::stderr, filter).init();
+    if settings.enabled {
+        tracing::info!(
+            protocol = ?settings.protocol,
+            service.name = %settings.service_name,
+            "exporting traces over OTLP"
+        );
+    }
+    Ok(TelemetryGuard {
+        provider: Some(provider),
+    })
+}
+
+/// Reads W3C Trace Context from gRPC metadata.
+struct MetadataExtractor<'a>(&'a MetadataMap);
+
+impl Extractor for MetadataExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0
+            .keys()
+            .filter_map(|key| match key {
+                KeyRef::Ascii(key) => Some(key.as_str()),
+                KeyRef::Binary(_) => None,
+            })
+            .collect()
+    }
+}
+
+/// Makes the caller's `traceparent` (if any) the parent of `span`.
+pub fn set_parent_from(span: &tracing::Span, metadata: &MetadataMap) {
+    let parent = TraceContextPropagator::new().extract(&MetadataExtractor(metadata));
+    if parent.span().span_context().is_valid() {
+        // Fails only when no OpenTelemetry layer is installed.
+        let _ = span.set_parent(parent);
+    }
+}
+
+/// The W3C `traceresponse` value naming `span`'s trace and span, or `None`
+/// when the span has no OpenTelemetry context.
+pub fn traceresponse(span: &tracing::Span) -> Option<String> {
+    let context = span.context();
+    let span_context = context.span().span_context().clone();
+    span_context.is_valid().then(|| {
+        format!(
+            "00-{}-{}-{:02x}",
+            span_context.trace_id(),
+            span_context.span_id(),
+            span_context.trace_flags().to_u8()
+        )
+    })
+}
+
+/// One log line: JSON (one object per line) or text, always with the
+/// current span's `trace_id` and `span_id` when it has them.
+struct LogLine {
+    json: bool,
+}
+
+impl<S, N> FormatEvent<S, N> for LogLine
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        let mut timestamp = String::new();
+        SystemTime.format_time(&mut Writer::new(&mut timestamp))?;
+        let metadata = event.metadata();
+        let mut fields = FieldMap::default();
+        event.record(&mut fields);
+        let span = ctx.lookup_current();
+        let ids = span.as_ref().and_then(|span| {
+            let dispatch = tracing::dispatcher::get_default(Clone::clone);
+            let context = tracing_opentelemetry::get_otel_context(&span.id(), &dispatch)?;
+            let span_context = context.span().span_context().clone();
+            span_context.is_valid().then(|| {
+                (
+                    span_context.trace_id().to_string(),
+                    span_context.span_id().to_string(),
+                )
+            })
+        });
+
+        if self.json {
+            let mut line = serde_json::Map::new();
+            line.insert("timestamp".into(), timestamp.into());
+            line.insert("level".into(), metadata.level().as_str().into());
+            line.insert("target".into(), metadata.target().into());
+            line.insert("message".into(), fields.message.into());
+            if let Some(span) = &span {
+                line.insert("span".into(), span.name().into());
+            }
+            if let Some((trace_id, span_id)) = ids {
+                line.insert("trace_id".into(), trace_id.into());
+                line.insert("span_id".into(), span_id.into());
+            }
+            for (key, value) in fields.values {
+                line.entry(key).or_insert(value);
+            }
+            let text = serde_json::to_string(&line).map_err(|_| std::fmt::Error)?;
+            writeln!(writer, "{text}")
+        } else {
+            write!(
+                writer,
+                "{timestamp} {:>5} {}: {}",
+                metadata.level(),
+                metadata.target(),
+                fields.message
+            )?;
+            for (key, value) in &fields.values {
+                write!(writer, " {key}={value}")?;
+            }
+            if let Some((trace_id, span_id)) = ids {
+                write!(writer, " trace_id={trace_id} span_id={span_id}")?;
+            }
+            writeln!(writer)
+        }
+    }
+}
+
+/// An event's message and fields, as JSON values.
+#[derive(Default)]
+struct FieldMap {
+    message: String,
+    values: Vec<(String, serde_json::Value)>,
+}
+
+impl tracing::field::Visit for FieldMap {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        let mut text = String::new();
+        let _ = write!(text, "{value:?}");
+        self.record_value(field, text.into());
+    }
+
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.record_value(field, value.into());
+    }
+
+    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
+        self.record_value(field, value.into());
+    }
+
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        self.record_value(field, value.into());
+    }
+
+    fn record_f64(&mut self, field: &tracing::field::Field, value: f64) {
+        self.record_value(field, value.into());
+    }
+
+    fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
+        self.record_value(field, value.into());
+    }
+}
+
+impl FieldMap {
+    fn record_value(&mut self, field: &tracing::field::Field, value: serde_json::Value) {
+        if field.name() == "message" {
+            self.message = match value {
+                serde_json::Value::String(text) => text,
+                other => other.to_string(),
+            };
+        } else {
+            self.values.push((field.name().to_owned(), value));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> Result<OtlpSettings, TelemetryError> {
+        let map: HashMap<&str, &str> = pairs.iter().copied().collect();
+        OtlpSettings::from_env(|name| map.get(name).map(|v| (*v).to_owned()))
+    }
+
+    #[test]
+    fn nothing_is_exported_without_an_endpoint() {
+        let s = settings(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")]).unwrap();
+        assert!(!s.enabled);
+        assert_eq!(s.service_name, DEFAULT_SERVICE_NAME);
+    }
+
+    #[test]
+    fn an_endpoint_enables_export_with_http_protobuf_by_default() {
+        let s = settings(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")]).unwrap();
+        assert!(s.enabled);
+        assert_eq!(s.protocol, Protocol::HttpBinary);
+        let s = settings(&[
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "http://collector:4317",
+            ),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"),
+            ("OTEL_SERVICE_NAME", "idcheck"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (s.protocol, s.service_name.as_str()),
+            (Protocol::Grpc, "idcheck")
+        );
+    }
+
+    #[test]
+    fn traces_exporter_none_disables_export_and_json_protocol_is_refused() {
+        let s = settings(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+            ("OTEL_TRACES_EXPORTER", "none"),
+        ])
+        .unwrap();
+        assert!(!s.enabled);
+        assert!(settings(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]).is_err());
     }
 }

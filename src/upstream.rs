@@ -21,8 +21,13 @@ use tower::retry::budget::{Budget as _, TpsBudget};
 use tower::util::BoxCloneSyncService;
 use tower::{Service, ServiceBuilder};
 
+use tracing::Instrument as _;
+use tracing::field::Empty;
+
 use crate::error::Error;
 use crate::limit::{Deadline, Limiter, RateLimitLayer, Rejected};
+use crate::metrics::{ClassLabels, Metrics};
+use crate::tencent::model::ACTION;
 use crate::tencent::{self, Reply, RequestBody};
 
 /// One verification on its way to Tencent.
@@ -81,9 +86,22 @@ pub struct StackConfig {
     pub retry_max_delay: Duration,
 }
 
-/// Builds the stack around `client`, drawing slots from `limiter`.
-pub fn build(client: tencent::Client, limiter: Limiter, config: &StackConfig) -> Upstream {
+/// Builds the stack around `client`, drawing slots from `limiter` and
+/// reporting to `metrics`.
+pub fn build(
+    client: tencent::Client,
+    limiter: Limiter,
+    config: &StackConfig,
+    metrics: Arc<Metrics>,
+) -> Upstream {
     let budget = Arc::new(TpsBudget::new(Duration::from_secs(10), 10, 0.2));
+    let rate_limit = RateLimitLayer::new(
+        limiter,
+        config.rate_limit_per_window,
+        config.rate_limit_max_wait,
+    )
+    .with_metrics(Arc::clone(&metrics));
+    metrics.observe_dispatch_window(rate_limit.dispatch_window());
     let stack = ServiceBuilder::new()
         .concurrency_limit(config.max_in_flight)
         .retry(RetryPolicy {
@@ -92,21 +110,19 @@ pub fn build(client: tencent::Client, limiter: Limiter, config: &StackConfig) ->
             base_delay: config.retry_base_delay,
             max_delay: config.retry_max_delay,
             jitter: full_jitter,
+            metrics: Arc::clone(&metrics),
         })
-        .layer(RateLimitLayer::new(
-            limiter,
-            config.rate_limit_per_window,
-            config.rate_limit_max_wait,
-        ))
-        .service(Attempt { client });
+        .layer(rate_limit)
+        .service(Attempt { client, metrics });
     BoxCloneSyncService::new(stack)
 }
 
 /// One signed HTTP attempt, bounded by the caller's remaining deadline (the
-/// client's own timeout bounds it otherwise).
+/// client's own timeout bounds it otherwise), in an HTTP client span.
 #[derive(Debug, Clone)]
 struct Attempt {
     client: tencent::Client,
+    metrics: Arc<Metrics>,
 }
 
 impl Service<UpstreamRequest> for Attempt {
@@ -120,16 +136,108 @@ impl Service<UpstreamRequest> for Attempt {
 
     fn call(&mut self, request: UpstreamRequest) -> Self::Future {
         let client = self.client.clone();
-        Box::pin(async move {
+        let metrics = Arc::clone(&self.metrics);
+        let endpoint = client.endpoint();
+        let span = tracing::info_span!(
+            "upstream attempt",
+            otel.name = "POST",
+            otel.kind = "client",
+            otel.status_code = Empty,
+            http.request.method = "POST",
+            server.address = client.host(),
+            server.port = endpoint.port_or_known_default().map(i64::from),
+            url.full = endpoint.as_str(),
+            http.request.resend_count = Empty,
+            http.response.status_code = Empty,
+            error.type = Empty,
+            tencent.action = ACTION,
+            tencent.code = Empty,
+            tencent.request_id = Empty,
+        );
+        if request.attempt > 1 {
+            // Integers as i64: tracing-opentelemetry keeps those as numbers.
+            span.record("http.request.resend_count", i64::from(request.attempt - 1));
+        }
+        let attempt = async move {
+            let _in_flight = InFlight::up(&metrics);
+            let started = Instant::now();
             let send = client.send(&request.body);
-            match request.deadline {
+            let result = match request.deadline {
                 Some(deadline) => match tokio::time::timeout_at(deadline, send).await {
                     Ok(result) => result.map_err(Error::from),
                     Err(_) => Err(Error::DeadlineExceeded),
                 },
                 None => send.await.map_err(Error::from),
+            };
+            record_attempt(
+                &tracing::Span::current(),
+                &result,
+                started.elapsed(),
+                &metrics,
+            );
+            result
+        };
+        Box::pin(attempt.instrument(span))
+    }
+}
+
+/// Records an attempt's outcome on its span (HTTP and Tencent attributes)
+/// and in the metrics.
+fn record_attempt(
+    span: &tracing::Span,
+    result: &Result<Reply, Error>,
+    elapsed: Duration,
+    metrics: &Metrics,
+) {
+    match result {
+        Ok(reply) => {
+            let code = reply.response.result.as_deref().unwrap_or_default();
+            span.record("http.response.status_code", 200);
+            span.record("tencent.code", code);
+            if let Some(request_id) = &reply.response.request_id {
+                span.record("tencent.request_id", request_id.as_str());
             }
-        })
+            metrics.attempt_finished(reply.class, code, elapsed);
+        }
+        Err(error) => {
+            span.record("otel.status_code", "error");
+            span.record("error.type", error.reason());
+            if let Error::Upstream(upstream) = error {
+                match upstream {
+                    tencent::Error::HttpStatus { status } => {
+                        span.record("http.response.status_code", i64::from(*status));
+                    }
+                    tencent::Error::Api { code, .. } => {
+                        span.record("http.response.status_code", 200);
+                        span.record("tencent.code", code.as_str());
+                    }
+                    tencent::Error::Malformed { .. } => {
+                        span.record("http.response.status_code", 200);
+                    }
+                    _ => {}
+                }
+                if let Some(request_id) = upstream.request_id() {
+                    span.record("tencent.request_id", request_id);
+                }
+                metrics.attempt_finished(upstream.class(), upstream.reason(), elapsed);
+            }
+        }
+    }
+}
+
+/// Holds the in-flight gauge one up while an attempt runs (or is dropped).
+struct InFlight(prometheus_client::metrics::gauge::Gauge);
+
+impl InFlight {
+    fn up(metrics: &Metrics) -> Self {
+        metrics.upstream_in_flight.inc();
+        Self(metrics.upstream_in_flight.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }
 
@@ -143,6 +251,7 @@ struct RetryPolicy {
     max_delay: Duration,
     /// Picks the actual delay under a ceiling ([`full_jitter`] in service).
     jitter: fn(Duration) -> Duration,
+    metrics: Arc<Metrics>,
 }
 
 impl RetryPolicy {
@@ -163,7 +272,7 @@ fn full_jitter(ceiling: Duration) -> Duration {
 }
 
 impl tower::retry::Policy<UpstreamRequest, Reply, Error> for RetryPolicy {
-    type Future = tokio::time::Sleep;
+    type Future = tracing::instrument::Instrumented<tokio::time::Sleep>;
 
     fn retry(
         &mut self,
@@ -198,14 +307,29 @@ impl tower::retry::Policy<UpstreamRequest, Reply, Error> for RetryPolicy {
             );
             return None;
         }
+        let class = match error {
+            Error::Upstream(upstream) => upstream.class().as_str(),
+            _ => "other",
+        };
+        self.metrics
+            .retries
+            .get_or_create(&ClassLabels { class })
+            .inc();
         tracing::debug!(
             attempt = request.attempt,
             reason = error.reason(),
             backoff_ms = delay.as_secs_f64() * 1e3,
             "retrying upstream call"
         );
+        let span = tracing::info_span!(
+            "retry backoff",
+            otel.name = "faceid.retry.backoff",
+            faceid.retry.attempt = i64::from(request.attempt),
+            faceid.retry.reason = error.reason(),
+            faceid.retry.backoff_ms = delay.as_secs_f64() * 1e3,
+        );
         request.attempt += 1;
-        Some(tokio::time::sleep(delay))
+        Some(tokio::time::sleep(delay).instrument(span))
     }
 
     fn clone_request(&mut self, request: &UpstreamRequest) -> Option<UpstreamRequest> {
@@ -228,6 +352,7 @@ mod tests {
             max_delay: Duration::from_secs(1),
             // The ceiling itself, so decisions are deterministic.
             jitter: |ceiling| ceiling,
+            metrics: Arc::new(Metrics::new()),
         }
     }
 

@@ -25,6 +25,8 @@ use tokio::time::Instant;
 use tower::{Layer, Service};
 use tracing::Instrument as _;
 
+use crate::metrics::Metrics;
+
 pub use gcra::{Gcra, Quota, Rejected};
 pub use redis::{RedisConfig, RedisLimiter};
 pub use window::SlidingWindow;
@@ -78,6 +80,7 @@ pub struct RateLimitLayer {
     limiter: Limiter,
     gate: Arc<SlidingWindow>,
     max_wait: Duration,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl RateLimitLayer {
@@ -89,7 +92,19 @@ impl RateLimitLayer {
             limiter,
             gate: Arc::new(SlidingWindow::new(per_window.max(1) as usize, WINDOW)),
             max_wait,
+            metrics: None,
         }
+    }
+
+    /// Counts waits and refusals in `metrics`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    /// The log of actual send times, whose length is the observed rate.
+    pub fn dispatch_window(&self) -> Arc<SlidingWindow> {
+        Arc::clone(&self.gate)
     }
 }
 
@@ -102,6 +117,7 @@ impl<S> Layer<S> for RateLimitLayer {
             limiter: self.limiter.clone(),
             gate: Arc::clone(&self.gate),
             max_wait: self.max_wait,
+            metrics: self.metrics.clone(),
         }
     }
 }
@@ -113,6 +129,7 @@ pub struct RateLimit<S> {
     limiter: Limiter,
     gate: Arc<SlidingWindow>,
     max_wait: Duration,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl<S, R> Service<R> for RateLimit<S>
@@ -136,6 +153,7 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let limiter = self.limiter.clone();
         let gate = Arc::clone(&self.gate);
+        let metrics = self.metrics.clone();
         let max_wait = match request.deadline() {
             Some(deadline) => self
                 .max_wait
@@ -143,13 +161,28 @@ where
             None => self.max_wait,
         };
         Box::pin(async move {
-            let span = tracing::debug_span!(
-                "rate_limit.wait",
-                rate_limit.wait_ms = tracing::field::Empty
+            let span = tracing::info_span!(
+                "rate limit wait",
+                otel.name = "faceid.rate_limit.wait",
+                otel.status_code = tracing::field::Empty,
+                faceid.rate_limit.wait_ms = tracing::field::Empty,
+                faceid.rate_limit.retry_after_ms = tracing::field::Empty,
             );
             let wait = async {
                 let asked = Instant::now();
-                let wait = limiter.reserve(max_wait).await?;
+                let wait = match limiter.reserve(max_wait).await {
+                    Ok(wait) => wait,
+                    Err(rejected) => {
+                        let span = tracing::Span::current();
+                        span.record("otel.status_code", "error");
+                        let retry_ms = rejected.retry_after.as_secs_f64() * 1e3;
+                        span.record("faceid.rate_limit.retry_after_ms", retry_ms);
+                        if let Some(metrics) = &metrics {
+                            metrics.rate_limit_rejections.inc();
+                        }
+                        return Err(rejected);
+                    }
+                };
                 if !wait.is_zero() {
                     tokio::time::sleep(wait).await;
                 }
@@ -158,7 +191,13 @@ where
                     tokio::time::sleep(more).await;
                 }
                 let waited = asked.elapsed();
-                tracing::Span::current().record("rate_limit.wait_ms", waited.as_secs_f64() * 1e3);
+                let span = tracing::Span::current();
+                span.record("faceid.rate_limit.wait_ms", waited.as_secs_f64() * 1e3);
+                if let Some(metrics) = &metrics {
+                    metrics
+                        .rate_limit_wait_seconds
+                        .observe(waited.as_secs_f64());
+                }
                 Ok::<_, Rejected>(waited)
             }
             .instrument(span)

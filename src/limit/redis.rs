@@ -19,7 +19,9 @@
 //! falling back asks the script to hold the shared TAT (`ARGV[4]`), which
 //! pauses every replica until the fallback traffic has left the window.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use prometheus_client::metrics::counter::Counter;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -66,6 +68,8 @@ pub struct RedisConfig {
     /// How long a switch between the shared and the fallback limiter holds
     /// the new one (one rate-limit window).
     pub switch_hold: Duration,
+    /// Counts the fallback's decisions (a Prometheus counter).
+    pub fallback_decisions: Counter,
 }
 
 /// The shared limiter with its fallback.
@@ -78,7 +82,7 @@ pub struct RedisLimiter {
     switch_hold: Duration,
     fallback: Gcra,
     falling_back: AtomicBool,
-    fallback_decisions: AtomicU64,
+    fallback_decisions: Counter,
 }
 
 impl std::fmt::Debug for RedisLimiter {
@@ -114,7 +118,7 @@ impl RedisLimiter {
             switch_hold: config.switch_hold,
             fallback: Gcra::new(config.fallback_quota),
             falling_back: AtomicBool::new(false),
-            fallback_decisions: AtomicU64::new(0),
+            fallback_decisions: config.fallback_decisions,
         })
     }
 
@@ -161,7 +165,7 @@ impl RedisLimiter {
     }
 
     fn fall_back(&self, max_wait: Duration, why: &str) -> Result<Duration, Rejected> {
-        self.fallback_decisions.fetch_add(1, Ordering::Relaxed);
+        self.fallback_decisions.inc();
         if !self.falling_back.swap(true, Ordering::Relaxed) {
             self.fallback.hold(Instant::now(), self.switch_hold);
             tracing::warn!(
@@ -180,7 +184,7 @@ impl RedisLimiter {
 
     /// How many decisions the fallback limiter has made.
     pub fn fallback_decisions(&self) -> u64 {
-        self.fallback_decisions.load(Ordering::Relaxed)
+        self.fallback_decisions.get()
     }
 }
 

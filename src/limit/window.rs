@@ -30,6 +30,18 @@ impl SlidingWindow {
         }
     }
 
+    /// How many admissions fall in the window ending at `now`.
+    pub fn recent(&self, now: Instant) -> usize {
+        let admitted = self
+            .admitted
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        admitted
+            .iter()
+            .filter(|&&t| now.saturating_duration_since(t) < self.window)
+            .count()
+    }
+
     /// Admits (and records) an arrival at `now`, or says how long until the
     /// window has room, recording nothing.
     ///
@@ -70,5 +82,7 @@ mod tests {
         assert_eq!(window.try_admit(at(1000)), Ok(()));
         assert_eq!(window.try_admit(at(1400)), Err(Duration::from_millis(100)));
         assert_eq!(window.try_admit(at(1500)), Ok(()));
+        assert_eq!(window.recent(at(1500)), 2);
+        assert_eq!(window.recent(at(3000)), 0);
     }
 }

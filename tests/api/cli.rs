@@ -2,90 +2,16 @@
 //! `--simulate` quick start, SIGTERM, and the standalone simulator with
 //! credentials from the environment or a file.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use faceid_gateway::proto::Verdict;
 use faceid_gateway::proto::id_card_verification_service_client::IdCardVerificationServiceClient;
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStderr, Command};
 
 use crate::helpers::request_with;
+use crate::process::{Running, command};
 
-const BINARY: &str = env!("CARGO_BIN_EXE_faceid-gateway");
 const SECRET_ID: &str = "AKIDcliTests";
 const SECRET_KEY: &str = "cli-tests-secret-key-value";
-
-/// The binary with a clean environment: no inherited `FACEID_*` or
-/// `TENCENTCLOUD_*` variables, JSON logs.
-fn command(args: &[&str]) -> Command {
-    let mut command = Command::new(BINARY);
-    command
-        .args(args)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("FACEID_LOG_FORMAT", "json")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    command
-}
-
-struct Running {
-    child: Child,
-    logs: Lines<BufReader<ChildStderr>>,
-    seen: Vec<String>,
-}
-
-impl Running {
-    fn start(mut command: Command) -> Self {
-        let mut child = command.spawn().expect("start the binary");
-        let logs = BufReader::new(child.stderr.take().unwrap()).lines();
-        Self {
-            child,
-            logs,
-            seen: Vec::new(),
-        }
-    }
-
-    /// Reads log lines until one has `message`; returns it parsed.
-    async fn wait_for(&mut self, message: &str) -> serde_json::Value {
-        let wait = async {
-            while let Some(line) = self.logs.next_line().await.unwrap() {
-                self.seen.push(line.clone());
-                if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line)
-                    && json["message"] == message
-                {
-                    return json;
-                }
-            }
-            panic!("exited before logging {message:?}: {:?}", self.seen);
-        };
-        tokio::time::timeout(Duration::from_secs(20), wait)
-            .await
-            .unwrap_or_else(|_| panic!("no {message:?} within 20 s"))
-    }
-
-    /// Sends SIGTERM and waits for the exit; returns (success, remaining logs).
-    async fn terminate(mut self) -> (bool, String) {
-        let pid = self.child.id().expect("running").to_string();
-        let killed = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .await
-            .unwrap();
-        assert!(killed.success());
-        let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
-            .await
-            .expect("exits within 20 s after SIGTERM")
-            .unwrap();
-        while let Ok(Some(line)) = self.logs.next_line().await {
-            self.seen.push(line);
-        }
-        (status.success(), self.seen.join("\n"))
-    }
-}
 
 async fn verify_through(addr: &str) -> Verdict {
     let mut client = IdCardVerificationServiceClient::connect(format!("http://{addr}"))
@@ -127,6 +53,22 @@ async fn serve_simulate_verifies_and_stops_cleanly_on_sigterm() {
 
     let (clean, logs) = gateway.terminate().await;
     assert!(clean, "{logs}");
+    // Without an OTLP endpoint nothing is exported, but lines still carry ids.
+    let completed: serde_json::Value = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .find(|line| line["message"] == "rpc completed")
+        .expect("a completion line");
+    assert_eq!(
+        completed["trace_id"].as_str().map(str::len),
+        Some(32),
+        "{completed}"
+    );
+    assert_eq!(
+        completed["span_id"].as_str().map(str::len),
+        Some(16),
+        "{completed}"
+    );
     assert!(logs.contains("draining in-flight calls"), "{logs}");
     assert!(logs.contains("faceid-gateway stopped"), "{logs}");
 }

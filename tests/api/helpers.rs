@@ -63,6 +63,8 @@ impl Default for Options {
 pub struct Gateway {
     /// The gateway's gRPC address.
     pub addr: SocketAddr,
+    /// The gateway's admin (metrics) address.
+    pub admin_addr: SocketAddr,
     /// A client connected to it.
     pub client: IdCardVerificationServiceClient<Channel>,
     stop: Option<oneshot::Sender<()>>,
@@ -92,6 +94,8 @@ impl Gateway {
 pub struct TestApp {
     /// The gateway's gRPC address.
     pub addr: SocketAddr,
+    /// The gateway's admin (metrics) address.
+    pub admin_addr: SocketAddr,
     /// A client connected to the gateway.
     pub client: IdCardVerificationServiceClient<Channel>,
     /// The upstream it calls.
@@ -140,6 +144,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     let gateway = spawn_gateway(&simulator, options).await;
     TestApp {
         addr: gateway.addr,
+        admin_addr: gateway.admin_addr,
         client: gateway.client.clone(),
         simulator,
         gateway,
@@ -151,6 +156,8 @@ pub async fn spawn_gateway(simulator: &Simulator, options: Options) -> Gateway {
     init_test_logging();
     let mut flags = vec![
         "--listen".to_owned(),
+        "127.0.0.1:0".to_owned(),
+        "--admin-listen".to_owned(),
         "127.0.0.1:0".to_owned(),
         "--endpoint".to_owned(),
         simulator.endpoint().to_string(),
@@ -168,6 +175,7 @@ pub async fn spawn_gateway(simulator: &Simulator, options: Options) -> Gateway {
     .await
     .expect("gateway builds");
     let addr = app.local_addr();
+    let admin_addr = app.admin_addr();
     let (stop, stopped) = oneshot::channel::<()>();
     let server = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
@@ -179,6 +187,7 @@ pub async fn spawn_gateway(simulator: &Simulator, options: Options) -> Gateway {
         .max_encoding_message_size(64 * 1024 * 1024);
     Gateway {
         addr,
+        admin_addr,
         client,
         stop: Some(stop),
         server,

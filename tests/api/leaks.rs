@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use base64::Engine as _;
 use bytes::Bytes;
 use faceid_gateway::proto::{VerifyIdCardRequest, verify_id_card_request::Source};
+use faceid_gateway::telemetry::{self, OtlpSettings};
 use tracing_subscriber::fmt::MakeWriter;
 
 use crate::helpers::{Options, SECRET_KEY, image_request, png_with, spawn_app_with};
@@ -38,11 +39,11 @@ impl<'a> MakeWriter<'a> for Capture {
 #[tokio::test(flavor = "current_thread")]
 async fn no_log_line_holds_keys_signatures_images_or_personal_data() {
     let capture = Capture::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("trace"))
-        .with_writer(capture.clone())
-        .with_ansi(false)
-        .finish();
+    // The production subscriber (JSON lines, OpenTelemetry layer), at TRACE.
+    let settings = OtlpSettings::from_env(|_| None).unwrap();
+    let provider = telemetry::tracer_provider(&settings).unwrap();
+    let filter = tracing_subscriber::EnvFilter::new("trace");
+    let subscriber = telemetry::subscriber(&provider, true, capture.clone(), filter);
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let mut app = spawn_app_with(Options::default()).await;

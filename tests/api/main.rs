@@ -6,6 +6,8 @@ mod grpcurl;
 mod helpers;
 mod interop;
 mod leaks;
+mod process;
 mod server;
+mod telemetry;
 mod unary;
 mod upstream_stack;

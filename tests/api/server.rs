@@ -148,3 +148,31 @@ async fn shutdown_lets_in_flight_calls_finish_then_refuses_new_ones() {
         "a stopped gateway must not accept connections"
     );
 }
+
+#[tokio::test]
+async fn the_admin_port_serves_metrics_that_count_calls() {
+    let mut app = spawn_app().await;
+    faceid_gateway::tls::install_crypto_provider();
+    let metrics_url = format!("http://{}/metrics", app.admin_addr);
+
+    app.client.verify_id_card(request_with("")).await.unwrap();
+    let _ = app
+        .client
+        .verify_id_card(crate::helpers::image_request(bytes::Bytes::new()))
+        .await
+        .unwrap_err();
+    let text = reqwest::get(&metrics_url).await.unwrap().text().await.unwrap();
+
+    for line in [
+        r#"faceid_rpcs_total{method="VerifyIdCard",code="OK"} 1"#,
+        r#"faceid_rpcs_total{method="VerifyIdCard",code="INVALID_ARGUMENT"} 1"#,
+        r#"faceid_tencent_responses_total{class="success",code="Success"} 1"#,
+        "faceid_upstream_rate_limit 100",
+        "faceid_upstream_rate_observed 1",
+        "faceid_upstream_in_flight 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+    }
+    let not_found = reqwest::get(format!("http://{}/nope", app.admin_addr)).await.unwrap();
+    assert_eq!(not_found.status(), 404);
+}

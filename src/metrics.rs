@@ -1,0 +1,292 @@
+//! Prometheus metrics (OpenMetrics text at `/metrics` on the admin port).
+//!
+//! Every label value comes from a closed set (method names, gRPC codes,
+//! code classes, the code table's patterns, fixed failure names), so no
+//! label ever holds personal data, a request id or another unbounded value.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::error::grpc_name;
+use crate::limit::SlidingWindow;
+use crate::tencent::{self, codes};
+
+/// Labels of a finished RPC or batch item.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RpcLabels {
+    /// `VerifyIdCard`, `VerifyIdCardBatch` or `VerifyIdCardBatch.item`.
+    pub method: &'static str,
+    /// The gRPC code, e.g. `OK`, `INVALID_ARGUMENT`.
+    pub code: &'static str,
+}
+
+/// Labels of an RPC method.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MethodLabels {
+    /// The method.
+    pub method: &'static str,
+}
+
+/// Labels of one upstream outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TencentLabels {
+    /// The class in the code table (`success`, `transient`, …).
+    pub class: &'static str,
+    /// The code's row in the table (`AuthFailure*`, `Success`), a fixed
+    /// transport failure name, or `other` for codes the table lacks.
+    pub code: String,
+}
+
+/// Labels of a retry.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClassLabels {
+    /// The class of the failure that was retried.
+    pub class: &'static str,
+}
+
+/// Every metric the gateway exports.
+pub struct Metrics {
+    registry: Registry,
+    /// RPCs by method and gRPC code.
+    pub rpcs: Family<RpcLabels, Counter>,
+    /// RPC latency by method.
+    pub rpc_seconds: Family<MethodLabels, Histogram>,
+    /// Upstream attempts by the class and code of their outcome.
+    pub tencent_responses: Family<TencentLabels, Counter>,
+    /// Upstream attempt latency.
+    pub attempt_seconds: Histogram,
+    /// Upstream attempts in flight.
+    pub upstream_in_flight: Gauge,
+    /// Retries by the class of the failure retried.
+    pub retries: Family<ClassLabels, Counter>,
+    /// Time spent waiting for a rate-limit slot.
+    pub rate_limit_wait_seconds: Histogram,
+    /// Calls refused because no slot came in time.
+    pub rate_limit_rejections: Counter,
+    /// Decisions made by the local fallback while Redis was unreachable.
+    pub rate_limit_fallbacks: Counter,
+    /// The configured limit, calls per second.
+    pub rate_limit_configured: Gauge,
+    /// Calls sent upstream in the last rate-limit window (refreshed per scrape).
+    pub upstream_rate_observed: Gauge,
+    /// Batch items in flight, all streams.
+    pub batch_items_in_flight: Gauge,
+    dispatch_window: OnceLock<Arc<SlidingWindow>>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+fn latency_histogram() -> Histogram {
+    // 1 ms to ~33 s.
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh set of metrics in its own registry.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("faceid");
+        let rpcs = Family::<RpcLabels, Counter>::default();
+        registry.register(
+            "rpcs",
+            "gRPC calls (and batch items) by method and code",
+            rpcs.clone(),
+        );
+        let rpc_seconds = Family::<MethodLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
+        registry.register(
+            "rpc_duration_seconds",
+            "gRPC call latency by method",
+            rpc_seconds.clone(),
+        );
+        let tencent_responses = Family::<TencentLabels, Counter>::default();
+        registry.register(
+            "tencent_responses",
+            "Upstream attempt outcomes by code class and code table row",
+            tencent_responses.clone(),
+        );
+        let attempt_seconds = latency_histogram();
+        registry.register(
+            "upstream_attempt_duration_seconds",
+            "Latency of one upstream attempt",
+            attempt_seconds.clone(),
+        );
+        let upstream_in_flight = Gauge::default();
+        registry.register(
+            "upstream_in_flight",
+            "Upstream attempts in flight",
+            upstream_in_flight.clone(),
+        );
+        let retries = Family::<ClassLabels, Counter>::default();
+        registry.register(
+            "upstream_retries",
+            "Upstream retries by failure class",
+            retries.clone(),
+        );
+        let rate_limit_wait_seconds = Histogram::new([
+            0.0, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ]);
+        registry.register(
+            "rate_limit_wait_seconds",
+            "Time calls waited for an upstream rate-limit slot",
+            rate_limit_wait_seconds.clone(),
+        );
+        let rate_limit_rejections = Counter::default();
+        registry.register(
+            "rate_limit_rejections",
+            "Calls refused because no rate-limit slot came within their wait",
+            rate_limit_rejections.clone(),
+        );
+        let rate_limit_fallbacks = Counter::default();
+        registry.register(
+            "rate_limit_fallback_decisions",
+            "Rate-limit decisions taken by the local fallback while Redis was unreachable",
+            rate_limit_fallbacks.clone(),
+        );
+        let rate_limit_configured = Gauge::default();
+        registry.register(
+            "upstream_rate_limit",
+            "Configured upstream calls per second",
+            rate_limit_configured.clone(),
+        );
+        let upstream_rate_observed = Gauge::default();
+        registry.register(
+            "upstream_rate_observed",
+            "Upstream calls sent in the last rate-limit window (about one second)",
+            upstream_rate_observed.clone(),
+        );
+        let batch_items_in_flight = Gauge::default();
+        registry.register(
+            "batch_items_in_flight",
+            "Batch items in flight, all streams",
+            batch_items_in_flight.clone(),
+        );
+        Self {
+            registry,
+            rpcs,
+            rpc_seconds,
+            tencent_responses,
+            attempt_seconds,
+            upstream_in_flight,
+            retries,
+            rate_limit_wait_seconds,
+            rate_limit_rejections,
+            rate_limit_fallbacks,
+            rate_limit_configured,
+            upstream_rate_observed,
+            batch_items_in_flight,
+            dispatch_window: OnceLock::new(),
+        }
+    }
+
+    /// Records a finished RPC (or batch item).
+    pub fn rpc_finished(&self, method: &'static str, code: tonic::Code, elapsed: Duration) {
+        self.rpcs
+            .get_or_create(&RpcLabels {
+                method,
+                code: grpc_name(code),
+            })
+            .inc();
+        self.rpc_seconds
+            .get_or_create(&MethodLabels { method })
+            .observe(elapsed.as_secs_f64());
+    }
+
+    /// Records one upstream attempt's outcome: the class and table row of
+    /// the Tencent code it carried, or the transport failure's name.
+    pub fn attempt_finished(&self, class: tencent::Class, code: &str, elapsed: Duration) {
+        let row = if class == tencent::Class::Transient && codes::lookup(code).is_none() {
+            // Gateway-side failure names (UpstreamTimeout, …): a fixed set.
+            code.to_owned()
+        } else {
+            codes::lookup(code).map_or_else(|| "other".to_owned(), |(pattern, _)| pattern.display())
+        };
+        self.tencent_responses
+            .get_or_create(&TencentLabels {
+                class: class.as_str(),
+                code: row,
+            })
+            .inc();
+        self.attempt_seconds.observe(elapsed.as_secs_f64());
+    }
+
+    /// Lets scrapes report the upstream rate observed by `window`.
+    pub fn observe_dispatch_window(&self, window: Arc<SlidingWindow>) {
+        let _ = self.dispatch_window.set(window);
+    }
+
+    /// The OpenMetrics text of every metric.
+    pub fn encode(&self) -> String {
+        if let Some(window) = self.dispatch_window.get() {
+            let recent = window.recent(tokio::time::Instant::now());
+            self.upstream_rate_observed
+                .set(i64::try_from(recent).unwrap_or(i64::MAX));
+        }
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry)
+            .expect("writing to a String cannot fail");
+        text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_come_from_closed_sets() {
+        let metrics = Metrics::new();
+        metrics.attempt_finished(
+            tencent::Class::GatewaySetup,
+            "AuthFailure.SignatureFailure",
+            Duration::ZERO,
+        );
+        metrics.attempt_finished(
+            tencent::Class::Unknown,
+            "Weird.Code.From.Upstream",
+            Duration::ZERO,
+        );
+        metrics.attempt_finished(tencent::Class::Transient, "UpstreamTimeout", Duration::ZERO);
+        metrics.rpc_finished(
+            "VerifyIdCard",
+            tonic::Code::InvalidArgument,
+            Duration::from_millis(3),
+        );
+        let text = metrics.encode();
+        assert!(
+            text.contains(
+                r#"faceid_tencent_responses_total{class="gateway_setup",code="AuthFailure*"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"faceid_tencent_responses_total{class="unknown",code="other"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains(
+            r#"faceid_tencent_responses_total{class="transient",code="UpstreamTimeout"} 1"#
+        ));
+        assert!(
+            text.contains(r#"faceid_rpcs_total{method="VerifyIdCard",code="INVALID_ARGUMENT"} 1"#)
+        );
+        assert!(!text.contains("Weird.Code"));
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

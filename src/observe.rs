@@ -1,0 +1,193 @@
+//! What every RPC and batch item reports when it finishes, in one place: the
+//! span (RPC semantic conventions, plus the Tencent request id and the
+//! verdict), one log line inside that span (so it carries its trace and span
+//! ids), and the metrics. Nothing personal goes into any of them: batch items
+//! are identified by their position in the stream, not their `item_id`.
+
+use std::time::Duration;
+
+use tonic::Code;
+use tonic::metadata::MetadataMap;
+use tracing::Span;
+use tracing::field::Empty;
+
+use crate::error::{Error, grpc_name};
+use crate::metrics::Metrics;
+use crate::proto::VerifyIdCardResponse;
+use crate::telemetry;
+
+/// The full name of the service, as `rpc.service` reports it.
+pub const SERVICE: &str = "faceid.v1.IdCardVerificationService";
+/// The method label of batch items in logs and metrics.
+pub const BATCH_ITEM: &str = "VerifyIdCardBatch.item";
+
+/// A server span for one RPC, child of the caller's `traceparent` if any.
+pub fn rpc_span(method: &'static str, metadata: &MetadataMap) -> Span {
+    let span = tracing::info_span!(
+        "rpc",
+        otel.name = format!("{SERVICE}/{method}"),
+        otel.kind = "server",
+        otel.status_code = Empty,
+        rpc.system = "grpc",
+        rpc.service = SERVICE,
+        rpc.method = method,
+        rpc.grpc.status_code = Empty,
+        tencent.request_id = Empty,
+        faceid.verdict = Empty,
+    );
+    telemetry::set_parent_from(&span, metadata);
+    span
+}
+
+/// The span of one batch item, child of the stream's span.
+pub fn item_span(stream: &Span, index: u64) -> Span {
+    tracing::info_span!(
+        parent: stream,
+        "batch item",
+        otel.name = format!("{SERVICE}/VerifyIdCardBatch item"),
+        otel.status_code = Empty,
+        faceid.batch.item_index = i64::try_from(index).unwrap_or(i64::MAX),
+        rpc.grpc.status_code = Empty,
+        tencent.request_id = Empty,
+        faceid.verdict = Empty,
+    )
+}
+
+/// What telemetry needs to know of a finished verification.
+#[derive(Debug, Clone, Copy)]
+pub struct Outcome<'a> {
+    code: Code,
+    tencent_code: &'a str,
+    request_id: &'a str,
+    verdict: Option<&'static str>,
+}
+
+impl<'a> Outcome<'a> {
+    /// The outcome of an answered verification.
+    pub fn answered(answer: &'a VerifyIdCardResponse) -> Self {
+        Self {
+            code: Code::Ok,
+            tencent_code: &answer.result_code,
+            request_id: &answer.request_id,
+            verdict: Some(answer.verdict().as_str_name()),
+        }
+    }
+
+    /// The outcome of a failed verification.
+    pub fn failed(error: &'a Error) -> Self {
+        Self {
+            code: error.code(),
+            tencent_code: error.reason(),
+            request_id: error.request_id().unwrap_or_default(),
+            verdict: None,
+        }
+    }
+
+    /// Either of the above.
+    pub fn of(result: &'a Result<VerifyIdCardResponse, Error>) -> Self {
+        match result {
+            Ok(answer) => Self::answered(answer),
+            Err(error) => Self::failed(error),
+        }
+    }
+}
+
+/// Whether a gRPC server span with this code is an error (OpenTelemetry's
+/// RPC conventions: server-side faults only, not the caller's mistakes).
+fn is_server_error(code: Code) -> bool {
+    matches!(
+        code,
+        Code::Unknown
+            | Code::DeadlineExceeded
+            | Code::Unimplemented
+            | Code::Internal
+            | Code::Unavailable
+            | Code::DataLoss
+    )
+}
+
+fn record_code(span: &Span, code: Code) {
+    span.record("rpc.grpc.status_code", code as i64);
+    if is_server_error(code) {
+        span.record("otel.status_code", "error");
+    }
+}
+
+/// Records `outcome` on `span`, writes the completion line inside it and
+/// counts it under `method`.
+pub fn report(
+    span: &Span,
+    method: &'static str,
+    outcome: Outcome<'_>,
+    elapsed: Duration,
+    metrics: &Metrics,
+) {
+    record_code(span, outcome.code);
+    if !outcome.request_id.is_empty() {
+        span.record("tencent.request_id", outcome.request_id);
+    }
+    if let Some(verdict) = outcome.verdict {
+        span.record("faceid.verdict", verdict);
+    }
+    metrics.rpc_finished(method, outcome.code, elapsed);
+    let latency_ms = elapsed.as_secs_f64() * 1e3;
+    let code = grpc_name(outcome.code);
+    let verdict = outcome.verdict.unwrap_or_default();
+    span.in_scope(|| {
+        if is_server_error(outcome.code) {
+            tracing::warn!(
+                rpc.method = method,
+                rpc.grpc.status_code = code,
+                tencent.code = outcome.tencent_code,
+                tencent.request_id = outcome.request_id,
+                verdict,
+                latency_ms,
+                "rpc completed"
+            );
+        } else {
+            tracing::info!(
+                rpc.method = method,
+                rpc.grpc.status_code = code,
+                tencent.code = outcome.tencent_code,
+                tencent.request_id = outcome.request_id,
+                verdict,
+                latency_ms,
+                "rpc completed"
+            );
+        }
+    });
+}
+
+/// Item counts of a finished batch stream.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct BatchCounts {
+    /// Items read.
+    pub received: u64,
+    /// Items answered with a result.
+    pub succeeded: u64,
+    /// Items answered with an error.
+    pub failed: u64,
+}
+
+/// Records the end of a batch stream on its span, logs it and counts it.
+pub fn report_stream(
+    span: &Span,
+    code: Code,
+    counts: BatchCounts,
+    elapsed: Duration,
+    metrics: &Metrics,
+) {
+    record_code(span, code);
+    metrics.rpc_finished("VerifyIdCardBatch", code, elapsed);
+    span.in_scope(|| {
+        tracing::info!(
+            rpc.method = "VerifyIdCardBatch",
+            rpc.grpc.status_code = grpc_name(code),
+            batch.received = counts.received,
+            batch.succeeded = counts.succeeded,
+            batch.failed = counts.failed,
+            latency_ms = elapsed.as_secs_f64() * 1e3,
+            "batch stream completed"
+        );
+    });
+}

@@ -1,0 +1,82 @@
+//! The `faceid-gateway` binary as a child process: a clean environment,
+//! JSON logs read line by line, SIGTERM.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStderr, Command};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_faceid-gateway");
+
+/// The binary with a clean environment: no inherited `FACEID_*` or
+/// `TENCENTCLOUD_*` variables, JSON logs.
+pub fn command(args: &[&str]) -> Command {
+    let mut command = Command::new(BINARY);
+    command
+        .args(args)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("FACEID_LOG_FORMAT", "json")
+        .env("FACEID_ADMIN_LISTEN", "127.0.0.1:0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+pub struct Running {
+    child: Child,
+    logs: Lines<BufReader<ChildStderr>>,
+    seen: Vec<String>,
+}
+
+impl Running {
+    pub fn start(mut command: Command) -> Self {
+        let mut child = command.spawn().expect("start the binary");
+        let logs = BufReader::new(child.stderr.take().unwrap()).lines();
+        Self {
+            child,
+            logs,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Reads log lines until one has `message`; returns it parsed.
+    pub async fn wait_for(&mut self, message: &str) -> serde_json::Value {
+        let wait = async {
+            while let Some(line) = self.logs.next_line().await.unwrap() {
+                self.seen.push(line.clone());
+                if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line)
+                    && json["message"] == message
+                {
+                    return json;
+                }
+            }
+            panic!("exited before logging {message:?}: {:?}", self.seen);
+        };
+        tokio::time::timeout(Duration::from_secs(20), wait)
+            .await
+            .unwrap_or_else(|_| panic!("no {message:?} within 20 s"))
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns (success, remaining logs).
+    pub async fn terminate(mut self) -> (bool, String) {
+        let pid = self.child.id().expect("running").to_string();
+        let killed = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .await
+            .unwrap();
+        assert!(killed.success());
+        let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
+            .await
+            .expect("exits within 20 s after SIGTERM")
+            .unwrap();
+        while let Ok(Some(line)) = self.logs.next_line().await {
+            self.seen.push(line);
+        }
+        (status.success(), self.seen.join("\n"))
+    }
+}

@@ -1,0 +1,479 @@
+//! Traces, logs and metrics of the real binary: spans exported over OTLP
+//! (gRPC and HTTP/protobuf) to a receiver in this test, flushed on SIGTERM,
+//! in the caller's trace; log lines carrying trace ids; `/metrics` moving;
+//! and no personal data or secret anywhere in them.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use bytes::Bytes;
+use faceid_gateway::proto::id_card_verification_service_client::IdCardVerificationServiceClient;
+use faceid_gateway::proto::{Verdict, VerifyIdCardBatchRequest};
+use http_body_util::{BodyExt as _, Full};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use prost::Message as _;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::helpers::{png_with, request_with, venv_bin};
+use crate::process::{Running, command};
+
+/// Spans received by the test's OTLP endpoint.
+#[derive(Clone, Default)]
+struct Received(Arc<Mutex<Vec<Span>>>);
+
+impl Received {
+    fn add(&self, request: ExportTraceServiceRequest) {
+        let mut spans = self.0.lock().unwrap();
+        for resource in request.resource_spans {
+            for scope in resource.scope_spans {
+                spans.extend(scope.spans);
+            }
+        }
+    }
+
+    fn spans(&self) -> Vec<Span> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+#[tonic::async_trait]
+impl TraceService for Received {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.add(request.into_inner());
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+/// An OTLP/gRPC receiver on a loopback port.
+async fn grpc_receiver() -> (SocketAddr, Received) {
+    let received = Received::default();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let service = TraceServiceServer::new(received.clone());
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(service)
+            .serve_with_incoming(TcpListenerStream::new(listener)),
+    );
+    (addr, received)
+}
+
+/// An OTLP/HTTP (protobuf) receiver on a loopback port: `POST /v1/traces`.
+async fn http_receiver() -> (SocketAddr, Received) {
+    let received = Received::default();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let sink = received.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |request: http::Request<hyper::body::Incoming>| {
+                        let sink = sink.clone();
+                        async move {
+                            assert_eq!(request.uri().path(), "/v1/traces");
+                            let body = request.into_body().collect().await.unwrap().to_bytes();
+                            sink.add(
+                                ExportTraceServiceRequest::decode(body).expect("OTLP protobuf"),
+                            );
+                            let reply = ExportTraceServiceResponse::default().encode_to_vec();
+                            Ok::<_, std::convert::Infallible>(
+                                http::Response::builder()
+                                    .header("content-type", "application/x-protobuf")
+                                    .body(Full::new(Bytes::from(reply)))
+                                    .unwrap(),
+                            )
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, received)
+}
+
+fn attribute(span: &Span, key: &str) -> Option<Value> {
+    span.attributes
+        .iter()
+        .find(|kv| kv.key == key)
+        .and_then(|kv| kv.value.clone())
+        .and_then(|v| v.value)
+}
+
+fn text(span: &Span, key: &str) -> Option<String> {
+    match attribute(span, key)? {
+        Value::StringValue(s) => Some(s),
+        other => Some(format!("{other:?}")),
+    }
+}
+
+fn int(span: &Span, key: &str) -> Option<i64> {
+    match attribute(span, key)? {
+        Value::IntValue(i) => Some(i),
+        _ => None,
+    }
+}
+
+fn children<'a>(spans: &'a [Span], parent: &Span) -> Vec<&'a Span> {
+    spans
+        .iter()
+        .filter(|s| s.parent_span_id == parent.span_id && s.trace_id == parent.trace_id)
+        .collect()
+}
+
+async fn scrape(admin: &str) -> String {
+    faceid_gateway::tls::install_crypto_provider();
+    let client = reqwest::Client::new();
+    let response = client
+        .get(format!("http://{admin}/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    response.text().await.unwrap()
+}
+
+/// Parses `text` with the official Python Prometheus client (strict
+/// OpenMetrics parser); returns `metric{labels}` → value for every sample.
+async fn parse_metrics(text: String) -> HashMap<String, f64> {
+    let python = venv_bin("python");
+    let output = tokio::task::spawn_blocking(move || {
+        use std::io::Write as _;
+        let mut child = std::process::Command::new(python)
+            .args([
+                "-c",
+                "import sys, json\n\
+                 from prometheus_client.openmetrics.parser import text_string_to_metric_families\n\
+                 out = {}\n\
+                 for family in text_string_to_metric_families(sys.stdin.read()):\n\
+                 \x20   for s in family.samples:\n\
+                 \x20       labels = ','.join(f'{k}={v}' for k, v in sorted(s.labels.items()))\n\
+                 \x20       out[f'{s.name}{{{labels}}}'] = s.value\n\
+                 print(json.dumps(out))",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "/metrics is not valid OpenMetrics: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const CALLER_SPAN: &str = "00f067aa0ba902b7";
+
+/// Runs the scenario against a binary exporting with `protocol` to `endpoint`.
+async fn scenario(protocol: &str, endpoint: String, received: Received) {
+    let mut gateway = command(&["serve", "--simulate", "--listen", "127.0.0.1:0"]);
+    gateway
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
+        .env("OTEL_SERVICE_NAME", "faceid-gateway-test")
+        .env("FACEID_RETRY_BASE_DELAY", "10ms")
+        .env("RUST_LOG", "info");
+    let mut gateway = Running::start(gateway);
+    let serving = gateway.wait_for("faceid-gateway serving").await;
+    let addr = serving["listen"].as_str().unwrap().to_owned();
+    let admin = serving["admin_listen"].as_str().unwrap().to_owned();
+    let before = parse_metrics(scrape(&admin).await).await;
+    let mut client = IdCardVerificationServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+
+    // A unary call in the caller's trace, retried once upstream.
+    let image = png_with("key=traced,fail-first=1,error=InternalError");
+    let mut request = tonic::Request::new(crate::helpers::image_request(image.clone()));
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01")
+            .parse()
+            .unwrap(),
+    );
+    let response = client.verify_id_card(request).await.unwrap();
+    let traceresponse = response
+        .metadata()
+        .get("traceresponse")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let request_id = response
+        .metadata()
+        .get("x-tencent-request-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let answer = response.into_inner();
+    assert_eq!(answer.verdict(), Verdict::Match);
+    assert!(
+        traceresponse.starts_with(&format!("00-{CALLER_TRACE}-")),
+        "{traceresponse}"
+    );
+
+    // A batch of five, and one refused request.
+    let items: Vec<_> = (0..5)
+        .map(|i| VerifyIdCardBatchRequest {
+            item_id: format!("item-{i}"),
+            request: Some(request_with(&format!("sim=9{i}"))),
+        })
+        .collect();
+    let mut stream = client
+        .verify_id_card_batch(tokio_stream::iter(items))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut batch_names = Vec::new();
+    while let Some(item) = stream.message().await.unwrap() {
+        if let Some(faceid_gateway::proto::verify_id_card_batch_response::Outcome::Result(r)) =
+            item.outcome
+        {
+            batch_names.push(r.id_card.unwrap());
+        }
+    }
+    assert_eq!(batch_names.len(), 5);
+    let _ = client
+        .verify_id_card(crate::helpers::image_request(Bytes::from_static(
+            b"GIF89a private pixels",
+        )))
+        .await
+        .unwrap_err();
+
+    let metrics_text = scrape(&admin).await;
+    let after = parse_metrics(metrics_text.clone()).await;
+
+    // SIGTERM: the spans of these last calls must still be exported.
+    let (clean, logs) = gateway.terminate().await;
+    assert!(clean, "{logs}");
+    let spans = received.spans();
+
+    // The RPC span is the child of the caller's span.
+    let rpc = spans
+        .iter()
+        .find(|s| {
+            s.name == "faceid.v1.IdCardVerificationService/VerifyIdCard"
+                && hex(&s.trace_id) == CALLER_TRACE
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no RPC span in the caller's trace among {} spans",
+                spans.len()
+            )
+        });
+    assert_eq!(hex(&rpc.parent_span_id), CALLER_SPAN);
+    assert_eq!(rpc.kind, SpanKind::Server as i32);
+    assert_eq!(text(rpc, "rpc.system").as_deref(), Some("grpc"));
+    assert_eq!(
+        text(rpc, "rpc.service").as_deref(),
+        Some("faceid.v1.IdCardVerificationService")
+    );
+    assert_eq!(text(rpc, "rpc.method").as_deref(), Some("VerifyIdCard"));
+    assert_eq!(int(rpc, "rpc.grpc.status_code"), Some(0));
+    assert_eq!(
+        text(rpc, "tencent.request_id").as_deref(),
+        Some(request_id.as_str())
+    );
+    assert_eq!(
+        text(rpc, "faceid.verdict").as_deref(),
+        Some("VERDICT_MATCH")
+    );
+    assert_eq!(
+        traceresponse,
+        format!("00-{CALLER_TRACE}-{}-01", hex(&rpc.span_id))
+    );
+
+    // Its children: two rate-limit waits, two HTTP client attempts (the
+    // first failed and was retried), one backoff.
+    let kids = children(&spans, rpc);
+    let attempts: Vec<_> = kids.iter().filter(|s| s.name == "POST").collect();
+    let waits = kids
+        .iter()
+        .filter(|s| s.name == "faceid.rate_limit.wait")
+        .count();
+    let backoffs = kids
+        .iter()
+        .filter(|s| s.name == "faceid.retry.backoff")
+        .count();
+    assert_eq!((attempts.len(), waits, backoffs), (2, 2, 1), "{kids:#?}");
+    let (first, second) = if int(attempts[0], "http.request.resend_count").is_none() {
+        (attempts[0], attempts[1])
+    } else {
+        (attempts[1], attempts[0])
+    };
+    assert_eq!(first.kind, SpanKind::Client as i32);
+    assert_eq!(text(first, "error.type").as_deref(), Some("InternalError"));
+    assert_eq!(
+        text(first, "tencent.code").as_deref(),
+        Some("InternalError")
+    );
+    assert_eq!(text(first, "http.request.method").as_deref(), Some("POST"));
+    assert_eq!(text(first, "server.address").as_deref(), Some("127.0.0.1"));
+    assert_eq!(int(first, "http.response.status_code"), Some(200));
+    assert_eq!(
+        text(first, "tencent.action").as_deref(),
+        Some("CheckIdCardInformation")
+    );
+    assert_eq!(int(second, "http.request.resend_count"), Some(1));
+    assert_eq!(
+        text(second, "tencent.request_id").as_deref(),
+        Some(request_id.as_str())
+    );
+    assert_eq!(text(second, "tencent.code").as_deref(), Some("Success"));
+
+    // The batch: one span per item under the stream's span, five request ids.
+    let stream_span = spans
+        .iter()
+        .find(|s| s.name == "faceid.v1.IdCardVerificationService/VerifyIdCardBatch")
+        .expect("the batch stream span");
+    let items = children(&spans, stream_span);
+    assert_eq!(items.len(), 5, "{items:#?}");
+    let mut ids: Vec<_> = items
+        .iter()
+        .filter_map(|s| text(s, "tencent.request_id"))
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 5);
+    for item in &items {
+        assert_eq!(
+            children(&spans, item)
+                .iter()
+                .filter(|s| s.name == "POST")
+                .count(),
+            1
+        );
+    }
+
+    // Log lines: one per completed call, each with trace and span ids.
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    let completed: Vec<_> = lines
+        .iter()
+        .filter(|l| l["message"] == "rpc completed")
+        .collect();
+    assert_eq!(completed.len(), 1 + 5 + 1, "{completed:#?}");
+    assert!(
+        completed
+            .iter()
+            .all(|l| l["trace_id"].is_string() && l["span_id"].is_string())
+    );
+    let unary = completed
+        .iter()
+        .find(|l| l["rpc.method"] == "VerifyIdCard" && l["rpc.grpc.status_code"] == "OK")
+        .unwrap();
+    assert_eq!(unary["trace_id"], CALLER_TRACE);
+    assert_eq!(unary["tencent.request_id"], request_id.as_str());
+
+    // Metrics moved, and parse as OpenMetrics.
+    let delta = |key: &str| {
+        after.get(key).copied().unwrap_or(0.0) - before.get(key).copied().unwrap_or(0.0)
+    };
+    assert_eq!(delta("faceid_rpcs_total{code=OK,method=VerifyIdCard}"), 1.0);
+    assert_eq!(
+        delta("faceid_rpcs_total{code=INVALID_ARGUMENT,method=VerifyIdCard}"),
+        1.0
+    );
+    assert_eq!(
+        delta("faceid_rpcs_total{code=OK,method=VerifyIdCardBatch.item}"),
+        5.0
+    );
+    assert_eq!(
+        delta("faceid_rpcs_total{code=OK,method=VerifyIdCardBatch}"),
+        1.0
+    );
+    assert_eq!(
+        delta("faceid_tencent_responses_total{class=transient,code=InternalError*}"),
+        1.0
+    );
+    assert_eq!(
+        delta("faceid_tencent_responses_total{class=success,code=Success}"),
+        6.0
+    );
+    assert_eq!(delta("faceid_upstream_retries_total{class=transient}"), 1.0);
+    assert_eq!(after["faceid_upstream_rate_limit{}"], 100.0);
+    assert!(after["faceid_upstream_attempt_duration_seconds_count{}"] >= 7.0);
+
+    // Nothing personal or secret in any span, log line or metric.
+    let everything = format!("{spans:?}\n{logs}\n{metrics_text}");
+    let image_base64 = base64::engine::general_purpose::STANDARD.encode(&image);
+    let mut forbidden = vec![
+        answer.id_card.as_ref().unwrap().name.clone(),
+        answer.id_card.as_ref().unwrap().id_number.clone(),
+        answer.id_card.as_ref().unwrap().address.clone(),
+        image_base64[..40].to_owned(),
+        "private pixels".to_owned(),
+        "Signature=".to_owned(),
+        "item-3".to_owned(),
+    ];
+    for card in &batch_names {
+        forbidden.extend([
+            card.name.clone(),
+            card.id_number.clone(),
+            card.address.clone(),
+        ]);
+    }
+    for value in forbidden {
+        assert!(
+            !everything.contains(&value),
+            "{value:?} leaked into telemetry"
+        );
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_over_otlp_grpc_follow_every_request_id_and_nothing_leaks() {
+    let (addr, received) = grpc_receiver().await;
+    scenario("grpc", format!("http://{addr}"), received).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traces_over_otlp_http_protobuf_arrive_too() {
+    let (addr, received) = http_receiver().await;
+    scenario("http/protobuf", format!("http://{addr}"), received).await;
+}
