@@ -1,0 +1,49 @@
+//! `faceid-bench`: the project's load tool. Each scenario is one command
+//! that starts its own simulator, gateway (and Redis) as child processes on
+//! loopback ports, drives them with tonic clients, and prints its figures
+//! (latency percentiles from HDR histograms, the gateway's CPU time and peak
+//! RSS from `/proc`). Build with `cargo build --release --bins`.
+
+mod batch;
+mod ceiling;
+mod harness;
+mod overhead;
+mod rate;
+mod sdk;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "faceid-bench", about = "Benchmarks of faceid-gateway (loopback only)")]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// Added latency: the same image sent directly (the project's own signed
+    /// client) and through the gateway, interleaved in one run.
+    Overhead(overhead::Args),
+    /// The rate limit under load: N× the limit offered, what the simulator saw.
+    Rate(rate::Args),
+    /// Gateway peak memory for batches of different lengths.
+    BatchMemory(batch::Args),
+    /// As many calls per second as the machine does, and CPU per call.
+    Ceiling(ceiling::Args),
+    /// Tencent's official Python SDK calling the simulator directly versus
+    /// grpcio calling the gateway.
+    Sdk(sdk::Args),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    faceid_gateway::tls::install_crypto_provider();
+    match Cli::parse().scenario {
+        Scenario::Overhead(args) => overhead::run(args).await,
+        Scenario::Rate(args) => rate::run(args).await,
+        Scenario::BatchMemory(args) => batch::run(args).await,
+        Scenario::Ceiling(args) => ceiling::run(args).await,
+        Scenario::Sdk(args) => sdk::run(args).await,
+    }
+}

@@ -1,0 +1,88 @@
+//! Scenario 1: what the gateway adds to one call. Path (a) is the project's
+//! own Tencent client (body building, signing, HTTP) straight to the
+//! simulator; path (b) is a gRPC call through the gateway to the same
+//! simulator. Requests alternate between the two in one run.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use faceid_gateway::proto::id_card_verification_service_client::IdCardVerificationServiceClient;
+use faceid_gateway::proto::{VerifyIdCardRequest, verify_id_card_request::Source};
+use faceid_gateway::tencent::model::CheckIdCardInformationRequest;
+use faceid_gateway::tencent::{Client, ClientConfig, CredentialProvider, Credentials, RequestBody};
+
+use crate::harness::{self, SECRET_ID, SECRET_KEY};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Image sizes to measure.
+    #[arg(long, value_delimiter = ',', value_parser = harness::parse_size, default_value = "10k,200k,5m")]
+    sizes: Vec<usize>,
+    /// Calls per path and size (large images get a tenth of it).
+    #[arg(long, default_value_t = 2000)]
+    requests: usize,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let (simulator, endpoint) = harness::start_simulator(0).await?;
+    let gateway = harness::start_gateway(&endpoint, &["--rate-limit", "1000000"]).await?;
+    let credentials = Credentials::new(SECRET_ID, SECRET_KEY, None)?;
+    let direct = Client::new(
+        ClientConfig {
+            endpoint: endpoint.parse()?,
+            region: None,
+            connect_timeout: Duration::from_secs(3),
+            request_timeout: Duration::from_secs(30),
+        },
+        Arc::new(CredentialProvider::fixed(credentials)),
+    )?;
+    let mut grpc = IdCardVerificationServiceClient::connect(format!("http://{}", gateway.addr))
+        .await?
+        .max_encoding_message_size(16 << 20)
+        .max_decoding_message_size(16 << 20);
+
+    println!("size      calls  path        p50 ms   p99 ms  p999 ms");
+    for size in args.sizes {
+        let image = harness::image_of(size);
+        let calls = if size > 1 << 20 { (args.requests / 10).max(50) } else { args.requests };
+        let request = VerifyIdCardRequest {
+            source: Some(Source::Image(image.clone())),
+            checks: None,
+        };
+        let (mut a, mut b) = (harness::histogram(), harness::histogram());
+        for i in 0..calls + calls / 10 {
+            let warm = i < calls / 10;
+            let direct_first = i % 2 == 0;
+            for leg in 0..2 {
+                if (leg == 0) == direct_first {
+                    let started = Instant::now();
+                    // What a caller without the gateway does: build, sign, send.
+                    let body = RequestBody::with_image(&image, &CheckIdCardInformationRequest::default());
+                    direct.send(&body).await?;
+                    if !warm {
+                        a.record(started.elapsed().as_micros() as u64)?;
+                    }
+                } else {
+                    let started = Instant::now();
+                    grpc.verify_id_card(request.clone()).await?;
+                    if !warm {
+                        b.record(started.elapsed().as_micros() as u64)?;
+                    }
+                }
+            }
+        }
+        let (pa, pb) = (harness::percentiles_ms(&a), harness::percentiles_ms(&b));
+        let label = format!("{}k", size / 1024);
+        println!("{label:<8} {calls:>6}  direct    {:>8.3} {:>8.3} {:>8.3}", pa[0], pa[1], pa[2]);
+        println!("{label:<8} {calls:>6}  gateway   {:>8.3} {:>8.3} {:>8.3}", pb[0], pb[1], pb[2]);
+        println!(
+            "{label:<8} {calls:>6}  added     {:>8.3} {:>8.3} {:>8.3}",
+            pb[0] - pa[0],
+            pb[1] - pa[1],
+            pb[2] - pa[2]
+        );
+    }
+    gateway.process.stop().await;
+    simulator.stop().await;
+    Ok(())
+}
