@@ -4,6 +4,7 @@
 //! - [`proto`]: the generated `faceid.v1` contract;
 //! - [`tencent`]: the signed upstream client;
 //! - [`simulator`]: a local Tencent stand-in that checks signatures;
+//! - [`crypto`]: sensitive-data encryption (RSA/SM2 key wrap, AES-CBC, SM4-GCM);
 //! - [`validate`], [`verdict`], [`error`]: input checks, answer mapping and
 //!   the one mapping to `tonic::Status`;
 //! - [`upstream`], [`limit`]: the shared tower stack (concurrency cap,
@@ -16,6 +17,7 @@
 pub mod admin;
 pub mod batch;
 pub mod config;
+pub mod crypto;
 pub mod deadline;
 pub mod error;
 pub mod limit;
