@@ -53,6 +53,28 @@ pub enum LogFormat {
     Text,
 }
 
+/// Tencent's sensitive-data encryption of answers, gateway-wide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum UpstreamEncryption {
+    /// No encryption beyond TLS.
+    Off,
+    /// The whole answer (IsEncryptResponse).
+    Response,
+    /// Name and ID number (IsEncrypt).
+    Fields,
+}
+
+/// The symmetric algorithm of upstream encryption.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum EncryptionAlgorithm {
+    /// AES-256-CBC, the key wrapped with RSA.
+    #[value(name = "aes-256-cbc")]
+    Aes256Cbc,
+    /// SM4-GCM, the key wrapped with SM2.
+    #[value(name = "sm4-gcm")]
+    Sm4Gcm,
+}
+
 /// Flags of `faceid-gateway serve`.
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
@@ -150,6 +172,23 @@ pub struct ServeArgs {
     #[arg(long, env = "FACEID_BATCH_MAX_ITEMS", value_parser = clap::value_parser!(u64).range(1..))]
     pub batch_max_items: Option<u64>,
 
+    /// Whether Tencent encrypts the personal data of its answers (a request
+    /// may override it).
+    #[arg(long, env = "FACEID_UPSTREAM_ENCRYPTION", value_enum, default_value_t = UpstreamEncryption::Off)]
+    pub upstream_encryption: UpstreamEncryption,
+
+    /// The symmetric algorithm of upstream encryption.
+    #[arg(long, env = "FACEID_ENCRYPTION_ALGORITHM", value_enum, default_value_t = EncryptionAlgorithm::Aes256Cbc)]
+    pub encryption_algorithm: EncryptionAlgorithm,
+
+    /// PEM file with Tencent's RSA public key (default: the published one).
+    #[arg(long, env = "FACEID_TENCENT_RSA_PUBLIC_KEY")]
+    pub tencent_rsa_public_key: Option<std::path::PathBuf>,
+
+    /// PEM file with Tencent's SM2 public key (default: the published one).
+    #[arg(long, env = "FACEID_TENCENT_SM2_PUBLIC_KEY")]
+    pub tencent_sm2_public_key: Option<std::path::PathBuf>,
+
     /// Similarity (0-100) at or above which a Success is VERDICT_MATCH.
     #[arg(long, env = "FACEID_MATCH_THRESHOLD", default_value_t = crate::verdict::DEFAULT_MATCH_THRESHOLD, value_parser = parse_threshold)]
     pub match_threshold: f64,
@@ -224,6 +263,11 @@ pub struct SimulatorArgs {
     /// Requests per sliding second before RequestLimitExceeded (0 = no limit).
     #[arg(long, env = "FACEID_RATE_LIMIT", default_value_t = crate::simulator::DEFAULT_RATE_LIMIT)]
     pub rate_limit: u32,
+
+    /// Write the simulator's encryption public keys (rsa.pem, sm2.pem) to
+    /// this folder, for a gateway's --tencent-rsa/sm2-public-key.
+    #[arg(long, env = "FACEID_PUBLIC_KEYS_DIR")]
+    pub public_keys_dir: Option<std::path::PathBuf>,
 
     /// Log line format.
     #[arg(long, env = "FACEID_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]

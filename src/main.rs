@@ -61,6 +61,13 @@ async fn simulator(args: SimulatorArgs) -> anyhow::Result<()> {
     let simulator = Simulator::bind(config, args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    if let Some(dir) = &args.public_keys_dir {
+        let keys = simulator.public_keys();
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(dir.join("rsa.pem"), keys.rsa_pem()?)?;
+        std::fs::write(dir.join("sm2.pem"), keys.sm2_pem()?)?;
+        tracing::info!(dir = %dir.display(), "simulator encryption public keys written");
+    }
     tracing::info!(
         endpoint = %simulator.endpoint(),
         rate_limit = args.rate_limit,

@@ -97,7 +97,7 @@ mod tests {
             source: Some(verify_id_card_request::Source::Image(Bytes::from_static(
                 b"\x89PNG secret pixels",
             ))),
-            checks: None,
+            ..Default::default()
         };
         let response = VerifyIdCardResponse {
             id_card: Some(IdCard {

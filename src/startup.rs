@@ -17,16 +17,18 @@ use tonic_health::server::HealthReporter;
 
 use crate::admin;
 use crate::batch::BatchSettings;
-use crate::config::ServeArgs;
+use crate::config::{EncryptionAlgorithm, ServeArgs, UpstreamEncryption};
+use crate::crypto::{Algorithm, PublicKeys};
 use crate::limit::{self, Limiter, RedisConfig, RedisLimiter};
 use crate::metrics::Metrics;
 use crate::proto::id_card_verification_service_server::IdCardVerificationServiceServer;
 use crate::service::VerificationService;
 use crate::simulator::{Simulator, SimulatorConfig};
 use crate::tencent::{self, ClientConfig, CredentialProvider, Credentials};
+use crate::tencent::{EncryptionMode, EncryptionSettings};
 use crate::upstream::{self, StackConfig};
 use crate::validate::MAX_REQUEST_MESSAGE_BYTES;
-use crate::verifier::Verifier;
+use crate::verifier::{EncryptionPolicy, Verifier};
 use tokio::sync::Semaphore;
 
 /// The largest message the server sends: an answer with a portrait.
@@ -64,6 +66,9 @@ pub enum StartupError {
     /// The Redis URL of the shared rate limit is not usable.
     #[error("--rate-limit-redis is not a usable Redis URL")]
     Redis(#[source] redis::RedisError),
+    /// A Tencent public key file is unusable.
+    #[error("cannot load Tencent's encryption public keys")]
+    PublicKeys(#[from] crate::crypto::CryptoError),
     /// The gRPC server failed.
     #[error("the gRPC server failed")]
     Serve(#[from] tonic::transport::Error),
@@ -91,14 +96,25 @@ impl Application {
     pub async fn build(args: ServeArgs, upstream: Upstream) -> Result<Self, StartupError> {
         let background = CancellationToken::new();
         let shutdown = CancellationToken::new();
-        let (endpoint, credentials, simulator) = match upstream {
+        let (endpoint, credentials, simulator, public_keys) = match upstream {
             Upstream::Simulate => {
                 let (simulator, credentials) = start_simulator(args.simulator_rate_limit).await?;
-                (simulator.endpoint(), credentials, Some(simulator))
+                // The simulator's key pairs stand in for Tencent's.
+                let public_keys = simulator.public_keys();
+                (
+                    simulator.endpoint(),
+                    credentials,
+                    Some(simulator),
+                    public_keys,
+                )
             }
             Upstream::Tencent(credentials) => {
                 credentials.spawn_reloader(args.credentials_reload_interval, background.clone());
-                (args.endpoint.clone(), credentials, None)
+                let public_keys = PublicKeys::from_pem_files(
+                    args.tencent_rsa_public_key.as_deref(),
+                    args.tencent_sm2_public_key.as_deref(),
+                )?;
+                (args.endpoint.clone(), credentials, None, public_keys)
             }
         };
         let metrics = Arc::new(Metrics::new());
@@ -123,6 +139,7 @@ impl Application {
                 Verifier::new(
                     upstream::build(client, limiter, &stack_config(&args), Arc::clone(&metrics)),
                     args.match_threshold,
+                    encryption_policy(&args, public_keys),
                 ),
                 BatchSettings {
                     per_stream: args.batch_concurrency as usize,
@@ -297,6 +314,25 @@ fn build_limiter(args: &ServeArgs, metrics: &Metrics) -> Result<Limiter, Startup
         "upstream rate limit shared through Redis"
     );
     Ok(Limiter::Redis(Arc::new(redis)))
+}
+
+fn encryption_policy(args: &ServeArgs, public_keys: PublicKeys) -> EncryptionPolicy {
+    let default_mode = match args.upstream_encryption {
+        UpstreamEncryption::Off => None,
+        UpstreamEncryption::Response => Some(EncryptionMode::Response),
+        UpstreamEncryption::Fields => Some(EncryptionMode::Fields),
+    };
+    let algorithm = match args.encryption_algorithm {
+        EncryptionAlgorithm::Aes256Cbc => Algorithm::Aes256Cbc,
+        EncryptionAlgorithm::Sm4Gcm => Algorithm::Sm4Gcm,
+    };
+    EncryptionPolicy {
+        default_mode,
+        settings: EncryptionSettings {
+            algorithm,
+            public_keys: Arc::new(public_keys),
+        },
+    }
 }
 
 fn stack_config(args: &ServeArgs) -> StackConfig {

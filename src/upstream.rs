@@ -28,7 +28,7 @@ use crate::error::Error;
 use crate::limit::{Deadline, Limiter, RateLimitLayer, Rejected};
 use crate::metrics::{ClassLabels, Metrics};
 use crate::tencent::model::ACTION;
-use crate::tencent::{self, Reply, RequestBody};
+use crate::tencent::{self, Reply, RequestBody, RequestEncryption};
 
 /// One verification on its way to Tencent.
 #[derive(Debug, Clone)]
@@ -39,6 +39,8 @@ pub struct UpstreamRequest {
     pub deadline: Option<Instant>,
     /// 1 for the first attempt; the retry layer counts up.
     pub attempt: u32,
+    /// The session key that opens an encrypted answer, when one was asked for.
+    pub encryption: Option<Arc<RequestEncryption>>,
 }
 
 impl UpstreamRequest {
@@ -48,6 +50,7 @@ impl UpstreamRequest {
             body,
             deadline,
             attempt: 1,
+            encryption: None,
         }
     }
 }
@@ -161,7 +164,7 @@ impl Service<UpstreamRequest> for Attempt {
         let attempt = async move {
             let _in_flight = InFlight::up(&metrics);
             let started = Instant::now();
-            let send = client.send(&request.body);
+            let send = client.send(&request.body, request.encryption.as_deref());
             let result = match request.deadline {
                 Some(deadline) => match tokio::time::timeout_at(deadline, send).await {
                     Ok(result) => result.map_err(Error::from),

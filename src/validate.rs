@@ -5,9 +5,12 @@
 use bytes::Bytes;
 use reqwest::Url;
 
-use crate::proto::{Checks, VerifyIdCardRequest, verify_id_card_request::Source};
-use crate::tencent::RequestBody;
+use crate::crypto::CryptoError;
+use crate::proto::{
+    Checks, UpstreamEncryption, VerifyIdCardRequest, verify_id_card_request::Source,
+};
 use crate::tencent::model::{CheckIdCardInformationRequest, Config};
+use crate::tencent::{EncryptionMode, EncryptionSettings, RequestBody, RequestEncryption};
 
 /// Tencent's cap on `ImageBase64`: 7 MiB of base64 text.
 pub const MAX_IMAGE_BASE64_LEN: usize = 7 * 1024 * 1024;
@@ -72,6 +75,17 @@ pub enum ImageSource {
     Url(String),
 }
 
+/// What a request asked about Tencent's answer encryption.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EncryptionChoice {
+    /// The gateway's configured default.
+    GatewayDefault,
+    /// No encryption.
+    Off,
+    /// This mode.
+    On(EncryptionMode),
+}
+
 /// A validated verification, ready to become an upstream request body.
 #[derive(Clone)]
 pub struct Verification {
@@ -79,6 +93,8 @@ pub struct Verification {
     pub source: ImageSource,
     /// The alarm switches.
     pub config: Config,
+    /// The caller's encryption override.
+    pub encryption: EncryptionChoice,
 }
 
 impl std::fmt::Debug for Verification {
@@ -90,6 +106,7 @@ impl std::fmt::Debug for Verification {
         f.debug_struct("Verification")
             .field("source", &source)
             .field("config", &self.config)
+            .field("encryption", &self.encryption)
             .finish()
     }
 }
@@ -104,6 +121,12 @@ impl Verification {
         request: VerifyIdCardRequest,
         field_prefix: &str,
     ) -> Result<Self, InvalidArgument> {
+        let encryption = match request.upstream_encryption() {
+            UpstreamEncryption::Unspecified => EncryptionChoice::GatewayDefault,
+            UpstreamEncryption::Off => EncryptionChoice::Off,
+            UpstreamEncryption::Response => EncryptionChoice::On(EncryptionMode::Response),
+            UpstreamEncryption::Fields => EncryptionChoice::On(EncryptionMode::Fields),
+        };
         let source = match request.source {
             Some(Source::Image(image)) => {
                 check_image(&image).map_err(|(description, code)| {
@@ -132,16 +155,40 @@ impl Verification {
         Ok(Self {
             source,
             config: request.checks.map(config_from_checks).unwrap_or_default(),
+            encryption,
         })
     }
 
-    /// Builds the upstream body, consuming (and so releasing) the image.
-    pub fn into_body(self) -> RequestBody {
-        let mut params = CheckIdCardInformationRequest {
+    /// Builds the upstream body asking Tencent to encrypt its answer in
+    /// `mode` (when given), consuming the image; returns the body and the
+    /// request's session key.
+    ///
+    /// # Errors
+    /// The session key cannot be made or wrapped.
+    pub fn into_encrypted_body(
+        self,
+        mode: Option<EncryptionMode>,
+        settings: &EncryptionSettings,
+    ) -> Result<(RequestBody, Option<RequestEncryption>), CryptoError> {
+        let mut params = self.params();
+        let encryption = mode
+            .map(|mode| RequestEncryption::start(mode, settings, &mut params))
+            .transpose()?;
+        Ok((self.source.into_body(params), encryption))
+    }
+
+    fn params(&self) -> CheckIdCardInformationRequest {
+        CheckIdCardInformationRequest {
             config: self.config.any().then(|| self.config.to_json_string()),
             ..Default::default()
-        };
-        match self.source {
+        }
+    }
+}
+
+impl ImageSource {
+    /// The request body with `params` and this image.
+    fn into_body(self, mut params: CheckIdCardInformationRequest) -> RequestBody {
+        match self {
             ImageSource::Image(image) => RequestBody::with_image(&image, &params),
             ImageSource::Url(url) => {
                 params.image_url = Some(url);
@@ -264,14 +311,14 @@ mod tests {
     fn image_request(bytes: &[u8]) -> VerifyIdCardRequest {
         VerifyIdCardRequest {
             source: Some(Source::Image(Bytes::copy_from_slice(bytes))),
-            checks: None,
+            ..Default::default()
         }
     }
 
     fn url_request(url: &str) -> VerifyIdCardRequest {
         VerifyIdCardRequest {
             source: Some(Source::ImageUrl(url.to_owned())),
-            checks: None,
+            ..Default::default()
         }
     }
 
@@ -364,7 +411,13 @@ mod tests {
             temp_id_warn: true,
             ..Default::default()
         });
-        let body = Verification::parse(request, "").unwrap().into_body();
+        let settings = EncryptionSettings {
+            algorithm: crate::crypto::Algorithm::default(),
+            public_keys: std::sync::Arc::new(crate::crypto::PublicKeys::tencent_defaults()),
+        };
+        let verification = Verification::parse(request, "").unwrap();
+        let (body, encryption) = verification.into_encrypted_body(None, &settings).unwrap();
+        assert!(encryption.is_none());
         assert_eq!(
             std::str::from_utf8(&body.bytes()).unwrap(),
             r#"{"ImageUrl":"https://example.com/a.jpg","Config":"{\"CopyWarn\":true,\"TempIdWarn\":true}"}"#

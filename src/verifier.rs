@@ -2,13 +2,16 @@
 //! unary handler and every batch item: validate, build the body, call the
 //! shared upstream stack, map the outcome.
 
+use std::sync::Arc;
+
 use tokio::time::Instant;
 use tower::ServiceExt as _;
 
 use crate::error::Error;
 use crate::proto::{VerifyIdCardRequest, VerifyIdCardResponse};
+use crate::tencent::{self, EncryptionMode, EncryptionSettings};
 use crate::upstream::{Upstream, UpstreamRequest};
-use crate::validate::Verification;
+use crate::validate::{EncryptionChoice, Verification};
 use crate::verdict;
 
 /// Runs verifications through the shared upstream stack. Cheap to clone.
@@ -16,6 +19,16 @@ use crate::verdict;
 pub struct Verifier {
     upstream: Upstream,
     match_threshold: f64,
+    encryption: EncryptionPolicy,
+}
+
+/// How answers are protected between Tencent and the gateway.
+#[derive(Debug, Clone)]
+pub struct EncryptionPolicy {
+    /// The mode when a request does not choose (None = off).
+    pub default_mode: Option<EncryptionMode>,
+    /// The algorithm and public keys.
+    pub settings: EncryptionSettings,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -27,11 +40,13 @@ impl std::fmt::Debug for Verifier {
 }
 
 impl Verifier {
-    /// A verifier calling `upstream`, matching at `match_threshold`.
-    pub fn new(upstream: Upstream, match_threshold: f64) -> Self {
+    /// A verifier calling `upstream`, matching at `match_threshold`,
+    /// asking for encrypted answers per `encryption`.
+    pub fn new(upstream: Upstream, match_threshold: f64, encryption: EncryptionPolicy) -> Self {
         Self {
             upstream,
             match_threshold,
+            encryption,
         }
     }
 
@@ -60,7 +75,16 @@ impl Verifier {
         verification: Verification,
         deadline: Option<Instant>,
     ) -> Result<VerifyIdCardResponse, Error> {
-        let call = UpstreamRequest::new(verification.into_body(), deadline);
+        let mode = match verification.encryption {
+            EncryptionChoice::GatewayDefault => self.encryption.default_mode,
+            EncryptionChoice::Off => None,
+            EncryptionChoice::On(mode) => Some(mode),
+        };
+        let (body, encryption) = verification
+            .into_encrypted_body(mode, &self.encryption.settings)
+            .map_err(tencent::Error::EncryptionSetup)?;
+        let mut call = UpstreamRequest::new(body, deadline);
+        call.encryption = encryption.map(Arc::new);
         let reply = self.upstream.clone().oneshot(call).await?;
         Ok(verdict::to_response(reply, self.match_threshold))
     }

@@ -18,6 +18,7 @@
 //! | `fault` | `reset`, `malformed`, `html` | close the connection unanswered; send broken JSON; send an HTML page |
 //! | `key` + `fail-first` | a name, a count | apply `error`/`http`/`fault` only to the first N requests carrying this key, then answer normally |
 //! | `portrait` | `none` | answer without a portrait |
+//! | `crypto` | `tamper`, `omit` | with encryption asked for: corrupt the ciphertext; leave `EncryptedBody` out |
 
 use std::time::Duration;
 
@@ -64,6 +65,10 @@ pub struct Directives {
     pub fail_first: Option<u32>,
     /// Leave the portrait out.
     pub no_portrait: bool,
+    /// Corrupt the encrypted answer.
+    pub crypto_tamper: bool,
+    /// Leave `EncryptedBody` out of an encrypted answer.
+    pub crypto_omit: bool,
 }
 
 impl Directives {
@@ -147,6 +152,11 @@ pub fn parse(text: &str) -> Result<Directives, String> {
             "key" => directives.key = Some(code(value).ok_or_else(bad)?),
             "fail-first" => directives.fail_first = Some(value.parse().map_err(|_| bad())?),
             "portrait" if value == "none" => directives.no_portrait = true,
+            "crypto" => match value {
+                "tamper" => directives.crypto_tamper = true,
+                "omit" => directives.crypto_omit = true,
+                _ => return Err(bad()),
+            },
             _ => return Err(format!("unknown directive {key}")),
         }
     }

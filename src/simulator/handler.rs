@@ -2,7 +2,7 @@
 //! them, then the answer the request's directives ask for.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -18,7 +18,9 @@ use super::SimulatorConfig;
 use super::directives::{self, Directives, Fault};
 use super::identity::{Identity, PORTRAIT_PNG_BASE64};
 use super::stats::Stats;
+use crate::crypto::{self, Algorithm, Iv, PrivateKeys, SessionKey};
 use crate::limit::window::SlidingWindow;
+use crate::tencent::EncryptionMode;
 use crate::tencent::client::{SIMULATED_HEADER, unix_now};
 use crate::tencent::model::{ACTION, CheckIdCardInformationRequest, Config, SERVICE, VERSION};
 use crate::tencent::sign::{self, CanonicalRequest, SigningKey};
@@ -30,6 +32,9 @@ const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 /// Shared by every connection.
 pub(super) struct State {
     config: SimulatorConfig,
+    /// Made on first use: RSA key generation is slow in debug builds and
+    /// most runs never ask for encryption.
+    private_keys: OnceLock<PrivateKeys>,
     pub(super) stats: Stats,
     limiter: Option<SlidingWindow>,
     fail_counters: Mutex<HashMap<String, u32>>,
@@ -44,11 +49,23 @@ impl State {
             )
         });
         Self {
+            private_keys: OnceLock::new(),
             config,
             stats: Stats::default(),
             limiter,
             fail_counters: Mutex::new(HashMap::new()),
         }
+    }
+}
+
+impl State {
+    /// The key pairs that unwrap callers' session keys.
+    pub(super) fn private_keys(&self) -> &PrivateKeys {
+        self.private_keys
+            .get_or_init(|| match &self.config.private_keys {
+                Some(keys) => keys.clone(),
+                None => PrivateKeys::generate().expect("the OS random generator works"),
+            })
     }
 }
 
@@ -286,6 +303,16 @@ struct Outcome {
     config: Config,
     /// The bytes the invented identity derives from (image or URL).
     seed: Bytes,
+    /// The caller's session key, when it asked for an encrypted answer.
+    encryption: Option<ServerEncryption>,
+}
+
+/// The server side of one encrypted answer.
+struct ServerEncryption {
+    mode: EncryptionMode,
+    key: SessionKey,
+    /// The IV the caller sent (used for field encryption, as Tencent does).
+    request_iv: Option<Iv>,
 }
 
 /// Body parsing and the action's own input checks.
@@ -303,12 +330,7 @@ fn business(state: &State, body: &[u8]) -> Result<Outcome, ApiError> {
             )
         }
     })?;
-    if request.is_encrypt == Some(true) || request.is_encrypt_response == Some(true) {
-        return Err(ApiError::new(
-            "UnsupportedOperation",
-            "The simulator does not implement sensitive-data encryption.",
-        ));
-    }
+    let encryption = server_encryption(state, &request)?;
     let config = match request.config.as_deref() {
         None | Some("") => Config::default(),
         Some(text) => serde_json::from_str(text).map_err(|_| {
@@ -355,7 +377,141 @@ fn business(state: &State, body: &[u8]) -> Result<Outcome, ApiError> {
         directives,
         config,
         seed,
+        encryption,
     })
+}
+
+/// Unwraps the caller's session key when it asked for encryption.
+fn server_encryption(
+    state: &State,
+    request: &CheckIdCardInformationRequest,
+) -> Result<Option<ServerEncryption>, ApiError> {
+    let mode = match (request.is_encrypt_response, request.is_encrypt) {
+        (Some(true), _) => EncryptionMode::Response,
+        (_, Some(true)) => EncryptionMode::Fields,
+        _ => return Ok(None),
+    };
+    let invalid = |what: &str| {
+        ApiError::new(
+            "InvalidParameterValue",
+            format!("Encryption.{what} is missing or invalid."),
+        )
+    };
+    let encryption = request
+        .encryption
+        .as_ref()
+        .ok_or_else(|| invalid("CiphertextBlob"))?;
+    let algorithm = match encryption.algorithm.as_deref() {
+        None | Some("") => Algorithm::default(),
+        Some(name) => Algorithm::from_wire(name).map_err(|_| invalid("Algorithm"))?,
+    };
+    let blob = encryption
+        .ciphertext_blob
+        .as_deref()
+        .ok_or_else(|| invalid("CiphertextBlob"))?;
+    let key = crypto::unwrap_key(state.private_keys(), algorithm, blob)
+        .map_err(|_| ApiError::new("FailedOperation.EncryptSystemError", "Encryption failed."))?;
+    let request_iv = match encryption.iv.as_deref() {
+        None | Some("") => None,
+        Some(iv) => Some(Iv::from_base64(algorithm, iv).map_err(|_| invalid("Iv"))?),
+    };
+    if mode == EncryptionMode::Fields && request_iv.is_none() {
+        return Err(invalid("Iv"));
+    }
+    Ok(Some(ServerEncryption {
+        mode,
+        key,
+        request_iv,
+    }))
+}
+
+/// Encrypts a `Result` answer as the caller asked: the whole body into
+/// `EncryptedBody` with a fresh IV, or `Name` and `IdNum` with the caller's
+/// IV (Tencent's scheme; under GCM the two fields share a nonce).
+fn seal(
+    mut body: serde_json::Value,
+    encryption: &ServerEncryption,
+    tamper: bool,
+    omit: bool,
+) -> Result<serde_json::Value, crypto::CryptoError> {
+    let algorithm = encryption.key.algorithm();
+    let response = body["Response"]
+        .as_object_mut()
+        .expect("result bodies are objects");
+    let request_id = response.remove("RequestId").unwrap_or_default();
+    match encryption.mode {
+        EncryptionMode::Response => {
+            for field in ["Encryption", "EncryptedBody"] {
+                response.remove(field);
+            }
+            let plain = serde_json::to_vec(&response).expect("JSON values serialize");
+            let iv = Iv::generate(algorithm)?;
+            let sealed = crypto::encrypt(&encryption.key, &iv, &plain)?;
+            let mut ciphertext = sealed.ciphertext_b64;
+            if tamper {
+                flip_one_character(&mut ciphertext);
+            }
+            let mut outer = json!({
+                "EncryptedBody": ciphertext,
+                "Encryption": {
+                    "EncryptList": ["EncryptionBody"],
+                    "CiphertextBlob": null,
+                    "Iv": iv.to_base64(),
+                    "Algorithm": algorithm.as_wire(),
+                    "TagList": sealed.tag_b64.map(|tag| vec![tag]),
+                },
+                "RequestId": request_id,
+            });
+            if omit {
+                outer
+                    .as_object_mut()
+                    .expect("an object")
+                    .remove("EncryptedBody");
+            }
+            Ok(json!({ "Response": outer }))
+        }
+        EncryptionMode::Fields => {
+            let iv = encryption
+                .request_iv
+                .clone()
+                .expect("checked when the request arrived");
+            let mut tags = Vec::new();
+            for field in ["Name", "IdNum"] {
+                let plain = response[field].as_str().unwrap_or_default().to_owned();
+                if plain.is_empty() {
+                    continue;
+                }
+                let sealed = crypto::encrypt(&encryption.key, &iv, plain.as_bytes())?;
+                let mut ciphertext = sealed.ciphertext_b64;
+                if tamper {
+                    flip_one_character(&mut ciphertext);
+                }
+                response.insert(field.to_owned(), ciphertext.into());
+                tags.extend(sealed.tag_b64);
+            }
+            response.insert(
+                "Encryption".to_owned(),
+                json!({
+                    "EncryptList": ["Name", "IdNum"],
+                    "CiphertextBlob": null,
+                    "Iv": iv.to_base64(),
+                    "Algorithm": algorithm.as_wire(),
+                    "TagList": (!tags.is_empty()).then_some(tags),
+                }),
+            );
+            response.insert("RequestId".to_owned(), request_id);
+            Ok(body)
+        }
+    }
+}
+
+/// Changes one base64 character so the ciphertext no longer decrypts.
+fn flip_one_character(text: &mut String) {
+    let mut bytes = std::mem::take(text).into_bytes();
+    if let Some(byte) = bytes.get_mut(2) {
+        *byte = if *byte == b'A' { b'B' } else { b'A' };
+    }
+    *text = String::from_utf8(bytes).expect("base64 is ASCII");
 }
 
 fn decode_image(encoded: &str) -> Result<Bytes, ApiError> {
@@ -454,7 +610,18 @@ async fn deliver(state: &State, outcome: Outcome, request_id: &str) -> Answer {
         }});
         return Ok(json_answer(&body));
     }
-    Ok(json_answer(&result_body(&outcome, request_id, state)))
+    let body = result_body(&outcome, request_id, state);
+    let Some(encryption) = &outcome.encryption else {
+        return Ok(json_answer(&body));
+    };
+    state.stats.encrypted();
+    match seal(body, encryption, d.crypto_tamper, d.crypto_omit) {
+        Ok(sealed) => Ok(json_answer(&sealed)),
+        Err(_) => {
+            let e = ApiError::new("FailedOperation.EncryptSystemError", "Encryption failed.");
+            Ok(error_answer(state, &e, request_id))
+        }
+    }
 }
 
 /// The `Result`-carrying answer: success, a chosen result code, or warnings.

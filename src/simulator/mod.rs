@@ -5,6 +5,9 @@
 //! Tencent checks: action and version, the TC3 signature and its timestamp,
 //! the JSON body, base64, image format and size, and the rate limit.
 //!
+//! Sensitive-data encryption works as Tencent's does, with the simulator's
+//! own key pairs (see [`Simulator::public_keys`]).
+//!
 //! Outcomes are chosen by [`directives`] embedded in the image. Invented
 //! answers carry the `X-FaceID-Simulated` header and a simulated address, so
 //! they can never pass for real ones.
@@ -29,6 +32,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::crypto::{PrivateKeys, PublicKeys};
 pub use stats::StatsSnapshot;
 
 /// Tencent's default limit for this action, which the simulator enforces
@@ -47,6 +51,9 @@ pub struct SimulatorConfig {
     pub rate_limit: u32,
     /// The clock skew tolerated before `AuthFailure.SignatureExpire`.
     pub max_clock_skew: Duration,
+    /// The key pairs that unwrap callers' session keys; fresh random ones
+    /// (made on first use) when `None`.
+    pub private_keys: Option<PrivateKeys>,
 }
 
 impl SimulatorConfig {
@@ -58,6 +65,7 @@ impl SimulatorConfig {
             session_token: None,
             rate_limit: DEFAULT_RATE_LIMIT,
             max_clock_skew: Duration::from_secs(300),
+            private_keys: None,
         }
     }
 }
@@ -118,6 +126,12 @@ impl Simulator {
     /// What it has seen so far.
     pub fn stats(&self) -> StatsSnapshot {
         self.state.stats.snapshot()
+    }
+
+    /// The public keys a gateway must wrap session keys with to talk to
+    /// this simulator (its own key pairs stand in for Tencent's).
+    pub fn public_keys(&self) -> PublicKeys {
+        self.state.private_keys().public_keys()
     }
 
     /// Forgets what it has seen so far.

@@ -19,6 +19,7 @@ pub struct Stats {
     received: AtomicU64,
     in_flight: AtomicU64,
     max_in_flight: AtomicU64,
+    encrypted: AtomicU64,
     answers: Mutex<BTreeMap<String, u64>>,
     /// Microseconds since `epoch` at which each request arrived.
     arrivals: Mutex<Vec<u64>>,
@@ -34,6 +35,8 @@ pub struct StatsSnapshot {
     pub in_flight: u64,
     /// The most requests handled at once.
     pub max_in_flight: u64,
+    /// Answers sent encrypted (IsEncryptResponse or IsEncrypt).
+    pub encrypted: u64,
     /// Answers by outcome: a Tencent code (`Success`, `AuthFailure.…`), or
     /// `http:<status>` / `fault:<kind>` for injected faults.
     pub answers: BTreeMap<String, u64>,
@@ -66,6 +69,7 @@ impl Default for Stats {
             received: AtomicU64::new(0),
             in_flight: AtomicU64::new(0),
             max_in_flight: AtomicU64::new(0),
+            encrypted: AtomicU64::new(0),
             answers: Mutex::new(BTreeMap::new()),
             arrivals: Mutex::new(Vec::new()),
         }
@@ -86,6 +90,11 @@ impl Stats {
         InFlight(self)
     }
 
+    /// Counts an answer sent encrypted.
+    pub fn encrypted(&self) {
+        self.encrypted.fetch_add(1, Ordering::SeqCst);
+    }
+
     /// Records the outcome of a request.
     pub fn answered(&self, outcome: &str) {
         *lock(&self.answers).entry(outcome.to_owned()).or_default() += 1;
@@ -95,6 +104,7 @@ impl Stats {
     pub fn reset(&self) {
         *lock(&self.epoch) = Instant::now();
         self.received.store(0, Ordering::SeqCst);
+        self.encrypted.store(0, Ordering::SeqCst);
         self.max_in_flight
             .store(self.in_flight.load(Ordering::SeqCst), Ordering::SeqCst);
         lock(&self.answers).clear();
@@ -113,6 +123,7 @@ impl Stats {
             received: self.received.load(Ordering::SeqCst),
             in_flight: self.in_flight.load(Ordering::SeqCst),
             max_in_flight: self.max_in_flight.load(Ordering::SeqCst),
+            encrypted: self.encrypted.load(Ordering::SeqCst),
             answers: lock(&self.answers).clone(),
             max_in_any_second: max_in_window(&arrivals, 1_000_000),
             span_seconds,

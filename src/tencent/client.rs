@@ -12,6 +12,7 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, Header
 use super::body::RequestBody;
 use super::codes::Class;
 use super::credentials::{CredentialProvider, Credentials};
+use super::encryption::RequestEncryption;
 use super::error::Error;
 use super::model::{ACTION, CheckIdCardInformationResponse, Envelope, SERVICE, VERSION};
 use super::sign::{self, CanonicalRequest, SigningKey};
@@ -153,11 +154,16 @@ impl Client {
     }
 
     /// Sends one attempt: signs `body` with the current credentials and the
-    /// current time, posts it, and decodes the answer.
+    /// current time, posts it, and decodes the answer (opening it with
+    /// `encryption` when the request asked for an encrypted one).
     ///
     /// # Errors
     /// Any [`Error`]; [`Error::class`] says whether a retry may help.
-    pub async fn send(&self, body: &RequestBody) -> Result<Reply, Error> {
+    pub async fn send(
+        &self,
+        body: &RequestBody,
+        encryption: Option<&RequestEncryption>,
+    ) -> Result<Reply, Error> {
         let timestamp = unix_now();
         let headers = self.signed_headers(body, timestamp);
         let response = self
@@ -177,7 +183,7 @@ impl Client {
             });
         }
         let bytes = read_capped(response).await?;
-        decode(&bytes, simulated)
+        decode(&bytes, simulated, encryption)
     }
 
     /// The headers of one attempt, signed for `timestamp`.
@@ -308,12 +314,20 @@ async fn read_capped(mut response: reqwest::Response) -> Result<Bytes, Error> {
 /// # Errors
 /// [`Error::Malformed`] for bodies that are not Tencent's envelope;
 /// [`Error::Api`] for every code that is not a verification outcome.
-pub fn decode(bytes: &[u8], simulated: bool) -> Result<Reply, Error> {
+pub fn decode(
+    bytes: &[u8],
+    simulated: bool,
+    encryption: Option<&RequestEncryption>,
+) -> Result<Reply, Error> {
     let envelope: Envelope = serde_json::from_slice(bytes).map_err(|_| Error::Malformed {
         what: "not a Tencent JSON envelope",
         request_id: None,
     })?;
     let mut response = envelope.response;
+    if let (None, Some(encryption)) = (&response.error, encryption) {
+        // Errors come in clear; everything else must open.
+        response = encryption.open(response).map_err(Error::Decryption)?;
+    }
     let code = match (&response.error, &response.result) {
         (Some(error), _) => error.code.clone(),
         (None, Some(result)) => result.clone(),
@@ -346,28 +360,26 @@ mod tests {
     use super::super::codes::NoMatch;
     use super::*;
 
+    fn decode_plain(bytes: &[u8]) -> Result<Reply, Error> {
+        decode(bytes, false, None)
+    }
+
     #[test]
     fn success_result_is_a_reply() {
-        let reply = decode(
-            br#"{"Response":{"Result":"Success","Sim":88.5,"RequestId":"r1"}}"#,
-            false,
-        )
-        .unwrap();
+        let reply =
+            decode_plain(br#"{"Response":{"Result":"Success","Sim":88.5,"RequestId":"r1"}}"#)
+                .unwrap();
         assert_eq!(reply.class, Class::Success);
         assert_eq!(reply.response.sim, Some(88.5));
     }
 
     #[test]
     fn verdict_codes_are_replies_from_either_envelope() {
-        let from_result = decode(
+        let from_result = decode_plain(
             br#"{"Response":{"Result":"FailedOperation.IdNameMisMatch","Sim":0,"RequestId":"r"}}"#,
-            false,
         )
         .unwrap();
-        let from_error = decode(
-            br#"{"Response":{"Error":{"Code":"FailedOperation.IdNameMisMatch","Message":"m"},"RequestId":"r"}}"#,
-            false,
-        )
+        let from_error = decode_plain(br#"{"Response":{"Error":{"Code":"FailedOperation.IdNameMisMatch","Message":"m"},"RequestId":"r"}}"#)
         .unwrap();
         for reply in [from_result, from_error] {
             assert_eq!(reply.class, Class::NoMatch(NoMatch::IdNameMismatch));
@@ -384,7 +396,7 @@ mod tests {
             r#"{"Response":{"Error":{"Code":"FailedOperation.ImageDecodeFailed","Message":"m"},"RequestId":"r"}}"#,
             r#"{"Response":{"Result":"FailedOperation.ImageDecodeFailed","RequestId":"r"}}"#,
         ] {
-            let error = decode(body.as_bytes(), false).unwrap_err();
+            let error = decode_plain(body.as_bytes()).unwrap_err();
             assert_eq!(error.class(), Class::InvalidInput);
             assert_eq!(error.reason(), "FailedOperation.ImageDecodeFailed");
             assert_eq!(error.request_id(), Some("r"));
@@ -398,7 +410,7 @@ mod tests {
             b"{\"Response\":{",
             b"{\"Response\":{\"RequestId\":\"r\"}}",
         ] {
-            let error = decode(body, false).unwrap_err();
+            let error = decode_plain(body).unwrap_err();
             assert!(matches!(error, Error::Malformed { .. }));
             assert_eq!(error.class(), Class::Transient);
         }

@@ -31,6 +31,13 @@ pub enum Error {
         /// The request id, when the envelope got that far.
         request_id: Option<String>,
     },
+    /// The encryption of the answer could not be requested (random
+    /// generator or key wrapping failure).
+    #[error("the answer's encryption could not be set up")]
+    EncryptionSetup(#[source] crate::crypto::CryptoError),
+    /// The encrypted answer could not be opened.
+    #[error("the encrypted answer could not be opened: {0}")]
+    Decryption(#[source] super::encryption::DecryptError),
     /// Tencent answered with an error code (`Error.Code`, or a business
     /// `Result` that is not a verification outcome).
     #[error("Tencent answered {code}")]
@@ -64,7 +71,9 @@ impl Error {
             | Error::Timeout
             | Error::Transport(_)
             | Error::HttpStatus { .. }
-            | Error::Malformed { .. } => Class::Transient,
+            | Error::Malformed { .. }
+            | Error::EncryptionSetup(_)
+            | Error::Decryption(_) => Class::Transient,
         }
     }
 
@@ -77,6 +86,8 @@ impl Error {
             Error::Transport(_) => "UpstreamTransportFailed",
             Error::HttpStatus { .. } => "UpstreamHttpError",
             Error::Malformed { .. } => "UpstreamMalformedResponse",
+            Error::EncryptionSetup(_) => "UpstreamEncryptionFailed",
+            Error::Decryption(_) => "UpstreamDecryptionFailed",
         }
     }
 

@@ -10,12 +10,14 @@
 //! - [`body`]: the request body, built in one pass over the image;
 //! - [`client`]: signing, sending and decoding one attempt;
 //! - [`credentials`]: keys from the environment or a reloaded file;
+//! - [`encryption`]: asking for and opening Tencent's encrypted answers;
 //! - [`codes`] and [`error`]: the classification table and the error type.
 
 pub mod body;
 pub mod client;
 pub mod codes;
 pub mod credentials;
+pub mod encryption;
 pub mod error;
 pub mod model;
 pub mod sign;
@@ -24,4 +26,5 @@ pub use body::RequestBody;
 pub use client::{Client, ClientConfig, Reply};
 pub use codes::{Class, NoMatch};
 pub use credentials::{CredentialProvider, Credentials};
+pub use encryption::{EncryptionSettings, Mode as EncryptionMode, RequestEncryption};
 pub use error::Error;

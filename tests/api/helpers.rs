@@ -257,7 +257,7 @@ pub fn png_with(directives: &str) -> Bytes {
 pub fn image_request(image: Bytes) -> VerifyIdCardRequest {
     VerifyIdCardRequest {
         source: Some(Source::Image(image)),
-        checks: None,
+        ..Default::default()
     }
 }
 

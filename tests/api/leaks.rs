@@ -62,7 +62,7 @@ async fn no_log_line_holds_keys_signatures_images_or_personal_data() {
             source: Some(Source::ImageUrl(format!(
                 "{private_url}#FACEID-SIM[error=InternalError]"
             ))),
-            checks: None,
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -2,6 +2,7 @@
 
 mod batch;
 mod cli;
+mod encryption;
 mod grpcurl;
 mod helpers;
 mod interop;

@@ -161,7 +161,12 @@ async fn the_admin_port_serves_metrics_that_count_calls() {
         .verify_id_card(crate::helpers::image_request(bytes::Bytes::new()))
         .await
         .unwrap_err();
-    let text = reqwest::get(&metrics_url).await.unwrap().text().await.unwrap();
+    let text = reqwest::get(&metrics_url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
 
     for line in [
         r#"faceid_rpcs_total{method="VerifyIdCard",code="OK"} 1"#,
@@ -173,6 +178,8 @@ async fn the_admin_port_serves_metrics_that_count_calls() {
     ] {
         assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
     }
-    let not_found = reqwest::get(format!("http://{}/nope", app.admin_addr)).await.unwrap();
+    let not_found = reqwest::get(format!("http://{}/nope", app.admin_addr))
+        .await
+        .unwrap();
     assert_eq!(not_found.status(), 404);
 }

@@ -49,7 +49,7 @@ async fn an_image_url_is_verified() {
     let mut app = spawn_app().await;
     let request = VerifyIdCardRequest {
         source: Some(Source::ImageUrl("https://example.com/card.jpg".into())),
-        checks: None,
+        ..Default::default()
     };
 
     let answer = app
@@ -392,7 +392,7 @@ async fn bad_input_is_refused_without_any_upstream_call() {
         (
             VerifyIdCardRequest {
                 source: Some(Source::ImageUrl("ftp://example.com/a.jpg".into())),
-                checks: None,
+                ..Default::default()
             },
             "image_url",
             "InvalidParameterValue",

@@ -4,7 +4,9 @@
 use std::time::Instant;
 
 use faceid_gateway::proto::id_card_verification_service_client::IdCardVerificationServiceClient;
-use faceid_gateway::proto::{VerifyIdCardBatchRequest, VerifyIdCardRequest, verify_id_card_request::Source};
+use faceid_gateway::proto::{
+    VerifyIdCardBatchRequest, VerifyIdCardRequest, verify_id_card_request::Source,
+};
 
 use crate::harness;
 
@@ -29,17 +31,24 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let image = harness::image_of(args.image_size);
     let rate = args.rate_limit.to_string();
     let concurrency = args.concurrency.to_string();
-    println!("items  image   idle RSS MiB  peak RSS MiB  above idle MiB  per in-flight item  items/s");
+    println!(
+        "items  image   idle RSS MiB  peak RSS MiB  above idle MiB  per in-flight item  items/s"
+    );
     for items in args.items {
-        let gateway = harness::start_gateway(&endpoint, &["--rate-limit", &rate, "--batch-concurrency", &concurrency]).await?;
-        let mut client = IdCardVerificationServiceClient::connect(format!("http://{}", gateway.addr))
-            .await?
-            .max_encoding_message_size(16 << 20);
+        let gateway = harness::start_gateway(
+            &endpoint,
+            &["--rate-limit", &rate, "--batch-concurrency", &concurrency],
+        )
+        .await?;
+        let mut client =
+            IdCardVerificationServiceClient::connect(format!("http://{}", gateway.addr))
+                .await?
+                .max_encoding_message_size(16 << 20);
         // Warm up (connections, allocator) with one small call.
         client
             .verify_id_card(VerifyIdCardRequest {
                 source: Some(Source::Image(harness::image_of(1024))),
-                checks: None,
+                ..Default::default()
             })
             .await?;
         let idle = gateway.process.usage()?;
@@ -48,7 +57,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             item_id: format!("item-{i}"),
             request: Some(VerifyIdCardRequest {
                 source: Some(Source::Image(image.clone())),
-                checks: None,
+                ..Default::default()
             }),
         }));
         let started = Instant::now();

@@ -24,12 +24,16 @@ pub struct Args {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let (simulator, endpoint) = harness::start_simulator(0).await?;
-    let gateway =
-        harness::start_gateway(&endpoint, &["--rate-limit", "1000000", "--max-in-flight", "4096"]).await?;
-    let client = IdCardVerificationServiceClient::connect(format!("http://{}", gateway.addr)).await?;
+    let gateway = harness::start_gateway(
+        &endpoint,
+        &["--rate-limit", "1000000", "--max-in-flight", "4096"],
+    )
+    .await?;
+    let client =
+        IdCardVerificationServiceClient::connect(format!("http://{}", gateway.addr)).await?;
     let request = VerifyIdCardRequest {
         source: Some(Source::Image(harness::image_of(args.image_size))),
-        checks: None,
+        ..Default::default()
     };
     client.clone().verify_id_card(request.clone()).await?;
     let (gateway_before, simulator_before) = (gateway.process.usage()?, simulator.usage()?);
@@ -65,10 +69,27 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         (after.cpu_seconds - before.cpu_seconds) / calls as f64 * 1e6
     };
     let p = harness::percentiles_ms(&latency);
-    println!("{} callers, {} KiB images, {seconds:.1} s", args.concurrency, args.image_size / 1024);
-    println!("calls {calls}: {:.0}/s, latency p50 {:.2} ms p99 {:.2} ms p999 {:.2} ms", calls as f64 / seconds, p[0], p[1], p[2]);
-    println!("gateway CPU {:.0} µs/call, simulator CPU {:.0} µs/call", per_call(gateway_before, gateway_after), per_call(simulator_before, simulator_after));
-    println!("gateway peak RSS {:.1} MiB", gateway_after.peak_rss_kib as f64 / 1024.0);
+    println!(
+        "{} callers, {} KiB images, {seconds:.1} s",
+        args.concurrency,
+        args.image_size / 1024
+    );
+    println!(
+        "calls {calls}: {:.0}/s, latency p50 {:.2} ms p99 {:.2} ms p999 {:.2} ms",
+        calls as f64 / seconds,
+        p[0],
+        p[1],
+        p[2]
+    );
+    println!(
+        "gateway CPU {:.0} µs/call, simulator CPU {:.0} µs/call",
+        per_call(gateway_before, gateway_after),
+        per_call(simulator_before, simulator_after)
+    );
+    println!(
+        "gateway peak RSS {:.1} MiB",
+        gateway_after.peak_rss_kib as f64 / 1024.0
+    );
     gateway.process.stop().await;
     simulator.stop().await;
     Ok(())

@@ -90,7 +90,10 @@ fn clock_ticks_per_second() -> f64 {
 pub fn gateway_binary() -> anyhow::Result<PathBuf> {
     let path = std::env::current_exe()?.with_file_name("faceid-gateway");
     if !path.exists() {
-        bail!("{} not found: run `cargo build --release --bins`", path.display());
+        bail!(
+            "{} not found: run `cargo build --release --bins`",
+            path.display()
+        );
     }
     Ok(path)
 }
@@ -125,10 +128,24 @@ async fn spawn(mut command: Command, ready_message: &str) -> anyhow::Result<Proc
 /// Starts `faceid-gateway simulator` allowing `rate_limit` calls a second (0 = no limit).
 pub async fn start_simulator(rate_limit: u32) -> anyhow::Result<(Process, String)> {
     let mut command = Command::new(gateway_binary()?);
-    command.args(["simulator", "--listen", "127.0.0.1:0", "--secret-id", SECRET_ID]);
-    command.args(["--secret-key", SECRET_KEY, "--rate-limit", &rate_limit.to_string()]);
+    command.args([
+        "simulator",
+        "--listen",
+        "127.0.0.1:0",
+        "--secret-id",
+        SECRET_ID,
+    ]);
+    command.args([
+        "--secret-key",
+        SECRET_KEY,
+        "--rate-limit",
+        &rate_limit.to_string(),
+    ]);
     let process = spawn(command, "Tencent FaceID simulator serving").await?;
-    let endpoint = process.ready["endpoint"].as_str().context("endpoint")?.to_owned();
+    let endpoint = process.ready["endpoint"]
+        .as_str()
+        .context("endpoint")?
+        .to_owned();
     Ok((process, endpoint))
 }
 
@@ -145,15 +162,31 @@ pub struct Gateway {
 /// Starts `faceid-gateway serve` against `endpoint` with extra `flags`.
 pub async fn start_gateway(endpoint: &str, flags: &[&str]) -> anyhow::Result<Gateway> {
     let mut command = Command::new(gateway_binary()?);
-    command.args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]);
+    command.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
+    ]);
     command.args(["--endpoint", endpoint]).args(flags);
     command
         .env("TENCENTCLOUD_SECRET_ID", SECRET_ID)
         .env("TENCENTCLOUD_SECRET_KEY", SECRET_KEY);
     let process = spawn(command, "faceid-gateway serving").await?;
-    let addr = process.ready["listen"].as_str().context("listen")?.to_owned();
-    let admin = process.ready["admin_listen"].as_str().context("admin")?.to_owned();
-    Ok(Gateway { process, addr, admin })
+    let addr = process.ready["listen"]
+        .as_str()
+        .context("listen")?
+        .to_owned();
+    let admin = process.ready["admin_listen"]
+        .as_str()
+        .context("admin")?
+        .to_owned();
+    Ok(Gateway {
+        process,
+        addr,
+        admin,
+    })
 }
 
 /// The simulator's statistics (`GET /__simulator/stats`).
@@ -181,15 +214,29 @@ pub struct Redis {
 
 /// Starts `redis-server` on a free loopback port.
 pub async fn start_redis() -> anyhow::Result<Redis> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
         .stdout(Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .context("redis-server not found (apt-get install redis-server)")?;
     for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
             return Ok(Redis {
                 url: format!("redis://127.0.0.1:{port}/0"),
                 _child: child,
@@ -244,7 +291,11 @@ pub fn histogram_quantile(metrics: &str, name: &str, q: f64) -> Option<f64> {
         .filter_map(|line| {
             let rest = line.strip_prefix(&format!("{name}_bucket{{le=\""))?;
             let (le, count) = rest.split_once("\"} ")?;
-            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().ok()? };
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
             Some((le, count.split_whitespace().next()?.parse().ok()?))
         })
         .collect();
@@ -260,7 +311,11 @@ pub fn histogram_quantile(metrics: &str, name: &str, q: f64) -> Option<f64> {
             if le.is_infinite() {
                 return Some(previous.0);
             }
-            let share = if count > previous.1 { (rank - previous.1) / (count - previous.1) } else { 1.0 };
+            let share = if count > previous.1 {
+                (rank - previous.1) / (count - previous.1)
+            } else {
+                1.0
+            };
             return Some(previous.0 + (le - previous.0) * share);
         }
         previous = (le, count);

@@ -14,7 +14,10 @@ mod sdk;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "faceid-bench", about = "Benchmarks of faceid-gateway (loopback only)")]
+#[command(
+    name = "faceid-bench",
+    about = "Benchmarks of faceid-gateway (loopback only)"
+)]
 struct Cli {
     #[command(subcommand)]
     scenario: Scenario,

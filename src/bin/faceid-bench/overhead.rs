@@ -44,10 +44,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     println!("size      calls  path        p50 ms   p99 ms  p999 ms");
     for size in args.sizes {
         let image = harness::image_of(size);
-        let calls = if size > 1 << 20 { (args.requests / 10).max(50) } else { args.requests };
+        let calls = if size > 1 << 20 {
+            (args.requests / 10).max(50)
+        } else {
+            args.requests
+        };
         let request = VerifyIdCardRequest {
             source: Some(Source::Image(image.clone())),
-            checks: None,
+            ..Default::default()
         };
         let (mut a, mut b) = (harness::histogram(), harness::histogram());
         for i in 0..calls + calls / 10 {
@@ -57,8 +61,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 if (leg == 0) == direct_first {
                     let started = Instant::now();
                     // What a caller without the gateway does: build, sign, send.
-                    let body = RequestBody::with_image(&image, &CheckIdCardInformationRequest::default());
-                    direct.send(&body).await?;
+                    let body =
+                        RequestBody::with_image(&image, &CheckIdCardInformationRequest::default());
+                    direct.send(&body, None).await?;
                     if !warm {
                         a.record(started.elapsed().as_micros() as u64)?;
                     }
@@ -73,8 +78,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         let (pa, pb) = (harness::percentiles_ms(&a), harness::percentiles_ms(&b));
         let label = format!("{}k", size / 1024);
-        println!("{label:<8} {calls:>6}  direct    {:>8.3} {:>8.3} {:>8.3}", pa[0], pa[1], pa[2]);
-        println!("{label:<8} {calls:>6}  gateway   {:>8.3} {:>8.3} {:>8.3}", pb[0], pb[1], pb[2]);
+        println!(
+            "{label:<8} {calls:>6}  direct    {:>8.3} {:>8.3} {:>8.3}",
+            pa[0], pa[1], pa[2]
+        );
+        println!(
+            "{label:<8} {calls:>6}  gateway   {:>8.3} {:>8.3} {:>8.3}",
+            pb[0], pb[1], pb[2]
+        );
         println!(
             "{label:<8} {calls:>6}  added     {:>8.3} {:>8.3} {:>8.3}",
             pb[0] - pa[0],

@@ -30,9 +30,18 @@ pub struct Args {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let (simulator, endpoint) = harness::start_simulator(args.limit).await?;
-    let redis = if args.replicas > 1 { Some(harness::start_redis().await?) } else { None };
+    let redis = if args.replicas > 1 {
+        Some(harness::start_redis().await?)
+    } else {
+        None
+    };
     let limit = args.limit.to_string();
-    let mut flags = vec!["--rate-limit", limit.as_str(), "--rate-limit-max-wait", "2s"];
+    let mut flags = vec![
+        "--rate-limit",
+        limit.as_str(),
+        "--rate-limit-max-wait",
+        "2s",
+    ];
     if let Some(redis) = &redis {
         flags.extend(["--rate-limit-redis", redis.url.as_str()]);
     }
@@ -42,15 +51,21 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     let mut clients = Vec::new();
     for gateway in &gateways {
-        clients.push(IdCardVerificationServiceClient::connect(format!("http://{}", gateway.addr)).await?);
+        clients.push(
+            IdCardVerificationServiceClient::connect(format!("http://{}", gateway.addr)).await?,
+        );
     }
     harness::reset_simulator(&endpoint).await?;
 
     let offered = f64::from(args.limit) * args.factor;
-    let (ok, limited, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let (ok, limited, failed) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
     let request = VerifyIdCardRequest {
         source: Some(Source::Image(harness::image_of(10 * 1024))),
-        checks: None,
+        ..Default::default()
     };
     let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / offered));
     ticks.set_missed_tick_behavior(MissedTickBehavior::Burst);
@@ -78,21 +93,45 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let stats = harness::simulator_stats(&endpoint).await?;
     let received = stats["received"].as_f64().unwrap_or(0.0);
     let successes = stats["answers"]["Success"].as_f64().unwrap_or(0.0);
-    let rejected_upstream = stats["answers"]["RequestLimitExceeded"].as_f64().unwrap_or(0.0);
+    let rejected_upstream = stats["answers"]["RequestLimitExceeded"]
+        .as_f64()
+        .unwrap_or(0.0);
     let span = stats["span_seconds"].as_f64().unwrap_or(1.0);
-    println!("offered {offered:.0}/s for {} s to {} gateway(s), limit {}/s", args.seconds, args.replicas, args.limit);
-    println!("calls sent {sent}: ok {}, RESOURCE_EXHAUSTED {}, other errors {}", ok.load(Ordering::Relaxed), limited.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    println!(
+        "offered {offered:.0}/s for {} s to {} gateway(s), limit {}/s",
+        args.seconds, args.replicas, args.limit
+    );
+    println!(
+        "calls sent {sent}: ok {}, RESOURCE_EXHAUSTED {}, other errors {}",
+        ok.load(Ordering::Relaxed),
+        limited.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed)
+    );
     println!("simulator: received {received}, RequestLimitExceeded {rejected_upstream}");
-    println!("max calls in any sliding second: {} (limit {})", stats["max_in_any_second"], args.limit);
+    println!(
+        "max calls in any sliding second: {} (limit {})",
+        stats["max_in_any_second"], args.limit
+    );
     println!(
         "sustained upstream rate: {:.2}/s = {:.1}% of the limit",
         (successes - 1.0) / span,
         100.0 * (successes - 1.0) / span / f64::from(args.limit)
     );
     for (i, gateway) in gateways.iter().enumerate() {
-        let metrics = reqwest::get(format!("http://{}/metrics", gateway.admin)).await?.text().await?;
-        let q = |q| harness::histogram_quantile(&metrics, "faceid_rate_limit_wait_seconds", q).unwrap_or(f64::NAN) * 1e3;
-        println!("gateway {i}: limiter wait p50 {:.0} ms, p99 {:.0} ms (from /metrics buckets)", q(0.5), q(0.99));
+        let metrics = reqwest::get(format!("http://{}/metrics", gateway.admin))
+            .await?
+            .text()
+            .await?;
+        let q = |q| {
+            harness::histogram_quantile(&metrics, "faceid_rate_limit_wait_seconds", q)
+                .unwrap_or(f64::NAN)
+                * 1e3
+        };
+        println!(
+            "gateway {i}: limiter wait p50 {:.0} ms, p99 {:.0} ms (from /metrics buckets)",
+            q(0.5),
+            q(0.99)
+        );
     }
     for gateway in gateways {
         gateway.process.stop().await;

@@ -27,9 +27,24 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let gateway = harness::start_gateway(&endpoint, &["--rate-limit", "1000000"]).await?;
     let status = tokio::process::Command::new(&args.python)
         .arg("bench/sdk_vs_gateway.py")
-        .args(["--simulator", endpoint.trim_start_matches("http://").trim_end_matches('/')])
-        .args(["--gateway", &gateway.addr, "--secret-id", SECRET_ID, "--secret-key", SECRET_KEY])
-        .args(["--image-size", &args.image_size.to_string(), "--requests", &args.requests.to_string()])
+        .args([
+            "--simulator",
+            endpoint.trim_start_matches("http://").trim_end_matches('/'),
+        ])
+        .args([
+            "--gateway",
+            &gateway.addr,
+            "--secret-id",
+            SECRET_ID,
+            "--secret-key",
+            SECRET_KEY,
+        ])
+        .args([
+            "--image-size",
+            &args.image_size.to_string(),
+            "--requests",
+            &args.requests.to_string(),
+        ])
         .status()
         .await
         .with_context(|| format!("cannot run {}", args.python.display()))?;
