@@ -27,6 +27,7 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, shutdown: Cance
         let Ok((stream, _)) = accepted else {
             continue;
         };
+        let _ = stream.set_nodelay(true);
         let metrics = Arc::clone(&metrics);
         let shutdown = shutdown.clone();
         tokio::spawn(async move {

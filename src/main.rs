@@ -13,6 +13,12 @@ use faceid_gateway::tencent::CredentialProvider;
 use faceid_gateway::{shutdown, telemetry};
 use secrecy::SecretString;
 
+/// Every call allocates and frees image-sized buffers (hundreds of KiB):
+/// glibc hands those to the kernel and back each time (page faults,
+/// zeroing); mimalloc keeps them for reuse.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let command = Cli::parse().into_command();
     faceid_gateway::tls::install_crypto_provider();

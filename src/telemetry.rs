@@ -158,9 +158,11 @@ where
         .with(logs)
 }
 
-/// Flushes and stops the exporter when dropped (or on [`Self::shutdown`]).
+/// Flushes and stops the exporter, and writes the last log lines, when
+/// dropped (or on [`Self::shutdown`]).
 pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
+    _log_writer: tracing_appender::non_blocking::WorkerGuard,
 }
 
 impl TelemetryGuard {
@@ -199,7 +201,13 @@ pub fn init(format: LogFormat) -> Result<TelemetryGuard, TelemetryError> {
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    subscriber(&provider, json, std::io::stderr, filter).init();
+    // Lines are written by a background thread, so a slow stderr reader
+    // never stalls a request; when its buffer is full, callers wait rather
+    // than lines being dropped.
+    let (writer, log_writer) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stderr());
+    subscriber(&provider, json, writer, filter).init();
     if settings.enabled {
         tracing::info!(
             protocol = ?settings.protocol,
@@ -209,6 +217,7 @@ pub fn init(format: LogFormat) -> Result<TelemetryGuard, TelemetryError> {
     }
     Ok(TelemetryGuard {
         provider: Some(provider),
+        _log_writer: log_writer,
     })
 }
 

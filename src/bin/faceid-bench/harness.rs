@@ -99,9 +99,10 @@ pub fn gateway_binary() -> anyhow::Result<PathBuf> {
 }
 
 async fn spawn(mut command: Command, ready_message: &str) -> anyhow::Result<Process> {
+    let log_level = std::env::var("BENCH_RUST_LOG").unwrap_or_else(|_| "info".to_owned());
     command
         .env("FACEID_LOG_FORMAT", "json")
-        .env("RUST_LOG", "warn,faceid_gateway=info")
+        .env("RUST_LOG", log_level)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
