@@ -1,5 +1,7 @@
-//! The admin HTTP port: Prometheus metrics at `GET /metrics`, kept off the
-//! gRPC port so it can be scraped without gRPC and firewalled separately.
+//! The admin HTTP port, kept off the gRPC port so it can be scraped and
+//! probed without gRPC (or its TLS) and firewalled separately:
+//! `GET /metrics` (Prometheus), `GET /healthz` (the process is up) and
+//! `GET /readyz` (it takes calls; 503 once draining).
 
 use std::sync::Arc;
 
@@ -17,8 +19,14 @@ use crate::metrics::Metrics;
 /// The OpenMetrics content type Prometheus negotiates for.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Serves the admin endpoints on `listener` until `shutdown` is cancelled.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+/// Serves the admin endpoints on `listener` until `shutdown` is cancelled;
+/// `/readyz` turns 503 once `draining` is cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    draining: CancellationToken,
+    shutdown: CancellationToken,
+) {
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -29,11 +37,13 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, shutdown: Cance
         };
         let _ = stream.set_nodelay(true);
         let metrics = Arc::clone(&metrics);
+        let draining = draining.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |request| {
                 let metrics = Arc::clone(&metrics);
-                async move { Ok::<_, std::convert::Infallible>(route(&request, &metrics)) }
+                let ready = !draining.is_cancelled();
+                async move { Ok::<_, std::convert::Infallible>(route(&request, &metrics, ready)) }
             });
             let builder = auto::Builder::new(TokioExecutor::new());
             let connection = builder.serve_connection(TokioIo::new(stream), service);
@@ -45,13 +55,21 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, shutdown: Cance
     }
 }
 
-fn route(request: &Request<Incoming>, metrics: &Metrics) -> Response<Full<Bytes>> {
+fn route(request: &Request<Incoming>, metrics: &Metrics, ready: bool) -> Response<Full<Bytes>> {
+    const TEXT: &str = "text/plain; charset=utf-8";
     let (status, content_type, body) = match (request.method(), request.uri().path()) {
         (&Method::GET, "/metrics") => (StatusCode::OK, OPENMETRICS, metrics.encode()),
+        (&Method::GET, "/healthz") => (StatusCode::OK, TEXT, "ok\n".to_owned()),
+        (&Method::GET, "/readyz") if ready => (StatusCode::OK, TEXT, "serving\n".to_owned()),
+        (&Method::GET, "/readyz") => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            TEXT,
+            "draining\n".to_owned(),
+        ),
         (&Method::GET, "/") => (
             StatusCode::OK,
-            "text/plain; charset=utf-8",
-            "faceid-gateway admin: GET /metrics\n".to_owned(),
+            TEXT,
+            "faceid-gateway admin: GET /metrics, /healthz, /readyz\n".to_owned(),
         ),
         _ => (
             StatusCode::NOT_FOUND,

@@ -36,6 +36,7 @@ use tonic::metadata::MetadataValue;
 use tonic::{Status, Streaming};
 use tracing::{Instrument as _, Span};
 
+use crate::auth::{Caller, caller_name};
 use crate::error::Error;
 use crate::metrics::Metrics;
 use crate::observe::{self, BATCH_ITEM, BatchCounts};
@@ -75,6 +76,7 @@ pub fn start(
     settings: BatchSettings,
     inbound: Streaming<VerifyIdCardBatchRequest>,
     deadline: Option<Instant>,
+    caller: Option<Caller>,
     shutdown: CancellationToken,
     span: Span,
 ) -> BatchStream {
@@ -82,6 +84,7 @@ pub fn start(
     let driver = Driver {
         started: Instant::now(),
         span: span.clone(),
+        caller,
         verifier,
         settings,
         answers,
@@ -111,6 +114,8 @@ struct Driver {
     started: Instant,
     /// The stream's RPC span; item spans are its children.
     span: Span,
+    /// Who opened the stream (items count against its share).
+    caller: Option<Caller>,
     verifier: Verifier,
     settings: BatchSettings,
     answers: mpsc::Sender<Result<VerifyIdCardBatchResponse, Status>>,
@@ -224,21 +229,33 @@ impl Driver {
             Ok(verification) => verification,
             Err(error) => {
                 let outcome = observe::Outcome::failed(&error);
-                observe::report(&span, BATCH_ITEM, outcome, started.elapsed(), &metrics);
+                let caller = caller_name(self.caller.as_ref());
+                observe::report(
+                    &span,
+                    BATCH_ITEM,
+                    caller,
+                    outcome,
+                    started.elapsed(),
+                    &metrics,
+                );
                 return self.send(error_answer(item_id, Status::from(error))).await;
             }
         };
         let verifier = self.verifier.clone();
         let deadline = self.deadline;
+        let caller = self.caller.clone();
         let answer_id = item_id.clone();
         let task = async move {
             let _in_flight = GaugeGuard::up(&metrics.batch_items_in_flight);
-            let result = verifier.verify_valid(verification, deadline).await;
+            let result = verifier
+                .verify_valid(verification, caller.as_ref(), deadline)
+                .await;
             drop(permit);
             let outcome = observe::Outcome::of(&result);
             observe::report(
                 &Span::current(),
                 BATCH_ITEM,
+                caller_name(caller.as_ref()),
                 outcome,
                 started.elapsed(),
                 &metrics,
@@ -306,6 +323,7 @@ impl Driver {
             observe::report(
                 &item.span,
                 BATCH_ITEM,
+                caller_name(self.caller.as_ref()),
                 observe::Outcome::failed(&error),
                 item.started.elapsed(),
                 metrics,
@@ -340,6 +358,7 @@ impl Driver {
         metadata.insert("x-batch-failed", MetadataValue::from(counts.failed));
         observe::report_stream(
             &self.span,
+            caller_name(self.caller.as_ref()),
             status.code(),
             counts,
             self.started.elapsed(),

@@ -40,6 +40,20 @@ pub enum Command {
     Serve(Box<ServeArgs>),
     /// Run the Tencent API simulator as a standalone HTTP server.
     Simulator(SimulatorArgs),
+    /// Print a new caller token and its line for --auth-tokens-file.
+    Token(TokenArgs),
+}
+
+/// Flags of `faceid-gateway token`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// The caller's name (letters, digits, '-', '_', '.'); it labels logs,
+    /// spans and metrics.
+    #[arg(long)]
+    pub name: String,
+    /// The caller's share of the upstream limit, calls per second.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub quota: Option<u32>,
 }
 
 /// How log lines are written.
@@ -205,9 +219,46 @@ pub struct ServeArgs {
     #[arg(long, env = "FACEID_DRAIN_TIMEOUT", default_value = "20s", value_parser = parse_duration)]
     pub drain_timeout: Duration,
 
-    /// How often TENCENTCLOUD_CREDENTIALS_FILE is checked for new keys.
-    #[arg(long, env = "FACEID_CREDENTIALS_RELOAD_INTERVAL", default_value = "5s", value_parser = parse_duration)]
-    pub credentials_reload_interval: Duration,
+    /// How often watched files (TENCENTCLOUD_CREDENTIALS_FILE, TLS
+    /// certificates, caller tokens) are checked for changes.
+    #[arg(long, alias = "credentials-reload-interval", env = "FACEID_RELOAD_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub reload_interval: Duration,
+
+    /// PEM certificate chain for TLS on the gRPC port (with --tls-key).
+    #[arg(long, env = "FACEID_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<std::path::PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "FACEID_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
+
+    /// PEM CA certificates that client certificates must chain to (mutual
+    /// TLS: a client without one is refused at the handshake).
+    #[arg(long, env = "FACEID_TLS_CLIENT_CA", requires = "tls_cert")]
+    pub tls_client_ca: Option<std::path::PathBuf>,
+
+    /// File of caller names and the SHA-256 of their bearer tokens; when
+    /// set, every call but health needs `authorization: Bearer <token>`.
+    #[arg(long, env = "FACEID_AUTH_TOKENS_FILE")]
+    pub auth_tokens_file: Option<std::path::PathBuf>,
+
+    /// Let server reflection through without a token.
+    #[arg(long, env = "FACEID_AUTH_ALLOW_REFLECTION")]
+    pub auth_allow_reflection: bool,
+
+    /// HTTP/2 streams one connection may have open at once.
+    #[arg(long, env = "FACEID_MAX_CONCURRENT_STREAMS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_streams: u32,
+
+    /// How often HTTP/2 pings check an idle connection; a peer that does not
+    /// answer within 20 s is dropped.
+    #[arg(long, env = "FACEID_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = parse_duration)]
+    pub keepalive_interval: Duration,
+
+    /// Close connections gracefully at this age so clients rebalance across
+    /// replicas (off when unset).
+    #[arg(long, env = "FACEID_MAX_CONNECTION_AGE", value_parser = parse_duration)]
+    pub max_connection_age: Option<Duration>,
 
     /// Log line format.
     #[arg(long, env = "FACEID_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
@@ -364,6 +415,8 @@ mod tests {
             vec!["faceid-gateway", "--rate-limit", "0"],
             vec!["faceid-gateway", "--rate-limit-fallback-share", "0"],
             vec!["faceid-gateway", "--max-attempts", "0"],
+            vec!["faceid-gateway", "--tls-cert", "cert.pem"],
+            vec!["faceid-gateway", "token"],
         ] {
             assert!(Cli::try_parse_from(argv).is_err());
         }

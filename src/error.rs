@@ -39,6 +39,19 @@ pub enum Error {
     /// The caller's deadline passed before Tencent answered.
     #[error("the caller's deadline passed")]
     DeadlineExceeded,
+    /// The call carried no valid caller token.
+    #[error("the call is not authenticated")]
+    Unauthenticated(crate::auth::Refusal),
+    /// The caller used up its share of the upstream limit.
+    #[error("the caller's share of the upstream limit is used up")]
+    CallerQuota {
+        /// The caller's name.
+        caller: std::sync::Arc<str>,
+        /// Its share, calls per second.
+        quota: u32,
+        /// When the share has room again.
+        retry_after: Duration,
+    },
     /// A batch stream sent more items than `--batch-max-items`.
     #[error("the batch stream exceeded {max_items} items")]
     BatchTooLarge {
@@ -64,7 +77,10 @@ impl Error {
         match self {
             Error::InvalidArgument(_) => Code::InvalidArgument,
             Error::Upstream(error) => code_for(error.class()),
-            Error::RateLimited { .. } | Error::BatchTooLarge { .. } => Code::ResourceExhausted,
+            Error::RateLimited { .. } | Error::BatchTooLarge { .. } | Error::CallerQuota { .. } => {
+                Code::ResourceExhausted
+            }
+            Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::DeadlineExceeded => Code::DeadlineExceeded,
             Error::ShuttingDown => Code::Unavailable,
         }
@@ -86,6 +102,9 @@ impl Error {
             Error::RateLimited { .. } => "RequestLimitExceeded",
             Error::DeadlineExceeded => "DeadlineExceeded",
             Error::BatchTooLarge { .. } => "BatchTooLarge",
+            Error::Unauthenticated(crate::auth::Refusal::Missing) => "MissingToken",
+            Error::Unauthenticated(crate::auth::Refusal::Unknown) => "UnknownToken",
+            Error::CallerQuota { .. } => "CallerQuotaExceeded",
             Error::ShuttingDown => "GatewayShuttingDown",
         }
     }
@@ -148,6 +167,24 @@ impl From<Error> for Status {
             }
             Error::DeadlineExceeded => {
                 "the call's deadline passed before Tencent answered".to_owned()
+            }
+            Error::Unauthenticated(crate::auth::Refusal::Missing) => {
+                "this gateway needs `authorization: Bearer <token>` metadata".to_owned()
+            }
+            Error::Unauthenticated(crate::auth::Refusal::Unknown) => {
+                "the bearer token is not known to this gateway".to_owned()
+            }
+            Error::CallerQuota {
+                caller,
+                quota,
+                retry_after,
+            } => {
+                details.set_retry_info(Some(*retry_after));
+                details.add_quota_failure_violation(
+                    format!("caller:{caller}"),
+                    format!("this caller may make {quota} upstream calls per second"),
+                );
+                format!("caller {caller} used up its share of {quota} calls per second")
             }
             Error::BatchTooLarge { max_items } => {
                 details.add_quota_failure_violation(

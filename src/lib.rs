@@ -12,9 +12,11 @@
 //! - [`verifier`], [`batch`]: one verification, and the batch stream driver;
 //! - [`telemetry`], [`observe`], [`metrics`], [`admin`]: logs and traces,
 //!   what each RPC reports, Prometheus metrics and the admin port;
+//! - [`auth`], [`tls`]: caller tokens and quotas; TLS and mutual TLS;
 //! - [`service`], [`startup`], [`config`]: the gRPC server and its settings.
 
 pub mod admin;
+pub mod auth;
 pub mod batch;
 pub mod config;
 pub mod crypto;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use faceid_gateway::config::{Cli, Command, ServeArgs, SimulatorArgs};
+use faceid_gateway::config::{Cli, Command, ServeArgs, SimulatorArgs, TokenArgs};
 use faceid_gateway::simulator::{Simulator, SimulatorConfig};
 use faceid_gateway::startup::{Application, Upstream};
 use faceid_gateway::tencent::CredentialProvider;
@@ -33,6 +33,7 @@ fn main() -> ExitCode {
         match command {
             Command::Serve(args) => serve(*args).await,
             Command::Simulator(args) => simulator(args).await,
+            Command::Token(args) => token(&args),
         }
     });
     match result {
@@ -57,6 +58,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Export the spans of the last requests before exiting.
     telemetry.shutdown();
     Ok(served?)
+}
+
+/// Prints a new token (to give the caller) and its tokens-file line (to add
+/// to --auth-tokens-file); only the line's hash is ever stored.
+fn token(args: &TokenArgs) -> anyhow::Result<()> {
+    let (token, line) = faceid_gateway::auth::new_token(&args.name, args.quota)?;
+    println!("token (give it to the caller; it is not stored anywhere): {token}");
+    println!("line for --auth-tokens-file: {line}");
+    Ok(())
 }
 
 async fn simulator(args: SimulatorArgs) -> anyhow::Result<()> {

@@ -1,8 +1,9 @@
 //! Prometheus metrics (OpenMetrics text at `/metrics` on the admin port).
 //!
 //! Every label value comes from a closed set (method names, gRPC codes,
-//! code classes, the code table's patterns, fixed failure names), so no
-//! label ever holds personal data, a request id or another unbounded value.
+//! code classes, the code table's patterns, fixed failure names, caller
+//! names from the tokens file), so no label ever holds personal data, a
+//! request id or another unbounded value.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -23,6 +24,8 @@ use crate::tencent::{self, codes};
 pub struct RpcLabels {
     /// `VerifyIdCard`, `VerifyIdCardBatch` or `VerifyIdCardBatch.item`.
     pub method: &'static str,
+    /// The caller's name from the tokens file (`anonymous` without one).
+    pub caller: String,
     /// The gRPC code, e.g. `OK`, `INVALID_ARGUMENT`.
     pub code: &'static str,
 }
@@ -197,10 +200,17 @@ impl Metrics {
     }
 
     /// Records a finished RPC (or batch item).
-    pub fn rpc_finished(&self, method: &'static str, code: tonic::Code, elapsed: Duration) {
+    pub fn rpc_finished(
+        &self,
+        method: &'static str,
+        caller: &str,
+        code: tonic::Code,
+        elapsed: Duration,
+    ) {
         self.rpcs
             .get_or_create(&RpcLabels {
                 method,
+                caller: caller.to_owned(),
                 code: grpc_name(code),
             })
             .inc();
@@ -266,6 +276,7 @@ mod tests {
         metrics.attempt_finished(tencent::Class::Transient, "UpstreamTimeout", Duration::ZERO);
         metrics.rpc_finished(
             "VerifyIdCard",
+            "billing",
             tonic::Code::InvalidArgument,
             Duration::from_millis(3),
         );
@@ -283,9 +294,9 @@ mod tests {
         assert!(text.contains(
             r#"faceid_tencent_responses_total{class="transient",code="UpstreamTimeout"} 1"#
         ));
-        assert!(
-            text.contains(r#"faceid_rpcs_total{method="VerifyIdCard",code="INVALID_ARGUMENT"} 1"#)
-        );
+        assert!(text.contains(
+            r#"faceid_rpcs_total{method="VerifyIdCard",caller="billing",code="INVALID_ARGUMENT"} 1"#
+        ));
         assert!(!text.contains("Weird.Code"));
         assert!(text.ends_with("# EOF\n"));
     }

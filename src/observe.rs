@@ -34,9 +34,15 @@ pub fn rpc_span(method: &'static str, metadata: &MetadataMap) -> Span {
         rpc.grpc.status_code = Empty,
         tencent.request_id = Empty,
         faceid.verdict = Empty,
+        faceid.caller = Empty,
     );
     telemetry::set_parent_from(&span, metadata);
     span
+}
+
+/// Records who called on an RPC span.
+pub fn record_caller(span: &Span, caller: &str) {
+    span.record("faceid.caller", caller);
 }
 
 /// The span of one batch item, child of the stream's span.
@@ -114,10 +120,11 @@ fn record_code(span: &Span, code: Code) {
 }
 
 /// Records `outcome` on `span`, writes the completion line inside it and
-/// counts it under `method`.
+/// counts it under `method` and `caller`.
 pub fn report(
     span: &Span,
     method: &'static str,
+    caller: &str,
     outcome: Outcome<'_>,
     elapsed: Duration,
     metrics: &Metrics,
@@ -129,7 +136,7 @@ pub fn report(
     if let Some(verdict) = outcome.verdict {
         span.record("faceid.verdict", verdict);
     }
-    metrics.rpc_finished(method, outcome.code, elapsed);
+    metrics.rpc_finished(method, caller, outcome.code, elapsed);
     let latency_ms = elapsed.as_secs_f64() * 1e3;
     let code = grpc_name(outcome.code);
     let verdict = outcome.verdict.unwrap_or_default();
@@ -137,6 +144,7 @@ pub fn report(
         if is_server_error(outcome.code) {
             tracing::warn!(
                 rpc.method = method,
+                caller,
                 rpc.grpc.status_code = code,
                 tencent.code = outcome.tencent_code,
                 tencent.request_id = outcome.request_id,
@@ -147,6 +155,7 @@ pub fn report(
         } else {
             tracing::info!(
                 rpc.method = method,
+                caller,
                 rpc.grpc.status_code = code,
                 tencent.code = outcome.tencent_code,
                 tencent.request_id = outcome.request_id,
@@ -172,16 +181,18 @@ pub struct BatchCounts {
 /// Records the end of a batch stream on its span, logs it and counts it.
 pub fn report_stream(
     span: &Span,
+    caller: &str,
     code: Code,
     counts: BatchCounts,
     elapsed: Duration,
     metrics: &Metrics,
 ) {
     record_code(span, code);
-    metrics.rpc_finished("VerifyIdCardBatch", code, elapsed);
+    metrics.rpc_finished("VerifyIdCardBatch", caller, code, elapsed);
     span.in_scope(|| {
         tracing::info!(
             rpc.method = "VerifyIdCardBatch",
+            caller,
             rpc.grpc.status_code = grpc_name(code),
             batch.received = counts.received,
             batch.succeeded = counts.succeeded,

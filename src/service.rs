@@ -11,6 +11,7 @@ use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument as _;
 
+use crate::auth::{Caller, caller_name};
 use crate::batch::{self, BatchSettings, BatchStream};
 use crate::deadline;
 use crate::error::REQUEST_ID_METADATA;
@@ -77,14 +78,18 @@ impl IdCardVerificationService for VerificationService {
         let started = Instant::now();
         let span = observe::rpc_span("VerifyIdCard", request.metadata());
         let deadline = deadline::from_metadata(request.metadata(), started);
+        let caller = request.extensions().get::<Caller>().cloned();
+        let name = caller_name(caller.as_ref()).to_owned();
+        observe::record_caller(&span, &name);
         let result = self
             .verifier
-            .verify(request.into_inner(), "", deadline)
+            .verify(request.into_inner(), "", caller.as_ref(), deadline)
             .instrument(span.clone())
             .await;
         observe::report(
             &span,
             "VerifyIdCard",
+            &name,
             Outcome::of(&result),
             started.elapsed(),
             &self.metrics,
@@ -113,11 +118,14 @@ impl IdCardVerificationService for VerificationService {
     ) -> Result<Response<Self::VerifyIdCardBatchStream>, Status> {
         let span = observe::rpc_span("VerifyIdCardBatch", request.metadata());
         let deadline = deadline::from_metadata(request.metadata(), Instant::now());
+        let caller = request.extensions().get::<Caller>().cloned();
+        observe::record_caller(&span, caller_name(caller.as_ref()));
         let answers = batch::start(
             self.verifier.clone(),
             self.batch.clone(),
             request.into_inner(),
             deadline,
+            caller,
             self.shutdown.clone(),
             span.clone(),
         );

@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +17,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
 use crate::admin;
+use crate::auth::{self, AuthLayer, Authenticator};
 use crate::batch::BatchSettings;
 use crate::config::{EncryptionAlgorithm, ServeArgs, UpstreamEncryption};
 use crate::crypto::{Algorithm, PublicKeys};
@@ -26,10 +28,24 @@ use crate::service::VerificationService;
 use crate::simulator::{Simulator, SimulatorConfig};
 use crate::tencent::{self, ClientConfig, CredentialProvider, Credentials};
 use crate::tencent::{EncryptionMode, EncryptionSettings};
+use crate::tls::{self, ReloadingAcceptor, TlsFiles};
 use crate::upstream::{self, StackConfig};
 use crate::validate::MAX_REQUEST_MESSAGE_BYTES;
 use crate::verifier::{EncryptionPolicy, Verifier};
 use tokio::sync::Semaphore;
+
+/// The largest header block a call may send.
+const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
+/// How long a keepalive ping may go unanswered.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Limits on each client connection.
+#[derive(Debug, Clone, Copy)]
+struct ConnectionLimits {
+    max_concurrent_streams: u32,
+    keepalive_interval: Duration,
+    max_connection_age: Option<Duration>,
+}
 
 /// HTTP/2 flow-control window per stream: one large image in one go.
 const STREAM_WINDOW_BYTES: u32 = 1024 * 1024;
@@ -75,6 +91,12 @@ pub enum StartupError {
     /// A Tencent public key file is unusable.
     #[error("cannot load Tencent's encryption public keys")]
     PublicKeys(#[from] crate::crypto::CryptoError),
+    /// The TLS files are unusable.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// The tokens file is unusable.
+    #[error(transparent)]
+    Tokens(#[from] auth::TokensFileError),
     /// The gRPC server failed.
     #[error("the gRPC server failed")]
     Serve(#[from] tonic::transport::Error),
@@ -83,6 +105,11 @@ pub enum StartupError {
 /// A bound, ready-to-run gateway.
 pub struct Application {
     listener: TcpListener,
+    /// TLS for the gRPC port, when configured.
+    tls: Option<Arc<ReloadingAcceptor>>,
+    /// Caller authentication (a pass-through when off).
+    auth: AuthLayer,
+    limits: ConnectionLimits,
     admin_listener: TcpListener,
     metrics: Arc<Metrics>,
     service: VerificationService,
@@ -115,7 +142,7 @@ impl Application {
                 )
             }
             Upstream::Tencent(credentials) => {
-                credentials.spawn_reloader(args.credentials_reload_interval, background.clone());
+                credentials.spawn_reloader(args.reload_interval, background.clone());
                 let public_keys = PublicKeys::from_pem_files(
                     args.tencent_rsa_public_key.as_deref(),
                     args.tencent_sm2_public_key.as_deref(),
@@ -137,10 +164,37 @@ impl Application {
             },
             credentials,
         )?;
+        let tls = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => {
+                let acceptor = Arc::new(ReloadingAcceptor::load(TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: args.tls_client_ca.clone(),
+                })?);
+                acceptor.spawn_reloader(args.reload_interval, background.clone());
+                Some(acceptor)
+            }
+            _ => None,
+        };
+        let authenticator = match &args.auth_tokens_file {
+            Some(path) => {
+                let authenticator = Arc::new(Authenticator::load(path)?);
+                authenticator.spawn_reloader(args.reload_interval, background.clone());
+                Some(authenticator)
+            }
+            None => None,
+        };
         let listener = bind(args.listen).await?;
         let admin_listener = bind(args.admin_listen).await?;
         Ok(Self {
             listener,
+            tls,
+            auth: AuthLayer::new(authenticator, args.auth_allow_reflection),
+            limits: ConnectionLimits {
+                max_concurrent_streams: args.max_concurrent_streams,
+                keepalive_interval: args.keepalive_interval,
+                max_connection_age: args.max_connection_age,
+            },
             service: VerificationService::new(
                 Verifier::new(
                     upstream::build(client, limiter, &stack_config(&args), Arc::clone(&metrics)),
@@ -207,6 +261,7 @@ impl Application {
         tokio::spawn(admin::serve(
             self.admin_listener,
             Arc::clone(&self.metrics),
+            self.shutdown.clone(),
             self.background.clone(),
         ));
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -226,25 +281,46 @@ impl Application {
             .max_encoding_message_size(MAX_RESPONSE_MESSAGE_BYTES);
 
         let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = Server::builder()
+        let mut builder = Server::builder()
             // A 200 KB image needs no WINDOW_UPDATE round trips with a 1 MiB
             // stream window; 8 MiB per connection bounds what one client can
             // make the gateway buffer.
             .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
             .initial_connection_window_size(Some(CONNECTION_WINDOW_BYTES))
             .max_frame_size(Some(MAX_FRAME_BYTES))
+            .max_concurrent_streams(Some(self.limits.max_concurrent_streams))
+            .concurrency_limit_per_connection(self.limits.max_concurrent_streams as usize)
+            .http2_max_header_list_size(Some(MAX_HEADER_LIST_BYTES))
+            .http2_keepalive_interval(Some(self.limits.keepalive_interval))
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
+        if let Some(age) = self.limits.max_connection_age {
+            builder = builder.max_connection_age(age);
+        }
+        let router = builder
+            .layer(self.auth)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(verification)
-            .serve_with_incoming_shutdown(incoming(self.listener), async {
-                let _ = stopped.await;
-            });
-        tokio::pin!(server);
+            .add_service(verification);
+        let stop_signal = async {
+            let _ = stopped.await;
+        };
+        let server: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
+            match &self.tls {
+                Some(acceptor) => Box::pin(router.serve_with_incoming_shutdown(
+                    tls::incoming(self.listener, Arc::clone(acceptor), self.background.clone()),
+                    stop_signal,
+                )),
+                None => Box::pin(
+                    router.serve_with_incoming_shutdown(incoming(self.listener), stop_signal),
+                ),
+            };
+        let mut server = server;
         tracing::info!(
             listen = %addr,
             admin_listen = %admin_addr,
             simulated = self.simulator.is_some(),
+            tls = self.tls.is_some(),
             "faceid-gateway serving"
         );
 

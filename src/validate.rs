@@ -423,4 +423,44 @@ mod tests {
             r#"{"ImageUrl":"https://example.com/a.jpg","Config":"{\"CopyWarn\":true,\"TempIdWarn\":true}"}"#
         );
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        proptest! {
+            #[test]
+            fn any_image_bytes_are_accepted_only_as_png_or_jpeg(
+                head in prop_oneof![
+                    Just(b"\x89PNG\r\n\x1a\n".to_vec()),
+                    Just(vec![0xFF, 0xD8, 0xFF]),
+                    Just(b"GIF89a".to_vec()),
+                    Just(Vec::new()),
+                ],
+                tail in proptest::collection::vec(any::<u8>(), 0..256),
+            ) {
+                let mut bytes = head;
+                bytes.extend(tail);
+                let accepted = ImageFormat::sniff(&bytes).is_supported();
+                match Verification::parse(image_request(&bytes), "") {
+                    Ok(_) => prop_assert!(accepted),
+                    Err(error) => {
+                        prop_assert!(!accepted);
+                        prop_assert_eq!(error.violations[0].field.as_str(), "image");
+                    }
+                }
+            }
+
+            #[test]
+            fn any_url_text_never_panics_and_never_echoes(url in ".{0,300}") {
+                if let Err(error) = Verification::parse(url_request(&url), "") {
+                    prop_assert_eq!(error.violations[0].field.as_str(), "image_url");
+                    if url.len() > 3 {
+                        prop_assert!(!error.to_string().contains(&url));
+                    }
+                }
+            }
+        }
+    }
 }

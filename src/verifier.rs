@@ -7,6 +7,7 @@ use std::sync::Arc;
 use tokio::time::Instant;
 use tower::ServiceExt as _;
 
+use crate::auth::{Caller, CallerQuotas};
 use crate::error::Error;
 use crate::proto::{VerifyIdCardRequest, VerifyIdCardResponse};
 use crate::tencent::{self, EncryptionMode, EncryptionSettings};
@@ -20,6 +21,7 @@ pub struct Verifier {
     upstream: Upstream,
     match_threshold: f64,
     encryption: EncryptionPolicy,
+    quotas: Arc<CallerQuotas>,
 }
 
 /// How answers are protected between Tencent and the gateway.
@@ -47,6 +49,7 @@ impl Verifier {
             upstream,
             match_threshold,
             encryption,
+            quotas: Arc::new(CallerQuotas::default()),
         }
     }
 
@@ -59,22 +62,26 @@ impl Verifier {
         &self,
         request: VerifyIdCardRequest,
         field_prefix: &str,
+        caller: Option<&Caller>,
         deadline: Option<Instant>,
     ) -> Result<VerifyIdCardResponse, Error> {
         let verification = Verification::parse(request, field_prefix)?;
-        self.verify_valid(verification, deadline).await
+        self.verify_valid(verification, caller, deadline).await
     }
 
-    /// Verifies input that already passed validation. The image is released
-    /// as soon as the request body is built.
+    /// Verifies input that already passed validation, within `caller`'s
+    /// share of the upstream limit. The image is released as soon as the
+    /// request body is built.
     ///
     /// # Errors
-    /// A failed upstream call.
+    /// The caller's share is used up, or the upstream call failed.
     pub async fn verify_valid(
         &self,
         verification: Verification,
+        caller: Option<&Caller>,
         deadline: Option<Instant>,
     ) -> Result<VerifyIdCardResponse, Error> {
+        self.quotas.check(caller)?;
         let mode = match verification.encryption {
             EncryptionChoice::GatewayDefault => self.encryption.default_mode,
             EncryptionChoice::Off => None,

@@ -238,12 +238,12 @@ fn verify_signature(
     if !names.contains(&"content-type") || !names.contains(&"host") {
         return Err(invalid());
     }
-    if parsed.secret_id != state.config.secret_id {
+    let Some(secret_key) = state.config.secret_key_of(parsed.secret_id) else {
         return Err(ApiError::new(
             "AuthFailure.SecretIdNotFound",
             "The SecretId is not found.",
         ));
-    }
+    };
     let mismatch = || {
         ApiError::new(
             "AuthFailure.SignatureFailure",
@@ -286,14 +286,11 @@ fn verify_signature(
     };
     let string_to_sign =
         sign::string_to_sign(timestamp, parsed.date, SERVICE, &canonical.to_text());
-    let key = SigningKey::derive(
-        state.config.secret_key.expose_secret(),
-        parsed.date,
-        SERVICE,
-    );
+    let key = SigningKey::derive(secret_key, parsed.date, SERVICE);
     if !key.verify(&string_to_sign, parsed.signature) {
         return Err(mismatch());
     }
+    state.stats.signed_by(parsed.secret_id);
     Ok(())
 }
 

@@ -27,7 +27,7 @@ use std::time::Duration;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use reqwest::Url;
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -54,6 +54,22 @@ pub struct SimulatorConfig {
     /// The key pairs that unwrap callers' session keys; fresh random ones
     /// (made on first use) when `None`.
     pub private_keys: Option<PrivateKeys>,
+    /// More SecretId/SecretKey pairs accepted besides the first (a key
+    /// being rotated in or out).
+    pub also_accepted: Vec<(String, SecretString)>,
+}
+
+impl SimulatorConfig {
+    /// The SecretKey of an accepted SecretId.
+    pub fn secret_key_of(&self, secret_id: &str) -> Option<&str> {
+        if secret_id == self.secret_id {
+            return Some(self.secret_key.expose_secret());
+        }
+        self.also_accepted
+            .iter()
+            .find(|(id, _)| id == secret_id)
+            .map(|(_, key)| key.expose_secret())
+    }
 }
 
 impl SimulatorConfig {
@@ -66,6 +82,7 @@ impl SimulatorConfig {
             rate_limit: DEFAULT_RATE_LIMIT,
             max_clock_skew: Duration::from_secs(300),
             private_keys: None,
+            also_accepted: Vec::new(),
         }
     }
 }

@@ -21,6 +21,7 @@ pub struct Stats {
     max_in_flight: AtomicU64,
     encrypted: AtomicU64,
     answers: Mutex<BTreeMap<String, u64>>,
+    signed_by: Mutex<BTreeMap<String, u64>>,
     /// Microseconds since `epoch` at which each request arrived.
     arrivals: Mutex<Vec<u64>>,
 }
@@ -37,6 +38,8 @@ pub struct StatsSnapshot {
     pub max_in_flight: u64,
     /// Answers sent encrypted (IsEncryptResponse or IsEncrypt).
     pub encrypted: u64,
+    /// Requests with a valid signature, by SecretId.
+    pub signed_by: BTreeMap<String, u64>,
     /// Answers by outcome: a Tencent code (`Success`, `AuthFailure.…`), or
     /// `http:<status>` / `fault:<kind>` for injected faults.
     pub answers: BTreeMap<String, u64>,
@@ -71,6 +74,7 @@ impl Default for Stats {
             max_in_flight: AtomicU64::new(0),
             encrypted: AtomicU64::new(0),
             answers: Mutex::new(BTreeMap::new()),
+            signed_by: Mutex::new(BTreeMap::new()),
             arrivals: Mutex::new(Vec::new()),
         }
     }
@@ -95,6 +99,13 @@ impl Stats {
         self.encrypted.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// Counts a request validly signed with `secret_id`.
+    pub fn signed_by(&self, secret_id: &str) {
+        *lock(&self.signed_by)
+            .entry(secret_id.to_owned())
+            .or_default() += 1;
+    }
+
     /// Records the outcome of a request.
     pub fn answered(&self, outcome: &str) {
         *lock(&self.answers).entry(outcome.to_owned()).or_default() += 1;
@@ -108,6 +119,7 @@ impl Stats {
         self.max_in_flight
             .store(self.in_flight.load(Ordering::SeqCst), Ordering::SeqCst);
         lock(&self.answers).clear();
+        lock(&self.signed_by).clear();
         lock(&self.arrivals).clear();
     }
 
@@ -125,6 +137,7 @@ impl Stats {
             max_in_flight: self.max_in_flight.load(Ordering::SeqCst),
             encrypted: self.encrypted.load(Ordering::SeqCst),
             answers: lock(&self.answers).clone(),
+            signed_by: lock(&self.signed_by).clone(),
             max_in_any_second: max_in_window(&arrivals, 1_000_000),
             span_seconds,
         }

@@ -415,4 +415,82 @@ mod tests {
             assert_eq!(error.class(), Class::Transient);
         }
     }
+
+    mod properties {
+        use proptest::prelude::*;
+        use serde_json::{Map, Value, json};
+
+        use super::*;
+
+        /// Any JSON value, a few levels deep.
+        fn any_json() -> impl Strategy<Value = Value> {
+            let leaf = prop_oneof![
+                Just(Value::Null),
+                any::<bool>().prop_map(Value::from),
+                any::<i64>().prop_map(Value::from),
+                any::<f64>().prop_map(|f| json!(f)),
+                ".{0,12}".prop_map(Value::from),
+            ];
+            leaf.prop_recursive(3, 24, 6, |inner| {
+                prop_oneof![
+                    proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::from),
+                    proptest::collection::hash_map(".{0,8}", inner, 0..4)
+                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                ]
+            })
+        }
+
+        /// A `Response` object with the real field names and arbitrary values.
+        fn envelope() -> impl Strategy<Value = Value> {
+            let key = prop_oneof![
+                Just("Error"),
+                Just("Result"),
+                Just("Sim"),
+                Just("RequestId"),
+                Just("Name"),
+                Just("IdNum"),
+                Just("Warnings"),
+                Just("Quality"),
+                Just("Encryption"),
+                Just("EncryptedBody"),
+                Just("Code"),
+                Just("Portrait"),
+            ];
+            proptest::collection::vec((key, any_json()), 0..8).prop_map(|fields| {
+                let response: Map<String, Value> =
+                    fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+                json!({ "Response": response })
+            })
+        }
+
+        fn classified(result: Result<Reply, Error>) -> Result<(), TestCaseError> {
+            match result {
+                Ok(reply) => {
+                    prop_assert!(matches!(reply.class, Class::Success | Class::NoMatch(_)));
+                    prop_assert!(reply.response.result.is_some());
+                }
+                Err(error) => {
+                    prop_assert!(!error.reason().is_empty() && error.class() != Class::Success)
+                }
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #[test]
+            fn arbitrary_bytes_never_panic_and_are_classified(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+                classified(decode(&bytes, false, None))?;
+            }
+
+            #[test]
+            fn arbitrary_json_never_panics_and_is_classified(value in any_json()) {
+                classified(decode(value.to_string().as_bytes(), false, None))?;
+            }
+
+            #[test]
+            fn arbitrary_envelopes_never_panic_and_are_classified(value in envelope()) {
+                classified(decode(value.to_string().as_bytes(), false, None))?;
+            }
+        }
+    }
 }

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
@@ -22,6 +22,8 @@ pub const ENV_CREDENTIALS_FILE: &str = "TENCENTCLOUD_CREDENTIALS_FILE";
 
 /// The INI section the SDKs read.
 const PROFILE_SECTION: &str = "default";
+/// How long before temporary keys expire a missing replacement is logged.
+const EXPIRY_WARNING: Duration = Duration::from_secs(600);
 
 /// Why credentials could not be loaded. Messages name variables and files,
 /// never their values.
@@ -76,6 +78,8 @@ pub struct Credentials {
     secret_id: String,
     secret_key: SecretString,
     token: Option<SecretString>,
+    /// When temporary keys stop working (`expired_time` in the file).
+    expires_at: Option<SystemTime>,
 }
 
 impl Credentials {
@@ -100,7 +104,19 @@ impl Credentials {
             secret_id,
             secret_key: SecretString::from(secret_key),
             token: token.map(SecretString::from),
+            expires_at: None,
         })
+    }
+
+    /// The same keys, known to expire at `expires_at`.
+    pub fn expiring_at(mut self, expires_at: SystemTime) -> Self {
+        self.expires_at = Some(expires_at);
+        self
+    }
+
+    /// When temporary keys expire, if known.
+    pub fn expires_at(&self) -> Option<SystemTime> {
+        self.expires_at
     }
 
     /// The SecretId (an identifier, sent in clear in `Authorization`).
@@ -264,7 +280,8 @@ impl CredentialProvider {
     }
 
     /// Polls the credentials file every `interval` until `shutdown`, logging
-    /// (without values) when keys change or the file turns bad.
+    /// (without values) when keys change, the file turns bad, or temporary
+    /// keys come within ten minutes of their expiry without a replacement.
     pub fn spawn_reloader(self: &Arc<Self>, interval: Duration, shutdown: CancellationToken) {
         if self.file.is_none() {
             return;
@@ -273,6 +290,8 @@ impl CredentialProvider {
         tokio::spawn(async move {
             let mut ticker = tokio::time::interval(interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            // The fingerprint of the keys last warned about, to warn once.
+            let mut warned: Option<String> = None;
             loop {
                 tokio::select! {
                     () = shutdown.cancelled() => return,
@@ -288,6 +307,21 @@ impl CredentialProvider {
                         error = %error,
                         "credentials file unusable; keeping the previous keys"
                     ),
+                }
+                let current = provider.current();
+                let left = current.expires_at().map(|at| {
+                    at.duration_since(SystemTime::now())
+                        .unwrap_or(Duration::ZERO)
+                });
+                let fingerprint = current.fingerprint();
+                if let Some(left) = left.filter(|left| *left < EXPIRY_WARNING)
+                    && warned.as_deref() != Some(fingerprint.as_str())
+                {
+                    tracing::warn!(
+                        seconds_left = left.as_secs(),
+                        "temporary Tencent Cloud keys expire soon; replace the credentials file"
+                    );
+                    warned = Some(fingerprint);
                 }
             }
         });
@@ -320,7 +354,17 @@ fn parse_file(path: &Path, bytes: &[u8]) -> Result<Credentials, CredentialsError
         .get("secret_key")
         .ok_or_else(|| format_error("no secret_key"))?;
     let token = section.get("token").map(str::to_owned);
-    Credentials::new(id, key, token)
+    let credentials = Credentials::new(id, key, token)?;
+    match section.get("expired_time") {
+        None => Ok(credentials),
+        Some(seconds) => {
+            let seconds: u64 = seconds
+                .trim()
+                .parse()
+                .map_err(|_| format_error("expired_time is not Unix seconds"))?;
+            Ok(credentials.expiring_at(UNIX_EPOCH + Duration::from_secs(seconds)))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -399,12 +443,16 @@ mod tests {
 
         std::fs::write(
             &path,
-            "[default]\nsecret_id = AKID2\nsecret_key = key2\ntoken = t2\n",
+            "[default]\nsecret_id = AKID2\nsecret_key = key2\ntoken = t2\nexpired_time = 1893456000\n",
         )
         .unwrap();
         assert!(provider.reload().unwrap());
         assert_eq!(provider.current().secret_id(), "AKID2");
         assert_eq!(provider.current().token(), Some("t2"));
+        assert_eq!(
+            provider.current().expires_at(),
+            Some(UNIX_EPOCH + Duration::from_secs(1_893_456_000))
+        );
 
         std::fs::write(&path, "[other]\nsecret_id = AKID3\n").unwrap();
         assert!(provider.reload().is_err());

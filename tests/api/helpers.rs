@@ -180,9 +180,12 @@ pub async fn spawn_gateway(simulator: &Simulator, options: Options) -> Gateway {
     let server = tokio::spawn(app.run_until_stopped(async {
         let _ = stopped.await;
     }));
-    let client = IdCardVerificationServiceClient::connect(format!("http://{addr}"))
-        .await
-        .expect("connect to the gateway")
+    // Lazy: a TLS gateway refuses this plaintext channel, and tests that use
+    // TLS bring their own.
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_lazy();
+    let client = IdCardVerificationServiceClient::new(channel)
         .max_decoding_message_size(64 * 1024 * 1024)
         .max_encoding_message_size(64 * 1024 * 1024);
     Gateway {

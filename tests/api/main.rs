@@ -8,6 +8,7 @@ mod helpers;
 mod interop;
 mod leaks;
 mod process;
+mod security;
 mod server;
 mod telemetry;
 mod unary;

@@ -129,7 +129,22 @@ async fn shutdown_lets_in_flight_calls_finish_then_refuses_new_ones() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
-    app.stop().await.expect("clean shutdown");
+    faceid_gateway::tls::install_crypto_provider();
+    let readyz = format!("http://{}/readyz", app.admin_addr);
+    let stopping = tokio::spawn(app.stop());
+    // While the call drains, the admin port says "not ready".
+    let mut saw_draining = false;
+    for _ in 0..50 {
+        match reqwest::get(&readyz).await {
+            Ok(answer) if answer.status() == 503 => {
+                saw_draining = true;
+                break;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+    stopping.await.unwrap().expect("clean shutdown");
+    assert!(saw_draining, "/readyz answered 503 while draining");
 
     let answer = in_flight
         .await
@@ -169,8 +184,8 @@ async fn the_admin_port_serves_metrics_that_count_calls() {
         .unwrap();
 
     for line in [
-        r#"faceid_rpcs_total{method="VerifyIdCard",code="OK"} 1"#,
-        r#"faceid_rpcs_total{method="VerifyIdCard",code="INVALID_ARGUMENT"} 1"#,
+        r#"faceid_rpcs_total{method="VerifyIdCard",caller="anonymous",code="OK"} 1"#,
+        r#"faceid_rpcs_total{method="VerifyIdCard",caller="anonymous",code="INVALID_ARGUMENT"} 1"#,
         r#"faceid_tencent_responses_total{class="success",code="Success"} 1"#,
         "faceid_upstream_rate_limit 100",
         "faceid_upstream_rate_observed 1",

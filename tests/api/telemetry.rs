@@ -410,17 +410,20 @@ async fn scenario(protocol: &str, endpoint: String, received: Received) {
     let delta = |key: &str| {
         after.get(key).copied().unwrap_or(0.0) - before.get(key).copied().unwrap_or(0.0)
     };
-    assert_eq!(delta("faceid_rpcs_total{code=OK,method=VerifyIdCard}"), 1.0);
     assert_eq!(
-        delta("faceid_rpcs_total{code=INVALID_ARGUMENT,method=VerifyIdCard}"),
+        delta("faceid_rpcs_total{caller=anonymous,code=OK,method=VerifyIdCard}"),
         1.0
     );
     assert_eq!(
-        delta("faceid_rpcs_total{code=OK,method=VerifyIdCardBatch.item}"),
+        delta("faceid_rpcs_total{caller=anonymous,code=INVALID_ARGUMENT,method=VerifyIdCard}"),
+        1.0
+    );
+    assert_eq!(
+        delta("faceid_rpcs_total{caller=anonymous,code=OK,method=VerifyIdCardBatch.item}"),
         5.0
     );
     assert_eq!(
-        delta("faceid_rpcs_total{code=OK,method=VerifyIdCardBatch}"),
+        delta("faceid_rpcs_total{caller=anonymous,code=OK,method=VerifyIdCardBatch}"),
         1.0
     );
     assert_eq!(
@@ -476,4 +479,133 @@ async fn traces_over_otlp_grpc_follow_every_request_id_and_nothing_leaks() {
 async fn traces_over_otlp_http_protobuf_arrive_too() {
     let (addr, received) = http_receiver().await;
     scenario("http/protobuf", format!("http://{addr}"), received).await;
+}
+
+/// The leak test with secrets the test knows: the Tencent secret key, a
+/// caller token, the card holders' fields and the image bytes must appear in
+/// no log line, exported span or metric of a run that covers unary calls,
+/// a batch, refused input, upstream errors and retries.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_with_known_secrets_leaks_none_of_them() {
+    let (otlp, received) = grpc_receiver().await;
+    let simulator = crate::helpers::spawn_simulator(0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (token, line) = faceid_gateway::auth::new_token("leak-test", None).unwrap();
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, line).unwrap();
+    let mut gateway = command(&["serve", "--listen", "127.0.0.1:0"]);
+    gateway
+        .env("TENCENTCLOUD_SECRET_ID", crate::helpers::SECRET_ID)
+        .env("TENCENTCLOUD_SECRET_KEY", crate::helpers::SECRET_KEY)
+        .env("FACEID_ENDPOINT", simulator.endpoint().as_str())
+        .env("FACEID_AUTH_TOKENS_FILE", &tokens)
+        .env("FACEID_RETRY_BASE_DELAY", "5ms")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}"))
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+        .env("RUST_LOG", "trace");
+    let mut gateway = Running::start(gateway);
+    let serving = gateway.wait_for("faceid-gateway serving").await;
+    let addr = serving["listen"].as_str().unwrap().to_owned();
+    let admin = serving["admin_listen"].as_str().unwrap().to_owned();
+    let mut client = IdCardVerificationServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+    let authorized = |request| {
+        let mut request = tonic::Request::new(request);
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        request
+    };
+
+    let image = png_with("key=leak-retry,fail-first=1,error=InternalError");
+    let answer = client
+        .verify_id_card(authorized(crate::helpers::image_request(image.clone())))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut cards = vec![answer.id_card.unwrap()];
+    let items: Vec<_> = (0..3)
+        .map(|i| VerifyIdCardBatchRequest {
+            item_id: format!("applicant-{i}"),
+            request: Some(request_with(&format!("sim=9{i}"))),
+        })
+        .collect();
+    let mut stream = client
+        .verify_id_card_batch(authorized_stream(items, &token))
+        .await
+        .unwrap()
+        .into_inner();
+    while let Some(item) = stream.message().await.unwrap() {
+        if let Some(faceid_gateway::proto::verify_id_card_batch_response::Outcome::Result(r)) =
+            item.outcome
+        {
+            cards.push(r.id_card.unwrap());
+        }
+    }
+    for directives in [
+        "error=FailedOperation.IdNameMisMatch",
+        "error=ServiceUnavailable",
+        "error=AuthFailure.SignatureFailure",
+    ] {
+        let _ = client
+            .verify_id_card(authorized(request_with(directives)))
+            .await;
+    }
+    let _ = client
+        .verify_id_card(authorized(crate::helpers::image_request(
+            Bytes::from_static(b"GIF89a secret pixels"),
+        )))
+        .await;
+    let _ = client.verify_id_card(request_with("")).await; // no token
+    let metrics = scrape(&admin).await;
+    let (clean, logs) = gateway.terminate().await;
+    assert!(clean);
+    let spans = received.spans();
+    assert!(
+        !spans.is_empty() && logs.lines().count() > 50,
+        "the run produced telemetry"
+    );
+
+    let everything = format!("{spans:?}\n{logs}\n{metrics}");
+    let image_base64 = base64::engine::general_purpose::STANDARD.encode(&image);
+    let mut forbidden = vec![
+        crate::helpers::SECRET_KEY.to_owned(),
+        token.clone(),
+        token[4..20].to_owned(),
+        image_base64[..40].to_owned(),
+        image_base64[image_base64.len() / 2..image_base64.len() / 2 + 40].to_owned(),
+        "secret pixels".to_owned(),
+        "applicant-1".to_owned(),
+        "Signature=".to_owned(),
+    ];
+    for card in &cards {
+        forbidden.extend([
+            card.name.clone(),
+            card.id_number.clone(),
+            card.address.clone(),
+        ]);
+    }
+    for value in forbidden {
+        assert!(!value.is_empty());
+        assert!(
+            !everything.contains(&value),
+            "{value:?} leaked into logs, spans or metrics"
+        );
+    }
+    assert!(
+        metrics.contains(r#"caller="leak-test""#),
+        "the caller is a metric label"
+    );
+}
+
+fn authorized_stream(
+    items: Vec<VerifyIdCardBatchRequest>,
+    token: &str,
+) -> tonic::Request<impl tokio_stream::Stream<Item = VerifyIdCardBatchRequest> + use<>> {
+    let mut request = tonic::Request::new(tokio_stream::iter(items));
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    request
 }
