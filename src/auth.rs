@@ -16,9 +16,9 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -32,6 +32,7 @@ use tower::{Layer, Service};
 
 use crate::error::Error;
 use crate::limit::{Gcra, Quota};
+use crate::watch::Watched;
 
 /// The prefix of tokens `faceid-gateway token` makes.
 const TOKEN_PREFIX: &str = "fgw_";
@@ -168,18 +169,9 @@ pub enum Refusal {
 
 /// Checks bearer tokens against the tokens file, re-reading it when it
 /// changes.
+#[derive(Debug)]
 pub struct Authenticator {
-    path: PathBuf,
-    entries: RwLock<Arc<Vec<Entry>>>,
-    loaded_digest: Mutex<[u8; 32]>,
-}
-
-impl std::fmt::Debug for Authenticator {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Authenticator")
-            .field("path", &self.path)
-            .finish_non_exhaustive()
-    }
+    tokens: Arc<Watched<Vec<Entry>, TokensFileError>>,
 }
 
 impl Authenticator {
@@ -188,12 +180,24 @@ impl Authenticator {
     /// # Errors
     /// The file cannot be read or parsed.
     pub fn load(path: impl Into<PathBuf>) -> Result<Self, TokensFileError> {
-        let path = path.into();
-        let (entries, digest) = read_tokens(&path)?;
+        let tokens = Watched::load(
+            "caller tokens",
+            vec![path.into()],
+            |path| TokensFileError::Read(path.to_owned()),
+            |contents| {
+                let text =
+                    std::str::from_utf8(&contents[0]).map_err(|_| TokensFileError::Line {
+                        line: 0,
+                        reason: "the file is not UTF-8",
+                    })?;
+                Ok(parse_tokens(text)?
+                    .into_iter()
+                    .map(|(caller, hash)| Entry { caller, hash })
+                    .collect())
+            },
+        )?;
         Ok(Self {
-            path,
-            entries: RwLock::new(Arc::new(entries)),
-            loaded_digest: Mutex::new(digest),
+            tokens: Arc::new(tokens),
         })
     }
 
@@ -201,13 +205,8 @@ impl Authenticator {
     /// time (no early exit on a match, no timing hint of which entry).
     pub fn identify(&self, token: &str) -> Option<Caller> {
         let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        let entries = self
-            .entries
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone();
         let mut found = None;
-        for entry in entries.iter() {
+        for entry in self.tokens.current().iter() {
             if bool::from(entry.hash.ct_eq(&presented)) {
                 found = Some(entry.caller.clone());
             }
@@ -236,55 +235,13 @@ impl Authenticator {
     /// # Errors
     /// The file became unreadable or invalid; the previous tokens stay.
     pub fn reload(&self) -> Result<bool, TokensFileError> {
-        let (entries, digest) = read_tokens(&self.path)?;
-        let mut loaded = self
-            .loaded_digest
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if *loaded == digest {
-            return Ok(false);
-        }
-        *self
-            .entries
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(entries);
-        *loaded = digest;
-        Ok(true)
+        self.tokens.reload()
     }
 
     /// Polls the file every `interval` until `shutdown`.
-    pub fn spawn_reloader(self: &Arc<Self>, interval: Duration, shutdown: CancellationToken) {
-        let authenticator = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(interval);
-            loop {
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    _ = ticker.tick() => {}
-                }
-                match authenticator.reload() {
-                    Ok(true) => tracing::info!("caller tokens reloaded"),
-                    Ok(false) => {}
-                    Err(error) => {
-                        tracing::warn!(%error, "tokens file unusable; keeping the previous tokens");
-                    }
-                }
-            }
-        });
+    pub fn spawn_reloader(&self, interval: Duration, shutdown: CancellationToken) {
+        self.tokens.spawn_reloader(interval, shutdown, |_| {});
     }
-}
-
-fn read_tokens(path: &Path) -> Result<(Vec<Entry>, [u8; 32]), TokensFileError> {
-    let bytes = std::fs::read(path).map_err(|_| TokensFileError::Read(path.to_owned()))?;
-    let text = std::str::from_utf8(&bytes).map_err(|_| TokensFileError::Line {
-        line: 0,
-        reason: "the file is not UTF-8",
-    })?;
-    let entries = parse_tokens(text)?
-        .into_iter()
-        .map(|(caller, hash)| Entry { caller, hash })
-        .collect();
-    Ok((entries, Sha256::digest(&bytes).into()))
 }
 
 /// Per-caller shares of the upstream limit: one in-process GCRA per caller

@@ -37,3 +37,4 @@ pub mod upstream;
 pub mod validate;
 pub mod verdict;
 pub mod verifier;
+pub mod watch;

@@ -140,29 +140,28 @@ pub fn report(
     let latency_ms = elapsed.as_secs_f64() * 1e3;
     let code = grpc_name(outcome.code);
     let verdict = outcome.verdict.unwrap_or_default();
+    // Server faults at WARN, everything else (callers' mistakes included)
+    // at INFO; the level of a tracing event must be a constant.
+    macro_rules! completed {
+        ($level:expr) => {
+            tracing::event!(
+                $level,
+                rpc.method = method,
+                caller,
+                rpc.grpc.status_code = code,
+                tencent.code = outcome.tencent_code,
+                tencent.request_id = outcome.request_id,
+                verdict,
+                latency_ms,
+                "rpc completed"
+            )
+        };
+    }
     span.in_scope(|| {
         if is_server_error(outcome.code) {
-            tracing::warn!(
-                rpc.method = method,
-                caller,
-                rpc.grpc.status_code = code,
-                tencent.code = outcome.tencent_code,
-                tencent.request_id = outcome.request_id,
-                verdict,
-                latency_ms,
-                "rpc completed"
-            );
+            completed!(tracing::Level::WARN);
         } else {
-            tracing::info!(
-                rpc.method = method,
-                caller,
-                rpc.grpc.status_code = code,
-                tencent.code = outcome.tencent_code,
-                tencent.request_id = outcome.request_id,
-                verdict,
-                latency_ms,
-                "rpc completed"
-            );
+            completed!(tracing::Level::INFO);
         }
     });
 }

@@ -4,19 +4,20 @@
 //! without a restart. Connections already open keep their session.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
-use sha2::{Digest, Sha256};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+
+use crate::watch::Watched;
 
 /// How long a client has to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -58,18 +59,9 @@ pub enum TlsError {
 }
 
 /// A TLS acceptor that follows its files.
+#[derive(Debug)]
 pub struct ReloadingAcceptor {
-    files: TlsFiles,
-    current: RwLock<TlsAcceptor>,
-    loaded_digest: Mutex<[u8; 32]>,
-}
-
-impl std::fmt::Debug for ReloadingAcceptor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ReloadingAcceptor")
-            .field("files", &self.files)
-            .finish_non_exhaustive()
-    }
+    acceptor: Arc<Watched<TlsAcceptor, TlsError>>,
 }
 
 impl ReloadingAcceptor {
@@ -79,20 +71,29 @@ impl ReloadingAcceptor {
     /// A file is unreadable or the certificates and key do not fit.
     pub fn load(files: TlsFiles) -> Result<Self, TlsError> {
         install_crypto_provider();
-        let (acceptor, digest) = build(&files)?;
+        let paths = [
+            Some(&files.cert),
+            Some(&files.key),
+            files.client_ca.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+        let acceptor = Watched::load(
+            "TLS certificates",
+            paths,
+            |path| TlsError::Read(path.to_owned()),
+            move |contents| build(&files, contents),
+        )?;
         Ok(Self {
-            files,
-            current: RwLock::new(acceptor),
-            loaded_digest: Mutex::new(digest),
+            acceptor: Arc::new(acceptor),
         })
     }
 
     /// The acceptor for the next connection.
     pub fn acceptor(&self) -> TlsAcceptor {
-        self.current
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        (*self.acceptor.current()).clone()
     }
 
     /// Re-reads the files and switches to them when they changed.
@@ -100,68 +101,17 @@ impl ReloadingAcceptor {
     /// # Errors
     /// The new files are unusable; the previous configuration stays.
     pub fn reload(&self) -> Result<bool, TlsError> {
-        let digest = files_digest(&self.files)?;
-        let mut loaded = self
-            .loaded_digest
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if *loaded == digest {
-            return Ok(false);
-        }
-        let (acceptor, digest) = build(&self.files)?;
-        *self
-            .current
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = acceptor;
-        *loaded = digest;
-        Ok(true)
+        self.acceptor.reload()
     }
 
     /// Polls the files every `interval` until `shutdown`.
-    pub fn spawn_reloader(self: &Arc<Self>, interval: Duration, shutdown: CancellationToken) {
-        let acceptor = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(interval);
-            loop {
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    _ = ticker.tick() => {}
-                }
-                match acceptor.reload() {
-                    Ok(true) => tracing::info!("TLS certificates reloaded"),
-                    Ok(false) => {}
-                    Err(error) => {
-                        tracing::warn!(%error, "TLS files unusable; keeping the previous ones");
-                    }
-                }
-            }
-        });
+    pub fn spawn_reloader(&self, interval: Duration, shutdown: CancellationToken) {
+        self.acceptor.spawn_reloader(interval, shutdown, |_| {});
     }
 }
 
-fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|_| TlsError::Read(path.to_owned()))
-}
-
-fn files_digest(files: &TlsFiles) -> Result<[u8; 32], TlsError> {
-    let mut hasher = Sha256::new();
-    for path in [
-        Some(&files.cert),
-        Some(&files.key),
-        files.client_ca.as_ref(),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        hasher.update(read(path)?);
-        hasher.update([0]);
-    }
-    Ok(hasher.finalize().into())
-}
-
-fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = read(path)?;
-    let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
+fn certificates(path: &Path, pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<_, _>>()
         .map_err(|_| TlsError::Pem {
             path: path.to_owned(),
@@ -176,10 +126,11 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
-fn build(files: &TlsFiles) -> Result<(TlsAcceptor, [u8; 32]), TlsError> {
-    let digest = files_digest(files)?;
-    let chain = certificates(&files.cert)?;
-    let key = PrivateKeyDer::from_pem_slice(&read(&files.key)?).map_err(|_| TlsError::Pem {
+/// The acceptor for the files' contents (certificate chain, key, and the
+/// client CA bundle when configured, in that order).
+fn build(files: &TlsFiles, contents: &[Vec<u8>]) -> Result<TlsAcceptor, TlsError> {
+    let chain = certificates(&files.cert, &contents[0])?;
+    let key = PrivateKeyDer::from_pem_slice(&contents[1]).map_err(|_| TlsError::Pem {
         path: files.key.clone(),
         what: "private key",
     })?;
@@ -187,7 +138,7 @@ fn build(files: &TlsFiles) -> Result<(TlsAcceptor, [u8; 32]), TlsError> {
     let builder = match &files.client_ca {
         Some(ca) => {
             let mut roots = RootCertStore::empty();
-            for cert in certificates(ca)? {
+            for cert in certificates(ca, &contents[2])? {
                 roots
                     .add(cert)
                     .map_err(|error| TlsError::Config(error.to_string()))?;
@@ -203,7 +154,7 @@ fn build(files: &TlsFiles) -> Result<(TlsAcceptor, [u8; 32]), TlsError> {
         .with_single_cert(chain, key)
         .map_err(|error| TlsError::Config(error.to_string()))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok((TlsAcceptor::from(Arc::new(config)), digest))
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// TLS connections accepted on `listener`, handshakes done concurrently

@@ -4,12 +4,14 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
+
+use crate::watch::Watched;
 
 /// Environment variable with the SecretId (the official SDKs' name).
 pub const ENV_SECRET_ID: &str = "TENCENTCLOUD_SECRET_ID";
@@ -56,9 +58,6 @@ pub enum CredentialsError {
     Read {
         /// The file.
         path: PathBuf,
-        /// The I/O failure.
-        #[source]
-        source: std::io::Error,
     },
     /// The credentials file is not in the expected format.
     #[error(
@@ -166,22 +165,19 @@ fn check_value(value: &str, name: &'static str) -> Result<(), CredentialsError> 
 /// Hands out the current credentials; re-reads a credentials file when it
 /// changes. Cheap to share (`Arc`) and to read on every call.
 pub struct CredentialProvider {
-    current: RwLock<Arc<Credentials>>,
-    file: Option<WatchedFile>,
+    source: Source,
 }
 
-struct WatchedFile {
-    path: PathBuf,
-    /// SHA-256 of the contents last loaded, to notice any change (Kubernetes
-    /// swaps a symlink; timestamps alone are unreliable).
-    loaded_digest: Mutex<[u8; 32]>,
+enum Source {
+    Fixed(Arc<Credentials>),
+    File(Arc<Watched<Credentials, CredentialsError>>),
 }
 
 impl fmt::Debug for CredentialProvider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CredentialProvider")
             .field("current", &*self.current())
-            .field("file", &self.file.as_ref().map(|w| &w.path))
+            .field("from_file", &matches!(self.source, Source::File(_)))
             .finish()
     }
 }
@@ -190,25 +186,29 @@ impl CredentialProvider {
     /// Credentials that never change.
     pub fn fixed(credentials: Credentials) -> Self {
         Self {
-            current: RwLock::new(Arc::new(credentials)),
-            file: None,
+            source: Source::Fixed(Arc::new(credentials)),
         }
     }
 
     /// Credentials from an INI file (`[default]` with `secret_id`,
-    /// `secret_key` and optionally `token`), re-read by [`Self::reload`].
+    /// `secret_key`, and for temporary keys `token` and `expired_time`),
+    /// re-read by [`Self::reload`].
     ///
     /// # Errors
     /// The file cannot be read or lacks the keys.
     pub fn from_file(path: impl Into<PathBuf>) -> Result<Self, CredentialsError> {
         let path = path.into();
-        let (credentials, digest) = read_file(&path)?;
+        let file = path.clone();
+        let watched = Watched::load(
+            "Tencent Cloud credentials",
+            vec![path],
+            |path| CredentialsError::Read {
+                path: path.to_owned(),
+            },
+            move |contents| parse_file(&file, &contents[0]),
+        )?;
         Ok(Self {
-            current: RwLock::new(Arc::new(credentials)),
-            file: Some(WatchedFile {
-                path,
-                loaded_digest: Mutex::new(digest),
-            }),
+            source: Source::File(Arc::new(watched)),
         })
     }
 
@@ -243,10 +243,10 @@ impl CredentialProvider {
 
     /// The credentials to sign the next call with.
     pub fn current(&self) -> Arc<Credentials> {
-        self.current
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        match &self.source {
+            Source::Fixed(credentials) => Arc::clone(credentials),
+            Source::File(watched) => watched.current(),
+        }
     }
 
     /// Re-reads the credentials file, if there is one, and switches to its
@@ -255,86 +255,42 @@ impl CredentialProvider {
     /// # Errors
     /// The file became unreadable or invalid; the previous keys stay in use.
     pub fn reload(&self) -> Result<bool, CredentialsError> {
-        let Some(file) = &self.file else {
-            return Ok(false);
-        };
-        let bytes = std::fs::read(&file.path).map_err(|source| CredentialsError::Read {
-            path: file.path.clone(),
-            source,
-        })?;
-        let digest: [u8; 32] = Sha256::digest(&bytes).into();
-        let mut loaded = file
-            .loaded_digest
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if *loaded == digest {
-            return Ok(false);
+        match &self.source {
+            Source::Fixed(_) => Ok(false),
+            Source::File(watched) => watched.reload(),
         }
-        let credentials = parse_file(&file.path, &bytes)?;
-        *self
-            .current
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Arc::new(credentials);
-        *loaded = digest;
-        Ok(true)
     }
 
     /// Polls the credentials file every `interval` until `shutdown`, logging
     /// (without values) when keys change, the file turns bad, or temporary
     /// keys come within ten minutes of their expiry without a replacement.
-    pub fn spawn_reloader(self: &Arc<Self>, interval: Duration, shutdown: CancellationToken) {
-        if self.file.is_none() {
+    pub fn spawn_reloader(&self, interval: Duration, shutdown: CancellationToken) {
+        let Source::File(watched) = &self.source else {
             return;
-        }
-        let provider = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(interval);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            // The fingerprint of the keys last warned about, to warn once.
-            let mut warned: Option<String> = None;
-            loop {
-                tokio::select! {
-                    () = shutdown.cancelled() => return,
-                    _ = ticker.tick() => {}
-                }
-                match provider.reload() {
-                    Ok(true) => tracing::info!(
-                        fingerprint = %provider.current().fingerprint(),
-                        "Tencent Cloud credentials reloaded from file"
-                    ),
-                    Ok(false) => {}
-                    Err(error) => tracing::warn!(
-                        error = %error,
-                        "credentials file unusable; keeping the previous keys"
-                    ),
-                }
-                let current = provider.current();
-                let left = current.expires_at().map(|at| {
-                    at.duration_since(SystemTime::now())
-                        .unwrap_or(Duration::ZERO)
-                });
-                let fingerprint = current.fingerprint();
-                if let Some(left) = left.filter(|left| *left < EXPIRY_WARNING)
-                    && warned.as_deref() != Some(fingerprint.as_str())
-                {
-                    tracing::warn!(
-                        seconds_left = left.as_secs(),
-                        "temporary Tencent Cloud keys expire soon; replace the credentials file"
-                    );
-                    warned = Some(fingerprint);
-                }
+        };
+        // The fingerprint of the keys last warned about, to warn once.
+        let warned = Mutex::new(None::<String>);
+        watched.spawn_reloader(interval, shutdown, move |current: &Credentials| {
+            let left = current.expires_at().map(|at| {
+                at.duration_since(SystemTime::now())
+                    .unwrap_or(Duration::ZERO)
+            });
+            let Some(left) = left.filter(|left| *left < EXPIRY_WARNING) else {
+                return;
+            };
+            let fingerprint = current.fingerprint();
+            let mut warned = warned
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            if warned.as_deref() != Some(fingerprint.as_str()) {
+                tracing::warn!(
+                    seconds_left = left.as_secs(),
+                    "temporary Tencent Cloud keys expire soon; replace the credentials file"
+                );
+                *warned = Some(fingerprint);
             }
         });
     }
-}
-
-fn read_file(path: &Path) -> Result<(Credentials, [u8; 32]), CredentialsError> {
-    let bytes = std::fs::read(path).map_err(|source| CredentialsError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    let credentials = parse_file(path, &bytes)?;
-    Ok((credentials, Sha256::digest(&bytes).into()))
 }
 
 fn parse_file(path: &Path, bytes: &[u8]) -> Result<Credentials, CredentialsError> {
