@@ -54,12 +54,7 @@ pub fn encrypt(key: &SessionKey, iv: &Iv, plaintext: &[u8]) -> Result<Sealed, Cr
             })
         }
         Algorithm::Sm4Gcm => {
-            let cipher = Sm4Gcm::new_from_slice(key.expose_secret())
-                .map_err(|_| internal_length_error(algorithm))?;
-            let nonce = iv
-                .as_bytes()
-                .try_into()
-                .map_err(|_| internal_length_error(algorithm))?;
+            let (cipher, nonce) = sm4_gcm(key, iv.as_bytes())?;
             let mut buffer = plaintext.to_vec();
             let tag = cipher
                 .encrypt_inout_detached(nonce, &[], buffer.as_mut_slice().into())
@@ -127,18 +122,27 @@ pub fn decrypt(
                 expected: 16,
                 actual: tag_bytes.len(),
             })?;
-            let cipher = Sm4Gcm::new_from_slice(key.expose_secret())
-                .map_err(|_| internal_length_error(algorithm))?;
-            let nonce = iv
-                .as_bytes()
-                .try_into()
-                .map_err(|_| internal_length_error(algorithm))?;
+            let (cipher, nonce) = sm4_gcm(key, iv.as_bytes())?;
             cipher
                 .decrypt_inout_detached(nonce, &[], buffer.as_mut_slice().into(), &tag)
                 .map_err(|_| CryptoError::Authentication)?;
         }
     }
     Ok(buffer)
+}
+
+/// The SM4-GCM cipher for `key`, and `iv` as its nonce.
+fn sm4_gcm<'a>(
+    key: &SessionKey,
+    iv: &'a [u8],
+) -> Result<(Sm4Gcm, &'a aes_gcm::Nonce<U12>), CryptoError> {
+    let algorithm = Algorithm::Sm4Gcm;
+    let cipher = Sm4Gcm::new_from_slice(key.expose_secret())
+        .map_err(|_| internal_length_error(algorithm))?;
+    let nonce = iv
+        .try_into()
+        .map_err(|_| internal_length_error(algorithm))?;
+    Ok((cipher, nonce))
 }
 
 /// Key and IV lengths are checked by their types, so the ciphers cannot

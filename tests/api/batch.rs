@@ -309,36 +309,48 @@ async fn a_cancelled_stream_starts_no_further_upstream_call() {
     );
 }
 
+/// Opens a stream the client never half-closes, sends `items` (each with
+/// `directives`), waits until `in_flight` of them reach the simulator, then
+/// shuts the gateway down and reads the stream to its end.
+async fn shut_down_mid_stream(
+    app: TestApp,
+    items: usize,
+    directives: &str,
+    in_flight: u64,
+) -> Finished {
+    let (sender, receiver) = mpsc::channel(64);
+    for i in 0..items {
+        sender
+            .send(item(&format!("d{i}"), directives))
+            .await
+            .unwrap();
+    }
+    let mut client = app.client.clone();
+    let response = client
+        .verify_id_card_batch(ReceiverStream::new(receiver))
+        .await
+        .unwrap();
+    while app.upstream_stats().in_flight < in_flight {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let reader = tokio::spawn(read_to_end(response.into_inner()));
+    app.stop().await.expect("clean shutdown");
+    let finished = reader.await.unwrap();
+    drop(sender);
+    finished
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_mid_stream_answers_every_item_it_read() {
-    let mut app = spawn_app_with(flags(&[
+    let app = spawn_app_with(flags(&[
         "--batch-concurrency",
         "4",
         "--drain-timeout",
         "3s",
     ]))
     .await;
-    // The client keeps the stream open: it never half-closes.
-    let (sender, receiver) = mpsc::channel(64);
-    for i in 0..10 {
-        sender
-            .send(item(&format!("d{i}"), "delay=300"))
-            .await
-            .unwrap();
-    }
-    let response = app
-        .client
-        .verify_id_card_batch(ReceiverStream::new(receiver))
-        .await
-        .unwrap();
-    while app.upstream_stats().in_flight < 4 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 
-    let reader = tokio::spawn(read_to_end(response.into_inner()));
-    app.stop().await.expect("clean shutdown");
-    let finished = reader.await.unwrap();
-    drop(sender);
+    let finished = shut_down_mid_stream(app, 10, "delay=300", 4).await;
 
     assert_eq!(
         finished.status.code(),
@@ -365,33 +377,15 @@ async fn shutdown_mid_stream_answers_every_item_it_read() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn items_still_running_when_the_drain_ends_are_answered_unavailable() {
-    let mut app = spawn_app_with(flags(&[
+    let app = spawn_app_with(flags(&[
         "--batch-concurrency",
         "3",
         "--drain-timeout",
         "1500ms",
     ]))
     .await;
-    let (sender, receiver) = mpsc::channel(8);
-    for i in 0..3 {
-        sender
-            .send(item(&format!("s{i}"), "delay=5000"))
-            .await
-            .unwrap();
-    }
-    let response = app
-        .client
-        .verify_id_card_batch(ReceiverStream::new(receiver))
-        .await
-        .unwrap();
-    while app.upstream_stats().in_flight < 3 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 
-    let reader = tokio::spawn(read_to_end(response.into_inner()));
-    app.stop().await.expect("clean shutdown");
-    let finished = reader.await.unwrap();
-    drop(sender);
+    let finished = shut_down_mid_stream(app, 3, "delay=5000", 3).await;
 
     assert_eq!(finished.answers.len(), 3);
     for answer in &finished.answers {
