@@ -202,6 +202,7 @@ pub async fn spawn_gateway(simulator: &Simulator, options: Options) -> Gateway {
 pub struct RedisServer {
     /// `redis://127.0.0.1:<port>/0`.
     pub url: String,
+    port: u16,
     child: std::process::Child,
 }
 
@@ -212,22 +213,26 @@ impl RedisServer {
             let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             probe.local_addr().unwrap().port()
         };
+        Self {
+            url: format!("redis://127.0.0.1:{port}/0"),
+            port,
+            child: Self::spawn(port).await,
+        }
+    }
+
+    async fn spawn(port: u16) -> std::process::Child {
         let child = std::process::Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("redis-server is missing: run ./scripts/test (it installs it)");
-        let server = Self {
-            url: format!("redis://127.0.0.1:{port}/0"),
-            child,
-        };
         for _ in 0..100 {
             if tokio::net::TcpStream::connect(("127.0.0.1", port))
                 .await
                 .is_ok()
             {
-                return server;
+                return child;
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
@@ -238,6 +243,12 @@ impl RedisServer {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port (the outage ends).
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.child = Self::spawn(self.port).await;
     }
 }
 

@@ -323,4 +323,51 @@ async fn two_gateways_sharing_redis_stay_within_one_limit_and_survive_its_loss()
         fallback.count("Success") <= 2 * u64::from(LIMIT / 4) * 4,
         "{fallback:?}"
     );
+
+    // Redis comes back: the gateways reconnect by themselves and share the
+    // limit again (the fallback makes no more decisions).
+    redis.restart().await;
+    let _ = tokio::join!(
+        load(&first.client, 40, Duration::from_secs(2)),
+        load(&second.client, 40, Duration::from_secs(2)),
+    );
+    simulator.reset_stats();
+    let before = [
+        fallback_decisions(&first).await,
+        fallback_decisions(&second).await,
+    ];
+    let _ = tokio::join!(
+        load(&first.client, 40, Duration::from_secs(2)),
+        load(&second.client, 40, Duration::from_secs(2)),
+    );
+    let after = [
+        fallback_decisions(&first).await,
+        fallback_decisions(&second).await,
+    ];
+    let recovered = simulator.stats();
+    assert_eq!(before, after, "no fallback decision once Redis is back");
+    assert_eq!(recovered.count("RequestLimitExceeded"), 0, "{recovered:?}");
+    assert!(
+        recovered.max_in_any_second <= u64::from(LIMIT),
+        "{recovered:?}"
+    );
+    assert!(
+        recovered.max_in_any_second > 2 * u64::from(LIMIT / 4),
+        "shared again: {recovered:?}"
+    );
+}
+
+/// The gateway's count of decisions its local fallback limiter made.
+async fn fallback_decisions(gateway: &crate::helpers::Gateway) -> u64 {
+    faceid_gateway::tls::install_crypto_provider();
+    let text = reqwest::get(format!("http://{}/metrics", gateway.admin_addr))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix("faceid_rate_limit_fallback_decisions_total "))
+        .and_then(|value| value.trim().parse().ok())
+        .expect("the fallback counter")
 }
