@@ -221,7 +221,7 @@ impl RedisServer {
     }
 
     async fn spawn(port: u16) -> std::process::Child {
-        let child = std::process::Command::new("redis-server")
+        let mut child = std::process::Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
             .stdout(std::process::Stdio::null())
@@ -236,6 +236,8 @@ impl RedisServer {
             }
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
+        let _ = child.kill();
+        let _ = child.wait();
         panic!("redis-server did not start on port {port}");
     }
 
