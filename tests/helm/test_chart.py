@@ -1,6 +1,7 @@
 """The Helm chart: strict lint, renderings that validate against the
-Kubernetes API schemas, and the properties the chart promises (gRPC probes,
-locked-down pods, keys only in a Secret, the scaling rule, schema checks).
+Kubernetes API schemas, and the properties the chart promises (probes that
+follow TLS, locked-down pods, keys only in a Secret, read-only mounted files
+for TLS, tokens and public keys, the scaling rule, schema checks).
 
 Run: python -m pytest -q tests/helm   (see tests/helm/requirements.txt)
 """
@@ -33,6 +34,22 @@ from conftest import (
 
 REDIS = {"rateLimit": {"redis": {"url": "redis://redis.cache.svc:6379/0"}}}
 HPA = {"autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 4}}
+TLS = {"tls": {"enabled": True, "existingSecret": "gw-tls"}}
+MTLS = merge(
+    TLS,
+    {
+        "tls": {"clientCA": {"existingSecret": "gw-client-ca", "key": "bundle.pem"}},
+        "tests": {"tls": {"clientSecret": "gw-test-client"}},
+    },
+)
+TOKENS = {"auth": {"tokensSecret": {"name": "gw-callers", "key": "tokens.txt"}}}
+ENCRYPTION = {
+    "upstreamEncryption": {
+        "mode": "response",
+        "algorithm": "sm4-gcm",
+        "tencentPublicKeys": {"existingConfigMap": "tencent-keys", "rsaKey": "rsa.pem", "sm2Key": "sm2-2026.pem"},
+    }
+}
 
 # The renderings every structural test runs over.
 MATRIX = {
@@ -59,10 +76,38 @@ MATRIX = {
     ),
     "service-monitor": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
     "simulate": {"simulate": True, "credentials": {"existingSecret": ""}},
+    "tls": TLS,
+    "tls-mtls-secret": MTLS,
+    "tls-mtls-configmap": merge(
+        TLS,
+        {
+            "tls": {"clientCA": {"existingConfigMap": "trust-bundle"}},
+            "tests": {"tls": {"clientSecret": "gw-test-client"}},
+        },
+    ),
+    "tokens": merge(TOKENS, {"auth": {"allowReflection": True}}),
+    "tls-tokens": merge(TLS, TOKENS),
+    "encryption": ENCRYPTION,
+    "encryption-rsa-only": {
+        "upstreamEncryption": {
+            "mode": "fields",
+            "tencentPublicKeys": {"existingConfigMap": "tencent-keys", "rsaKey": "rsa.pem"},
+        }
+    },
+    "connections-hpa": merge(
+        HPA,
+        REDIS,
+        {"connections": {"maxConcurrentStreams": 100, "keepaliveInterval": "20s", "maxConnectionAge": "5m"}},
+    ),
     "everything": merge(
         HPA,
         REDIS,
+        MTLS,
+        TOKENS,
+        ENCRYPTION,
         {
+            "reloadInterval": "30s",
+            "connections": {"maxConcurrentStreams": 64, "keepaliveInterval": "1m 30s", "maxConnectionAge": "10m"},
             "credentials": {"mode": "file", **INLINE_KEYS},
             "image": {
                 "repository": "registry.example.com/faceid-gateway",
@@ -190,6 +235,29 @@ def test_every_object_validates_against_kubernetes(rendered, case, kube_version)
         {"securityContext": {"runAsUser": "root"}},
         {"extraEnv": [{"value": "no name"}]},
         {"otel": {"protocol": "udp"}},
+        {"reloadInterval": "5"},
+        {"credentials": {"reloadInterval": "soon"}},
+        {"tls": {"enabled": "yes"}},
+        {"tls": {"key": "-----BEGIN PRIVATE KEY-----"}},  # no inline key material
+        {"tls": {"existingSecret": "Gateway_TLS"}},
+        {"tls": {"clientCA": {"existingSecret": "ca", "key": "a/b"}}},
+        {"tls": {"clientCA": {"bundle": "-----BEGIN CERTIFICATE-----"}}},
+        {"auth": {"tokens": "billing 9f86d081"}},  # tokens only from a Secret
+        {"auth": {"tokensSecret": {"nmae": "callers"}}},
+        {"auth": {"allowReflection": "true"}},
+        {"connections": {"maxConcurrentStreams": 0}},
+        {"connections": {"maxConcurrentStreams": "256"}},
+        {"connections": {"keepaliveInterval": "30"}},
+        {"connections": {"maxConnectionAge": "five minutes"}},
+        {"upstreamEncryption": {"mode": "on"}},
+        {"upstreamEncryption": {"mode": True}},
+        {"upstreamEncryption": {"mode": "Response"}},
+        {"upstreamEncryption": {"algorithm": "aes-128-cbc"}},
+        {"upstreamEncryption": {"algorithm": "sm4"}},
+        {"upstreamEncryption": {"tencentPublicKeys": {"rsaPem": "-----BEGIN"}}},
+        {"service": {"grpcAppProtocol": "grpc over tls"}},
+        {"tests": {"enabled": "no"}},
+        {"tests": {"tls": {"clientCert": "x"}}},
     ],
     ids=lambda bad: yaml.safe_dump(bad, default_flow_style=True, width=200).strip(),
 )
@@ -227,15 +295,41 @@ def test_schema_covers_every_default_value():
 # ------------------------------------------------------------ the pod template
 
 
-def test_probes_use_grpc_health(rendered):
-    for case, out in rendered.items():
-        container = out.container
+def _tls_on(case: str) -> bool:
+    return bool(MATRIX[case].get("tls", {}).get("enabled"))
+
+
+def test_the_matrix_covers_both_probe_kinds():
+    assert {_tls_on(case) for case in MATRIX} == {True, False}
+
+
+@pytest.mark.parametrize("case", MATRIX)
+def test_probes_use_grpc_health_without_tls_and_http_with_it(rendered, case):
+    container = rendered[case].container
+    if not _tls_on(case):
         for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
             spec = container[probe]
-            assert spec["grpc"]["port"] == 50051, (case, probe)
-            assert not {"httpGet", "exec", "tcpSocket"} & spec.keys(), (case, probe)
+            assert spec["grpc"]["port"] == 50051, probe
+            assert not {"httpGet", "exec", "tcpSocket"} & spec.keys(), probe
         assert container["livenessProbe"]["grpc"]["service"] == ""
+        assert container["startupProbe"]["grpc"]["service"] == ""
         assert container["readinessProbe"]["grpc"]["service"] == "faceid.v1.IdCardVerificationService"
+        return
+    # The kubelet's gRPC probe cannot speak TLS: the plain-HTTP admin port
+    # answers instead (/healthz = process up, /readyz = 503 once draining).
+    expected = {
+        "startupProbe": "/healthz",
+        "livenessProbe": "/healthz",
+        "readinessProbe": "/readyz",
+    }
+    for probe, path in expected.items():
+        spec = container[probe]
+        assert spec["httpGet"] == {"path": path, "port": "metrics"}, probe
+        assert not {"grpc", "exec", "tcpSocket"} & spec.keys(), probe
+    assert {p["name"]: p["containerPort"] for p in container["ports"]}["metrics"] == 9090
+    # Probe timing values still apply.
+    assert container["readinessProbe"]["periodSeconds"] == 5
+    assert container["startupProbe"]["failureThreshold"] == 30
 
 
 def test_pods_are_locked_down(rendered):
@@ -602,7 +696,7 @@ def test_standard_labels_everywhere(rendered):
             assert labels["app.kubernetes.io/version"] == "0.1.0", where
             assert labels["app.kubernetes.io/managed-by"] == "Helm", where
             assert labels["app.kubernetes.io/name"].startswith("faceid-gateway"), where
-            assert labels["helm.sh/chart"] == "faceid-gateway-0.1.0", where
+            assert labels["helm.sh/chart"] == "faceid-gateway-0.2.0", where
     template_labels = rendered["everything"].deployment["spec"]["template"]["metadata"]["labels"]
     assert template_labels["example.com/tier"] == "backend"
     assert template_labels["example.com/owner"] == "identity"
@@ -713,4 +807,356 @@ def test_notes_warn_when_the_redis_fallback_would_exceed_the_limit(render):
 
 def test_chart_packages(tmp_path):
     helm.package(str(CHART), destination=str(tmp_path))
-    assert [p.name for p in tmp_path.iterdir()] == ["faceid-gateway-0.1.0.tgz"]
+    assert [p.name for p in tmp_path.iterdir()] == ["faceid-gateway-0.2.0.tgz"]
+
+
+# ------------------------------------- TLS, caller tokens, encryption, limits
+
+# Variables that name a file the gateway reads. Each must point into a
+# read-only volume mounted whole (no subPath), never carry the content.
+FILE_VARS = (
+    "TENCENTCLOUD_CREDENTIALS_FILE",
+    "FACEID_TLS_CERT",
+    "FACEID_TLS_KEY",
+    "FACEID_TLS_CLIENT_CA",
+    "FACEID_AUTH_TOKENS_FILE",
+    "FACEID_TENCENT_RSA_PUBLIC_KEY",
+    "FACEID_TENCENT_SM2_PUBLIC_KEY",
+)
+CONFIG_RS = CHART.parents[1] / "src" / "config.rs"
+
+
+def _volume_items(volume: dict) -> dict[str, tuple[str, str, str]]:
+    """path in the volume -> (kind, object name, key) for every projected key."""
+    out = {}
+
+    def add(kind, source, name_field):
+        for item in source.get("items", []):
+            out[item["path"]] = (kind, source[name_field], item["key"])
+
+    if "secret" in volume:
+        add("secret", volume["secret"], "secretName")
+    if "configMap" in volume:
+        add("configMap", volume["configMap"], "name")
+    for source in volume.get("projected", {}).get("sources", []):
+        if "secret" in source:
+            add("secret", source["secret"], "name")
+        if "configMap" in source:
+            add("configMap", source["configMap"], "name")
+    return out
+
+
+def mounted_file(out, path: str) -> tuple[str, str, str]:
+    """Asserts `path` lies in a read-only whole-volume mount of the gateway
+    container and returns where its content comes from (kind, name, key)."""
+    mounts = [m for m in out.container["volumeMounts"] if path.startswith(m["mountPath"].rstrip("/") + "/")]
+    assert len(mounts) == 1, (path, out.container["volumeMounts"])
+    (mount,) = mounts
+    assert mount.get("readOnly") is True, mount
+    assert "subPath" not in mount and "subPathExpr" not in mount, mount  # kubelet could not update it
+    volume = next(v for v in out.pod_spec["volumes"] if v["name"] == mount["name"])
+    relative = path[len(mount["mountPath"].rstrip("/")) + 1 :]
+    items = _volume_items(volume)
+    assert relative in items, (path, items)
+    return items[relative]
+
+
+def file_sources(out) -> dict[str, tuple[str, str, str]]:
+    env = out.env
+    return {name: mounted_file(out, env[name]["value"]) for name in FILE_VARS if name in env}
+
+
+@pytest.mark.parametrize("case", MATRIX)
+def test_file_variables_point_into_read_only_mounts(rendered, case):
+    out = rendered[case]
+    for name in FILE_VARS:
+        if name in out.env:
+            entry = out.env[name]
+            assert set(entry) == {"name", "value"}, entry  # a plain path, not a secretKeyRef
+            assert entry["value"].startswith("/etc/faceid-gateway/"), entry
+        # Paths live next to their volumes, not in the ConfigMap.
+        assert name not in out.config, name
+    file_sources(out)
+    # Every volume but /tmp is mounted read-only.
+    for mount in out.container["volumeMounts"]:
+        assert mount["name"] == "tmp" or mount.get("readOnly") is True, (case, mount)
+
+
+@pytest.mark.parametrize(
+    "case, expected",
+    [
+        ("defaults", {}),
+        (
+            "tls",
+            {
+                "FACEID_TLS_CERT": ("secret", "gw-tls", "tls.crt"),
+                "FACEID_TLS_KEY": ("secret", "gw-tls", "tls.key"),
+            },
+        ),
+        (
+            "tls-mtls-secret",
+            {
+                "FACEID_TLS_CERT": ("secret", "gw-tls", "tls.crt"),
+                "FACEID_TLS_KEY": ("secret", "gw-tls", "tls.key"),
+                "FACEID_TLS_CLIENT_CA": ("secret", "gw-client-ca", "bundle.pem"),
+            },
+        ),
+        (
+            "tls-mtls-configmap",
+            {
+                "FACEID_TLS_CERT": ("secret", "gw-tls", "tls.crt"),
+                "FACEID_TLS_KEY": ("secret", "gw-tls", "tls.key"),
+                "FACEID_TLS_CLIENT_CA": ("configMap", "trust-bundle", "ca.crt"),
+            },
+        ),
+        ("tokens", {"FACEID_AUTH_TOKENS_FILE": ("secret", "gw-callers", "tokens.txt")}),
+        (
+            "encryption",
+            {
+                "FACEID_TENCENT_RSA_PUBLIC_KEY": ("configMap", "tencent-keys", "rsa.pem"),
+                "FACEID_TENCENT_SM2_PUBLIC_KEY": ("configMap", "tencent-keys", "sm2-2026.pem"),
+            },
+        ),
+        ("encryption-rsa-only", {"FACEID_TENCENT_RSA_PUBLIC_KEY": ("configMap", "tencent-keys", "rsa.pem")}),
+        (
+            "everything",
+            {
+                "TENCENTCLOUD_CREDENTIALS_FILE": ("secret", f"{FULLNAME}-credentials", "credentials.ini"),
+                "FACEID_TLS_CERT": ("secret", "gw-tls", "tls.crt"),
+                "FACEID_TLS_KEY": ("secret", "gw-tls", "tls.key"),
+                "FACEID_TLS_CLIENT_CA": ("secret", "gw-client-ca", "bundle.pem"),
+                "FACEID_AUTH_TOKENS_FILE": ("secret", "gw-callers", "tokens.txt"),
+                "FACEID_TENCENT_RSA_PUBLIC_KEY": ("configMap", "tencent-keys", "rsa.pem"),
+                "FACEID_TENCENT_SM2_PUBLIC_KEY": ("configMap", "tencent-keys", "sm2-2026.pem"),
+            },
+        ),
+    ],
+)
+def test_mounted_files_come_from_the_named_objects(rendered, case, expected):
+    assert file_sources(rendered[case]) == expected
+
+
+def test_tls_volume_is_one_read_only_projected_directory(rendered):
+    out = rendered["tls-mtls-configmap"]
+    mount = next(m for m in out.container["volumeMounts"] if m["name"] == "tls")
+    assert mount == {"name": "tls", "mountPath": "/etc/faceid-gateway/tls", "readOnly": True}
+    volume = next(v for v in out.pod_spec["volumes"] if v["name"] == "tls")
+    assert volume["projected"]["defaultMode"] == 0o440  # group-readable through fsGroup 65532
+    assert out.pod_spec["securityContext"]["fsGroup"] == 65532
+    tokens = next(v for v in rendered["tokens"].pod_spec["volumes"] if v["name"] == "auth-tokens")
+    assert tokens["secret"]["defaultMode"] == 0o440
+    assert "FACEID_TLS_CLIENT_CA" not in rendered["tls"].env
+
+
+@pytest.mark.parametrize("case", ["tls", "tls-mtls-secret", "tokens", "encryption", "everything"])
+def test_watched_files_roll_no_pods(rendered, case):
+    """Renewed certificates and edited tokens are re-read by the gateway, so
+    no checksum of them (the chart cannot see them anyway) sits on the pods."""
+    annotations = rendered[case].pod_annotations
+    assert [k for k in annotations if k.startswith("checksum/")] == ["checksum/config"]
+
+
+PEM_OR_HASH = re.compile(r"-----BEGIN|PRIVATE KEY|\bfgw_[A-Za-z0-9_-]+|\b[0-9a-f]{64}\b")
+
+
+@pytest.mark.parametrize("case", MATRIX)
+def test_no_key_material_in_configmaps_or_env_values(rendered, case):
+    out = rendered[case]
+    for cm in out.all("ConfigMap"):
+        for key, value in cm["data"].items():
+            assert not PEM_OR_HASH.search(value), (key, value)
+    for entry in out.container.get("env", []):
+        value = entry.get("value", "")
+        assert not PEM_OR_HASH.search(value), entry
+    # The chart makes no TLS, token or public-key object: it only points at yours.
+    tencent_keys = {"TENCENTCLOUD_SECRET_ID", "TENCENTCLOUD_SECRET_KEY", "TENCENTCLOUD_SESSION_TOKEN", "credentials.ini"}
+    for obj in out.all("Secret"):
+        assert set(obj["data"]) <= tencent_keys
+    assert [cm["metadata"]["name"] for cm in out.all("ConfigMap")] == [FULLNAME]
+
+
+def test_serve_variables_exist_in_the_binary(rendered):
+    """Every FACEID_* variable the chart sets is one `serve` reads (an old or
+    misspelt name, such as FACEID_CREDENTIALS_RELOAD_INTERVAL, is ignored by
+    the binary without a word)."""
+    if not CONFIG_RS.exists():
+        pytest.skip("src/config.rs is not next to the chart")
+    source = CONFIG_RS.read_text()
+    serve = source[source.index("pub struct ServeArgs") : source.index("impl ServeArgs")]
+    known = set(re.findall(r'env = "(FACEID_[A-Z0-9_]+)"', serve))
+    assert "FACEID_RELOAD_INTERVAL" in known
+    for case, out in rendered.items():
+        names = set(out.config) | set(out.env)
+        for name in names:
+            if name.startswith("FACEID_"):
+                assert name in known, (case, name)
+
+
+def test_reload_interval_governs_every_watched_file(render, rendered):
+    for case, out in rendered.items():
+        assert "FACEID_CREDENTIALS_RELOAD_INTERVAL" not in out.config, case
+    assert rendered["defaults"].config["FACEID_RELOAD_INTERVAL"] == "5s"
+    assert rendered["everything"].config["FACEID_RELOAD_INTERVAL"] == "30s"
+    assert "DEPRECATED" not in rendered["everything"].notes
+    # Values saved by an older release (credentials.reloadInterval) still
+    # work, win, and the notes ask for the new name.
+    old = render({"credentials": {"reloadInterval": "10s"}})
+    assert old.config["FACEID_RELOAD_INTERVAL"] == "10s"
+    assert "DEPRECATED: credentials.reloadInterval=10s" in old.notes and "reloadInterval" in old.notes
+
+
+def test_new_settings_default_to_the_binary_defaults(rendered):
+    config = rendered["defaults"].config
+    assert config["FACEID_UPSTREAM_ENCRYPTION"] == "off"
+    assert config["FACEID_ENCRYPTION_ALGORITHM"] == "aes-256-cbc"
+    for absent in (
+        "FACEID_MAX_CONCURRENT_STREAMS",
+        "FACEID_KEEPALIVE_INTERVAL",
+        "FACEID_MAX_CONNECTION_AGE",
+        "FACEID_AUTH_ALLOW_REFLECTION",
+    ):
+        assert absent not in config
+    for absent in FILE_VARS:
+        assert absent not in rendered["defaults"].env
+    assert [v["name"] for v in rendered["defaults"].pod_spec["volumes"]] == ["tmp"]
+
+
+def test_connection_and_encryption_settings_are_mapped(rendered):
+    config = rendered["connections-hpa"].config
+    assert config["FACEID_MAX_CONCURRENT_STREAMS"] == "100"
+    assert config["FACEID_KEEPALIVE_INTERVAL"] == "20s"
+    assert config["FACEID_MAX_CONNECTION_AGE"] == "5m"
+    config = rendered["everything"].config
+    assert config["FACEID_MAX_CONCURRENT_STREAMS"] == "64"
+    assert config["FACEID_KEEPALIVE_INTERVAL"] == "1m 30s"
+    assert config["FACEID_MAX_CONNECTION_AGE"] == "10m"
+    assert config["FACEID_UPSTREAM_ENCRYPTION"] == "response"
+    assert config["FACEID_ENCRYPTION_ALGORITHM"] == "sm4-gcm"
+    assert rendered["encryption-rsa-only"].config["FACEID_UPSTREAM_ENCRYPTION"] == "fields"
+    assert rendered["tokens"].config["FACEID_AUTH_ALLOW_REFLECTION"] == "true"
+    assert "FACEID_AUTH_ALLOW_REFLECTION" not in rendered["tls-tokens"].config
+
+
+def test_a_bare_yaml_off_means_off(chart, render):
+    values = yaml.safe_load("upstreamEncryption:\n  mode: off\n")  # YAML 1.1: the boolean false
+    assert values == {"upstreamEncryption": {"mode": False}}
+    chart.validate_schema(values)
+    assert render(values).config["FACEID_UPSTREAM_ENCRYPTION"] == "off"
+    with pytest.raises(helm.HelmValuesError):
+        render(yaml.safe_load("upstreamEncryption:\n  mode: on\n"))
+
+
+def test_tokens_leave_the_probes_alone(rendered):
+    # Health answers without a token, so the gRPC probes stay as they are.
+    assert rendered["tokens"].container["readinessProbe"] == rendered["defaults"].container["readinessProbe"]
+    assert rendered["tokens"].container["livenessProbe"] == rendered["defaults"].container["livenessProbe"]
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"tls": {"enabled": True}}, "tls.enabled=true needs tls.existingSecret"),
+        (
+            merge(TLS, {"tls": {"clientCA": {"existingSecret": "a", "existingConfigMap": "b"}}}),
+            "either tls.clientCA.existingSecret or tls.clientCA.existingConfigMap",
+        ),
+        ({"tls": {"clientCA": {"existingSecret": "ca"}}}, "mutual TLS, which needs TLS"),
+        (merge(TLS, {"tls": {"clientCA": {"existingSecret": "ca"}}}), "tests.tls.clientSecret"),
+        (
+            {"upstreamEncryption": {"tencentPublicKeys": {"existingConfigMap": "keys"}}},
+            "neither rsaKey nor sm2Key",
+        ),
+        ({"upstreamEncryption": {"tencentPublicKeys": {"sm2Key": "sm2.pem"}}}, "need existingConfigMap"),
+        (
+            merge(TLS, {"credentials": {"mode": "file", "file": {"mountPath": "/etc/faceid-gateway/tls/"}}}),
+            "credentials.file.mountPath=/etc/faceid-gateway/tls is where the chart mounts",
+        ),
+    ],
+    ids=["tls-no-secret", "ca-twice", "ca-without-tls", "mtls-test-no-cert", "keys-cm-empty", "keys-no-cm", "mount-clash"],
+)
+def test_inconsistent_tls_and_key_settings_are_refused(render, values, message):
+    with pytest.raises(helm.HelmRenderError, match=re.escape(message)):
+        render(values)
+
+
+def test_mtls_without_a_test_certificate_renders_with_tests_off(render):
+    out = render(merge(TLS, {"tls": {"clientCA": {"existingSecret": "ca"}}, "tests": {"enabled": False}}))
+    assert out.maybe("Pod") is None
+    assert "FACEID_TLS_CLIENT_CA" in out.env
+    assert "tests.enabled=false" in out.notes and "helm test fg" not in out.notes
+
+
+def test_helm_test_pod_speaks_tls_when_the_port_does(rendered):
+    def test_pod(case):
+        (container,) = rendered[case].one("Pod")["spec"]["containers"]
+        return rendered[case].one("Pod")["spec"], container
+
+    _, plain = test_pod("defaults")
+    assert not [a for a in plain["args"] if a.startswith("-tls")]
+
+    spec, container = test_pod("tls")
+    assert {"-tls", "-tls-no-verify"} <= set(container["args"])
+    assert f"-addr={FULLNAME}:50051" in container["args"]
+    assert not [a for a in container["args"] if a.startswith("-tls-client")]
+    assert "volumes" not in spec
+
+    spec, container = test_pod("tls-mtls-secret")
+    assert "-tls-client-cert=/etc/faceid-gateway-test/tls.crt" in container["args"]
+    assert "-tls-client-key=/etc/faceid-gateway-test/tls.key" in container["args"]
+    assert container["volumeMounts"] == [
+        {"name": "client-tls", "mountPath": "/etc/faceid-gateway-test", "readOnly": True}
+    ]
+    (volume,) = spec["volumes"]
+    assert volume["secret"]["secretName"] == "gw-test-client"
+    assert spec["securityContext"]["fsGroup"] == 65532
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_service_app_protocol_follows_tls(rendered, render):
+    def grpc_port(out):
+        return next(p for p in out.one("Service")["spec"]["ports"] if p["name"] == "grpc")
+
+    assert grpc_port(rendered["defaults"])["appProtocol"] == "grpc"
+    assert grpc_port(rendered["tls"])["appProtocol"] == "https"
+    assert grpc_port(render(merge(TLS, {"service": {"grpcAppProtocol": "tls"}})))["appProtocol"] == "tls"
+
+
+def test_notes_for_tls_and_tokens(rendered):
+    notes = rendered["tls"].notes
+    assert "-plaintext" not in notes
+    assert f"grpcurl -cacert ca.crt -servername {FULLNAME}.faceid.svc -d" in notes
+    assert "(TLS)" in notes and "/healthz" in notes
+    notes = rendered["tls-mtls-secret"].notes
+    assert "-cert client.crt -key client.key" in notes and "(mutual TLS)" in notes
+    assert 'Secret "gw-client-ca"' in notes
+    notes = rendered["tls-tokens"].notes
+    assert '-H "authorization: Bearer $FACEID_TOKEN" localhost:50051 describe' in notes
+    assert "faceid-gateway token --name NAME [--quota N]" in notes and 'Secret "gw-callers"' in notes
+    # Health needs no token, so its line carries none.
+    health = next(line for line in notes.splitlines() if "Health/Check" in line)
+    assert "authorization" not in health
+    assert "authorization" not in rendered["defaults"].notes
+    assert "except health and reflection" in rendered["tokens"].notes
+
+
+def test_reused_values_of_an_older_release_fail_with_advice(tmp_path):
+    """`helm upgrade --reuse-values` renders with the old chart's defaults
+    (Helm's reuseValues sets chart.Values to them). Rebuild that situation:
+    this chart with the defaults of 0.1.0, which had no tls/auth/... keys."""
+    import shutil
+
+    old = tmp_path / "faceid-gateway"
+    shutil.copytree(CHART, old)
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    for key in ("reloadInterval", "tls", "auth", "connections", "upstreamEncryption"):
+        del values[key]
+    values["credentials"]["reloadInterval"] = "5s"
+    del values["tests"]["enabled"], values["tests"]["tls"]
+    (old / "values.yaml").write_text(yaml.safe_dump(values))
+    with helm.Chart.load(str(old)) as chart:
+        with pytest.raises(helm.HelmRenderError) as error:
+            chart.render({}, name=RELEASE, namespace="faceid", is_install=False)
+    message = str(error.value)
+    assert "--reset-then-reuse-values" in message
+    assert "reloadInterval, tls, auth, connections, upstreamEncryption" in message
+    assert "nil pointer" not in message

@@ -115,6 +115,55 @@ true
 {{- end -}}
 {{- end -}}
 
+{{/*
+`helm upgrade --reuse-values` renders with the previous chart version's
+defaults, which lack the keys added since; the templates would then stop at a
+nil pointer. Say what happened instead. Called first by every template that
+reads those keys (Helm stops at the first template that fails).
+*/}}
+{{- define "faceid-gateway.requireCurrentValues" -}}
+{{- $missing := list -}}
+{{- range list "reloadInterval" "tls" "auth" "connections" "upstreamEncryption" -}}
+{{- if not (hasKey $.Values .) -}}
+{{- $missing = append $missing . -}}
+{{- end -}}
+{{- end -}}
+{{- if $missing -}}
+{{- fail (printf "faceid-gateway: the values lack %s, which chart %s defines: they were reused from an older release (`helm upgrade --reuse-values` keeps the old chart's defaults). Upgrade with --reset-then-reuse-values (Helm 3.14 or later), or pass your values file again, so the new defaults apply." (join ", " $missing) .Chart.Version) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* FACEID_RELOAD_INTERVAL: the deprecated credentials.reloadInterval wins when set. */}}
+{{- define "faceid-gateway.reloadInterval" -}}
+{{- .Values.credentials.reloadInterval | default .Values.reloadInterval -}}
+{{- end -}}
+
+{{/* "true" when the gRPC port is mutual TLS (a client CA is configured). */}}
+{{- define "faceid-gateway.mtls" -}}
+{{- $ca := .Values.tls.clientCA -}}
+{{- if and .Values.tls.enabled (or $ca.existingSecret $ca.existingConfigMap) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* FACEID_UPSTREAM_ENCRYPTION; a bare YAML `off` arrives as false. */}}
+{{- define "faceid-gateway.upstreamEncryption" -}}
+{{- $mode := .Values.upstreamEncryption.mode | toString -}}
+{{- if eq $mode "false" -}}
+off
+{{- else -}}
+{{- $mode -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Where the mounted files live. Fixed directories, each its own read-only
+volume mounted whole (never subPath), so kubelet delivers updates.
+*/}}
+{{- define "faceid-gateway.tlsDir" -}}/etc/faceid-gateway/tls{{- end -}}
+{{- define "faceid-gateway.tokensDir" -}}/etc/faceid-gateway/auth{{- end -}}
+{{- define "faceid-gateway.publicKeysDir" -}}/etc/faceid-gateway/tencent-public-keys{{- end -}}
+
 {{- define "faceid-gateway.gracePeriod" -}}
 {{- $floor := add .Values.preStopSleepSeconds .Values.drainTimeoutSeconds -}}
 {{- if kindIs "invalid" .Values.terminationGracePeriodSeconds -}}
@@ -129,6 +178,7 @@ Checks the schema cannot express. Every message starts with the chart name and
 says what to set.
 */}}
 {{- define "faceid-gateway.validate" -}}
+{{- include "faceid-gateway.requireCurrentValues" . -}}
 {{- $v := .Values -}}
 {{- $source := include "faceid-gateway.credentialsSource" . -}}
 {{- if eq $source "" -}}
@@ -154,6 +204,30 @@ says what to set.
 {{- end -}}
 {{- if and $v.autoscaling.enabled (lt ($v.autoscaling.maxReplicas | int) ($v.autoscaling.minReplicas | int)) -}}
 {{- fail "faceid-gateway: autoscaling.maxReplicas must be at least autoscaling.minReplicas." -}}
+{{- end -}}
+{{- if and $v.tls.enabled (not $v.tls.existingSecret) -}}
+{{- fail "faceid-gateway: tls.enabled=true needs tls.existingSecret, a kubernetes.io/tls Secret with tls.crt and tls.key (for example a cert-manager Certificate's secretName)." -}}
+{{- end -}}
+{{- $ca := $v.tls.clientCA -}}
+{{- if and $ca.existingSecret $ca.existingConfigMap -}}
+{{- fail "faceid-gateway: set either tls.clientCA.existingSecret or tls.clientCA.existingConfigMap, not both." -}}
+{{- end -}}
+{{- if and (or $ca.existingSecret $ca.existingConfigMap) (not $v.tls.enabled) -}}
+{{- fail "faceid-gateway: tls.clientCA asks for mutual TLS, which needs TLS: set tls.enabled=true and tls.existingSecret, or leave tls.clientCA empty." -}}
+{{- end -}}
+{{- if and (include "faceid-gateway.mtls" .) $v.tests.enabled (not $v.tests.tls.clientSecret) -}}
+{{- fail "faceid-gateway: with mutual TLS the `helm test` pod needs a client certificate from the client CA. Set tests.tls.clientSecret to a kubernetes.io/tls Secret holding one, or set tests.enabled=false." -}}
+{{- end -}}
+{{- $credDir := trimSuffix "/" $v.credentials.file.mountPath -}}
+{{- if has $credDir (list (include "faceid-gateway.tlsDir" .) (include "faceid-gateway.tokensDir" .) (include "faceid-gateway.publicKeysDir" .)) -}}
+{{- fail (printf "faceid-gateway: credentials.file.mountPath=%s is where the chart mounts TLS, token or public-key files; choose another directory." $credDir) -}}
+{{- end -}}
+{{- $pk := $v.upstreamEncryption.tencentPublicKeys -}}
+{{- if and $pk.existingConfigMap (not (or $pk.rsaKey $pk.sm2Key)) -}}
+{{- fail "faceid-gateway: upstreamEncryption.tencentPublicKeys.existingConfigMap is set but neither rsaKey nor sm2Key names a key in it." -}}
+{{- end -}}
+{{- if and (or $pk.rsaKey $pk.sm2Key) (not $pk.existingConfigMap) -}}
+{{- fail "faceid-gateway: upstreamEncryption.tencentPublicKeys.rsaKey/sm2Key need existingConfigMap, the ConfigMap holding the PEM keys." -}}
 {{- end -}}
 {{- $floor := add $v.preStopSleepSeconds $v.drainTimeoutSeconds -}}
 {{- if le (include "faceid-gateway.gracePeriod" . | int) ($floor | int) -}}
