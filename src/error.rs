@@ -9,7 +9,10 @@ use std::time::Duration;
 
 use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
-use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
+use tonic_types::{
+    BadRequest, ErrorDetail, ErrorInfo, FieldViolation, PreconditionFailure, QuotaFailure,
+    RetryInfo, StatusExt,
+};
 
 use crate::tencent::{self, Class};
 use crate::validate::InvalidArgument;
@@ -150,15 +153,19 @@ pub fn grpc_name(code: Code) -> &'static str {
 impl From<Error> for Status {
     fn from(error: Error) -> Self {
         let code = error.code();
-        let mut details = ErrorDetails::new();
+        let reason = error.reason();
+        let mut more = Vec::new();
         let message = match &error {
             Error::InvalidArgument(invalid) => return invalid_argument_status(invalid),
             Error::Upstream(upstream) => return upstream_status(upstream),
             Error::RateLimited { retry_after } => {
-                details.set_retry_info(Some(*retry_after));
-                details.add_quota_failure_violation(
-                    "faceid-gateway",
-                    "the shared upstream rate limit has no slot within the wait allowed",
+                more.push(RetryInfo::new(Some(*retry_after)).into());
+                more.push(
+                    QuotaFailure::with_violation(
+                        "faceid-gateway",
+                        "the shared upstream rate limit has no slot within the wait allowed",
+                    )
+                    .into(),
                 );
                 format!(
                     "the upstream rate limit has no free slot in time; one frees in {} ms",
@@ -179,30 +186,49 @@ impl From<Error> for Status {
                 quota,
                 retry_after,
             } => {
-                details.set_retry_info(Some(*retry_after));
-                details.add_quota_failure_violation(
-                    format!("caller:{caller}"),
-                    format!("this caller may make {quota} upstream calls per second"),
+                more.push(RetryInfo::new(Some(*retry_after)).into());
+                more.push(
+                    QuotaFailure::with_violation(
+                        format!("caller:{caller}"),
+                        format!("this caller may make {quota} upstream calls per second"),
+                    )
+                    .into(),
                 );
                 format!("caller {caller} used up its share of {quota} calls per second")
             }
             Error::BatchTooLarge { max_items } => {
-                details.add_quota_failure_violation(
-                    "batch-stream",
-                    format!("a batch stream may carry at most {max_items} items"),
+                more.push(
+                    QuotaFailure::with_violation(
+                        "batch-stream",
+                        format!("a batch stream may carry at most {max_items} items"),
+                    )
+                    .into(),
                 );
                 format!(
                     "this stream already sent {max_items} items, the most one stream may carry; start another"
                 )
             }
             Error::ShuttingDown => {
-                details.set_retry_info(Some(TRANSIENT_RETRY_DELAY));
+                more.push(RetryInfo::new(Some(TRANSIENT_RETRY_DELAY)).into());
                 "the gateway is shutting down; retry on another replica".to_owned()
             }
         };
-        details.set_error_info(error.reason(), ERROR_DOMAIN, gateway_metadata());
-        Status::with_error_details(code, message, details)
+        with_details(code, message, reason, gateway_metadata(), more)
     }
+}
+
+/// A status whose details start with `ErrorInfo` (so a client reading the
+/// first detail finds it, whatever else follows), then `more`.
+fn with_details(
+    code: Code,
+    message: String,
+    reason: &str,
+    metadata: HashMap<String, String>,
+    more: Vec<ErrorDetail>,
+) -> Status {
+    let mut details = vec![ErrorInfo::new(reason, ERROR_DOMAIN, metadata).into()];
+    details.extend(more);
+    Status::with_error_details_vec(code, message, details)
 }
 
 /// `ErrorInfo.metadata` of errors the gateway raises without asking Tencent.
@@ -211,30 +237,29 @@ fn gateway_metadata() -> HashMap<String, String> {
 }
 
 fn invalid_argument_status(invalid: &InvalidArgument) -> Status {
-    let mut details = ErrorDetails::new();
-    details.set_error_info(invalid.reason(), ERROR_DOMAIN, gateway_metadata());
-    details.set_bad_request(
-        invalid
-            .violations
-            .iter()
-            .map(|v| FieldViolation::new(&v.field, &v.description))
-            .collect::<Vec<_>>(),
-    );
-    Status::with_error_details(Code::InvalidArgument, invalid.to_string(), details)
+    let violations: Vec<FieldViolation> = invalid
+        .violations
+        .iter()
+        .map(|v| FieldViolation::new(&v.field, &v.description))
+        .collect();
+    with_details(
+        Code::InvalidArgument,
+        invalid.to_string(),
+        invalid.reason(),
+        gateway_metadata(),
+        vec![BadRequest::new(violations).into()],
+    )
 }
 
 fn upstream_status(error: &tencent::Error) -> Status {
     let class = error.class();
-    let code = code_for(class);
     let reason = error.reason();
     let request_id = error.request_id();
-
-    let mut details = ErrorDetails::new();
     let mut metadata = HashMap::new();
     if let Some(request_id) = request_id {
         metadata.insert("request_id".to_owned(), request_id.to_owned());
     }
-    details.set_error_info(reason, ERROR_DOMAIN, metadata);
+    let mut more: Vec<ErrorDetail> = Vec::new();
     let message = match class {
         Class::InvalidInput => {
             let field = if reason == "FailedOperation.DownLoadError" {
@@ -242,22 +267,25 @@ fn upstream_status(error: &tencent::Error) -> Status {
             } else {
                 "source"
             };
-            details
-                .add_bad_request_violation(field, format!("Tencent refused the input ({reason})"));
+            let description = format!("Tencent refused the input ({reason})");
+            more.push(BadRequest::with_violation(field, description).into());
             format!("Tencent refused the input: {reason}")
         }
         Class::Transient => {
-            details.set_retry_info(Some(TRANSIENT_RETRY_DELAY));
+            more.push(RetryInfo::new(Some(TRANSIENT_RETRY_DELAY)).into());
             format!("Tencent FaceID is unavailable: {error}")
         }
         Class::RateLimited => {
-            details.set_retry_info(Some(TRANSIENT_RETRY_DELAY));
+            more.push(RetryInfo::new(Some(TRANSIENT_RETRY_DELAY)).into());
             format!("Tencent's rate limit was exceeded: {reason}")
         }
         Class::Quota => {
-            details.add_quota_failure_violation(
-                "tencent-account",
-                "the account's CheckIdCardInformation call quota is used up",
+            more.push(
+                QuotaFailure::with_violation(
+                    "tencent-account",
+                    "the account's CheckIdCardInformation call quota is used up",
+                )
+                .into(),
             );
             format!("the Tencent account's call quota is used up: {reason}")
         }
@@ -265,10 +293,13 @@ fn upstream_status(error: &tencent::Error) -> Status {
             format!("the gateway's Tencent setup was refused: {reason}; see the gateway logs")
         }
         Class::AccountState => {
-            details.add_precondition_failure_violation(
-                "TENCENT_ACCOUNT",
-                "faceid",
-                format!("the Tencent account cannot use FaceID ({reason})"),
+            more.push(
+                PreconditionFailure::with_violation(
+                    "TENCENT_ACCOUNT",
+                    "faceid",
+                    format!("the Tencent account cannot use FaceID ({reason})"),
+                )
+                .into(),
             );
             format!("the Tencent account cannot use FaceID: {reason}")
         }
@@ -276,7 +307,7 @@ fn upstream_status(error: &tencent::Error) -> Status {
             format!("Tencent answered an unknown code: {reason}")
         }
     };
-    let mut status = Status::with_error_details(code, message, details);
+    let mut status = with_details(code_for(class), message, reason, metadata, more);
     if let Some(request_id) = request_id
         && let Ok(value) = MetadataValue::try_from(request_id)
     {
@@ -311,6 +342,28 @@ mod tests {
                 Some("req-1")
             );
             assert_eq!(status.metadata().get(REQUEST_ID_METADATA).unwrap(), "req-1");
+        }
+    }
+
+    #[test]
+    fn error_info_is_always_the_first_detail() {
+        let statuses: Vec<Status> = vec![
+            status_for("InternalError"),
+            status_for("RequestLimitExceeded"),
+            status_for("FailedOperation.ImageNoIdCard"),
+            Error::RateLimited {
+                retry_after: Duration::from_secs(1),
+            }
+            .into(),
+            Error::ShuttingDown.into(),
+            Error::InvalidArgument(InvalidArgument::new("image", "bad", "MissingParameter")).into(),
+        ];
+        for status in statuses {
+            let first = status.get_error_details_vec().into_iter().next();
+            assert!(
+                matches!(first, Some(ErrorDetail::ErrorInfo(_))),
+                "{status:?}"
+            );
         }
     }
 
