@@ -17,7 +17,7 @@ use tonic_types::StatusExt;
 
 use crate::helpers::{
     Gateway, Options, SAMPLE_PNG, SECRET_ID, SECRET_KEY, request_with, spawn_gateway,
-    spawn_simulator,
+    spawn_simulator, verified,
 };
 
 /// Writes the simulator's public keys where a gateway can load them.
@@ -59,12 +59,7 @@ async fn both_algorithms_in_both_modes_answer_as_without_encryption() {
     let simulator = spawn_simulator(0).await;
     let dir = tempfile::tempdir().unwrap();
     let mut plain_gateway = gateway(&simulator, &dir, &[]).await;
-    let expected = plain_gateway
-        .client
-        .verify_id_card(request_with(""))
-        .await
-        .unwrap()
-        .into_inner();
+    let expected = verified(&mut plain_gateway.client, request_with("")).await;
     assert_eq!(simulator.stats().encrypted, 0);
     assert_eq!(expected.verdict(), Verdict::Match);
 
@@ -83,12 +78,7 @@ async fn both_algorithms_in_both_modes_answer_as_without_encryption() {
             )
             .await;
 
-            let answer = encrypted
-                .client
-                .verify_id_card(request_with(""))
-                .await
-                .unwrap()
-                .into_inner();
+            let answer = verified(&mut encrypted.client, request_with("")).await;
 
             encrypted_answers += 1;
             assert_eq!(
@@ -102,12 +92,11 @@ async fn both_algorithms_in_both_modes_answer_as_without_encryption() {
                 "{algorithm} {mode}"
             );
             // Verdict codes that carry card fields come back opened too.
-            let mismatch = encrypted
-                .client
-                .verify_id_card(request_with("result=FailedOperation.IdNameMisMatch"))
-                .await
-                .unwrap()
-                .into_inner();
+            let mismatch = verified(
+                &mut encrypted.client,
+                request_with("result=FailedOperation.IdNameMisMatch"),
+            )
+            .await;
             encrypted_answers += 1;
             assert_eq!(mismatch.verdict(), Verdict::IdNameMismatch);
             assert_eq!(

@@ -298,3 +298,15 @@ pub fn venv_bin(name: &str) -> PathBuf {
     );
     path
 }
+
+/// Calls `VerifyIdCard` and returns the answer, failing the test on an error.
+pub async fn verified(
+    client: &mut IdCardVerificationServiceClient<Channel>,
+    request: VerifyIdCardRequest,
+) -> faceid_gateway::proto::VerifyIdCardResponse {
+    client
+        .verify_id_card(request)
+        .await
+        .expect("the call succeeds")
+        .into_inner()
+}

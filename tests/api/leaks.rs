@@ -11,7 +11,7 @@ use faceid_gateway::proto::{VerifyIdCardRequest, verify_id_card_request::Source}
 use faceid_gateway::telemetry::{self, OtlpSettings};
 use tracing_subscriber::fmt::MakeWriter;
 
-use crate::helpers::{Options, SECRET_KEY, image_request, png_with, spawn_app_with};
+use crate::helpers::{Options, SECRET_KEY, image_request, png_with, spawn_app_with, verified};
 
 /// Collects every formatted log line in memory.
 #[derive(Clone, Default)]
@@ -48,12 +48,7 @@ async fn no_log_line_holds_keys_signatures_images_or_personal_data() {
 
     let mut app = spawn_app_with(Options::default()).await;
     let image = png_with("sim=97.5");
-    let answer = app
-        .client
-        .verify_id_card(image_request(image.clone()))
-        .await
-        .unwrap()
-        .into_inner();
+    let answer = verified(&mut app.client, image_request(image.clone())).await;
     let card = answer.id_card.clone().unwrap();
     let private_url = "https://example.com/cards/zhang-san-110101199001011234.jpg";
     let _ = app

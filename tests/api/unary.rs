@@ -8,7 +8,9 @@ use faceid_gateway::validate::MAX_IMAGE_BYTES;
 use tonic::Code;
 use tonic_types::StatusExt;
 
-use crate::helpers::{Options, image_request, png_with, request_with, spawn_app, spawn_app_with};
+use crate::helpers::{
+    Options, image_request, png_with, request_with, spawn_app, spawn_app_with, verified,
+};
 
 #[tokio::test]
 async fn a_plain_image_is_a_simulated_match() {
@@ -52,12 +54,7 @@ async fn an_image_url_is_verified() {
         ..Default::default()
     };
 
-    let answer = app
-        .client
-        .verify_id_card(request)
-        .await
-        .unwrap()
-        .into_inner();
+    let answer = verified(&mut app.client, request).await;
 
     assert_eq!(answer.verdict(), Verdict::Match);
     assert_eq!(app.upstream_stats().received, 1);
@@ -67,12 +64,7 @@ async fn an_image_url_is_verified() {
 async fn success_below_the_threshold_is_not_a_match() {
     let mut app = spawn_app().await;
 
-    let answer = app
-        .client
-        .verify_id_card(request_with("sim=42.5"))
-        .await
-        .unwrap()
-        .into_inner();
+    let answer = verified(&mut app.client, request_with("sim=42.5")).await;
 
     assert_eq!(answer.verdict(), Verdict::LowSimilarity);
     assert_eq!(answer.similarity, 42.5);
@@ -161,18 +153,8 @@ async fn warnings_fire_only_for_the_checks_requested() {
         ..Checks::default()
     });
 
-    let warned = app
-        .client
-        .verify_id_card(request)
-        .await
-        .unwrap()
-        .into_inner();
-    let unchecked = app
-        .client
-        .verify_id_card(request_with("warn=-9102|-9103"))
-        .await
-        .unwrap()
-        .into_inner();
+    let warned = verified(&mut app.client, request).await;
+    let unchecked = verified(&mut app.client, request_with("warn=-9102|-9103")).await;
 
     assert_eq!(warned.verdict(), Verdict::Warning);
     assert_eq!(warned.warning_codes, ["-9102"]);
@@ -189,12 +171,7 @@ async fn the_quality_score_comes_back_when_asked_for() {
         ..Checks::default()
     });
 
-    let answer = app
-        .client
-        .verify_id_card(request)
-        .await
-        .unwrap()
-        .into_inner();
+    let answer = verified(&mut app.client, request).await;
 
     assert_eq!(answer.quality, Some(77.0));
 }
@@ -426,12 +403,7 @@ async fn the_largest_valid_image_fits_and_anything_larger_is_refused() {
     let mut far_too_large = largest.clone();
     far_too_large.resize(MAX_IMAGE_BYTES + 64 * 1024, b'x');
 
-    let answer = app
-        .client
-        .verify_id_card(image_request(Bytes::from(largest)))
-        .await
-        .unwrap()
-        .into_inner();
+    let answer = verified(&mut app.client, image_request(Bytes::from(largest))).await;
     let refused = app
         .client
         .verify_id_card(image_request(Bytes::from(far_too_large)))
