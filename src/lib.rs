@@ -1,40 +1,32 @@
 //! faceid-gateway: a gRPC service that verifies Chinese resident ID cards
 //! through Tencent Cloud FaceID `CheckIdCardInformation`.
 //!
-//! - [`proto`]: the generated `faceid.v1` contract;
-//! - [`tencent`]: the signed upstream client;
+//! The layers, and the one direction their imports go (README "Code map"):
+//!
+//! - `server`: what callers see (gRPC service, batches, auth, validation,
+//!   errors, the admin port), built on
+//! - `upstream`: the shared tower stack (concurrency cap, retries, the GCRA
+//!   rate limit), built on
+//! - [`tencent`]: signing, the HTTP client, the wire model, the code table,
+//!   credentials and answer encryption;
 //! - [`simulator`]: a local Tencent stand-in that checks signatures;
-//! - [`crypto`]: sensitive-data encryption (RSA/SM2 key wrap, AES-CBC, SM4-GCM);
-//! - [`validate`], [`verdict`], [`error`]: input checks, answer mapping and
-//!   the one mapping to `tonic::Status`;
-//! - [`upstream`], [`limit`]: the shared tower stack (concurrency cap,
-//!   retries, GCRA rate limit, attempts);
-//! - [`verifier`], [`batch`]: one verification, and the batch stream driver;
-//! - [`telemetry`], [`observe`], [`metrics`], [`admin`]: logs and traces,
-//!   what each RPC reports, Prometheus metrics and the admin port;
-//! - [`auth`], [`tls`]: caller tokens and quotas; TLS and mutual TLS;
-//! - [`service`], [`startup`], [`config`]: the gRPC server and its settings.
+//! - `net`: the accept loop, HTTP connection serving and TLS of every port;
+//! - [`config`], [`telemetry`], `metrics`, [`proto`]: settings, logs and
+//!   traces, Prometheus metrics, the generated contract;
+//! - [`startup`]: assembles the layers into a running gateway.
 
-pub mod admin;
-pub mod auth;
-pub mod batch;
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
 pub mod config;
-pub mod crypto;
-pub mod deadline;
-pub mod error;
-pub mod limit;
-pub mod metrics;
-pub mod observe;
+pub(crate) mod metrics;
+pub(crate) mod net;
 pub mod proto;
-pub mod service;
-pub mod shutdown;
+pub mod server;
 pub mod simulator;
 pub mod startup;
 pub mod telemetry;
 pub mod tencent;
-pub mod tls;
-pub mod upstream;
-pub mod validate;
-pub mod verdict;
-pub mod verifier;
-pub mod watch;
+pub(crate) mod upstream;
+
+pub use net::install_crypto_provider;

@@ -8,9 +8,9 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use faceid_gateway::config::{Cli, Command, ServeArgs, SimulatorArgs, TokenArgs};
 use faceid_gateway::simulator::{Simulator, SimulatorConfig};
-use faceid_gateway::startup::{Application, Upstream};
+use faceid_gateway::startup::{Application, UpstreamTarget, shutdown_signal};
+use faceid_gateway::telemetry;
 use faceid_gateway::tencent::CredentialProvider;
-use faceid_gateway::{shutdown, telemetry};
 use secrecy::SecretString;
 
 /// Every call allocates and frees image-sized buffers (hundreds of KiB):
@@ -21,7 +21,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let command = Cli::parse().into_command();
-    faceid_gateway::tls::install_crypto_provider();
+    faceid_gateway::install_crypto_provider();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -47,14 +47,14 @@ fn main() -> ExitCode {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let telemetry = telemetry::init(args.log_format)?;
-    let upstream = if args.simulate {
-        Upstream::Simulate
+    let target = if args.simulate {
+        UpstreamTarget::BuiltInSimulator
     } else {
         let credentials = CredentialProvider::from_env(|name| std::env::var(name).ok())?;
-        Upstream::Tencent(Arc::new(credentials))
+        UpstreamTarget::Tencent(Arc::new(credentials))
     };
-    let app = Application::build(args, upstream).await?;
-    let served = app.run_until_stopped(shutdown::signal()).await;
+    let app = Application::build(args, target).await?;
+    let served = app.run_until_stopped(shutdown_signal()).await;
     // Export the spans of the last requests before exiting.
     telemetry.shutdown();
     Ok(served?)
@@ -63,7 +63,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// Prints a new token (to give the caller) and its tokens-file line (to add
 /// to --auth-tokens-file); only the line's hash is ever stored.
 fn token(args: &TokenArgs) -> anyhow::Result<()> {
-    let (token, line) = faceid_gateway::auth::new_token(&args.name, args.quota)?;
+    let (token, line) = faceid_gateway::server::new_token(&args.name, args.quota)?;
     println!("token (give it to the caller; it is not stored anywhere): {token}");
     println!("line for --auth-tokens-file: {line}");
     Ok(())
@@ -91,7 +91,7 @@ async fn simulator(args: SimulatorArgs) -> anyhow::Result<()> {
     );
     let cancel = simulator.cancellation();
     tokio::spawn(async move {
-        shutdown::signal().await;
+        shutdown_signal().await;
         cancel.cancel();
     });
     simulator.wait().await;

@@ -3,9 +3,11 @@
 //! Every label value comes from a closed set (method names, gRPC codes,
 //! code classes, the code table's patterns, fixed failure names, caller
 //! names from the tokens file), so no label ever holds personal data, a
-//! request id or another unbounded value.
+//! request id or another unbounded value; the callers choose the values,
+//! this module only holds the families. It imports nothing else of the
+//! crate, so every layer may report here.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -15,74 +17,74 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::error::grpc_name;
-use crate::limit::SlidingWindow;
-use crate::tencent::{self, codes};
-
 /// Labels of a finished RPC or batch item.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RpcLabels {
+pub(crate) struct RpcLabels {
     /// `VerifyIdCard`, `VerifyIdCardBatch` or `VerifyIdCardBatch.item`.
-    pub method: &'static str,
+    pub(crate) method: &'static str,
     /// The caller's name from the tokens file (`anonymous` without one).
-    pub caller: String,
+    pub(crate) caller: String,
     /// The gRPC code, e.g. `OK`, `INVALID_ARGUMENT`.
-    pub code: &'static str,
+    pub(crate) code: &'static str,
 }
 
 /// Labels of an RPC method.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct MethodLabels {
+pub(crate) struct MethodLabels {
     /// The method.
-    pub method: &'static str,
+    pub(crate) method: &'static str,
 }
 
 /// Labels of one upstream outcome.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct TencentLabels {
+pub(crate) struct TencentLabels {
     /// The class in the code table (`success`, `transient`, …).
-    pub class: &'static str,
+    pub(crate) class: &'static str,
     /// The code's row in the table (`AuthFailure*`, `Success`), a fixed
     /// transport failure name, or `other` for codes the table lacks.
-    pub code: String,
+    pub(crate) code: String,
 }
 
 /// Labels of a retry.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ClassLabels {
+pub(crate) struct ClassLabels {
     /// The class of the failure that was retried.
-    pub class: &'static str,
+    pub(crate) class: &'static str,
 }
 
 /// Every metric the gateway exports.
-pub struct Metrics {
+pub(crate) struct Metrics {
     registry: Registry,
     /// RPCs by method and gRPC code.
-    pub rpcs: Family<RpcLabels, Counter>,
+    pub(crate) rpcs: Family<RpcLabels, Counter>,
     /// RPC latency by method.
-    pub rpc_seconds: Family<MethodLabels, Histogram>,
+    pub(crate) rpc_seconds: Family<MethodLabels, Histogram>,
     /// Upstream attempts by the class and code of their outcome.
-    pub tencent_responses: Family<TencentLabels, Counter>,
+    pub(crate) tencent_responses: Family<TencentLabels, Counter>,
     /// Upstream attempt latency.
-    pub attempt_seconds: Histogram,
+    pub(crate) attempt_seconds: Histogram,
     /// Upstream attempts in flight.
-    pub upstream_in_flight: Gauge,
+    pub(crate) upstream_in_flight: Gauge,
     /// Retries by the class of the failure retried.
-    pub retries: Family<ClassLabels, Counter>,
+    pub(crate) retries: Family<ClassLabels, Counter>,
     /// Time spent waiting for a rate-limit slot.
-    pub rate_limit_wait_seconds: Histogram,
+    pub(crate) rate_limit_wait_seconds: Histogram,
     /// Calls refused because no slot came in time.
-    pub rate_limit_rejections: Counter,
+    pub(crate) rate_limit_rejections: Counter,
     /// Decisions made by the local fallback while Redis was unreachable.
-    pub rate_limit_fallbacks: Counter,
+    pub(crate) rate_limit_fallbacks: Counter,
     /// The configured limit, calls per second.
-    pub rate_limit_configured: Gauge,
+    pub(crate) rate_limit_configured: Gauge,
     /// Calls sent upstream in the last rate-limit window (refreshed per scrape).
-    pub upstream_rate_observed: Gauge,
+    pub(crate) upstream_rate_observed: Gauge,
     /// Batch items in flight, all streams.
-    pub batch_items_in_flight: Gauge,
-    dispatch_window: OnceLock<Arc<SlidingWindow>>,
+    pub(crate) batch_items_in_flight: Gauge,
+    /// Reads the upstream calls sent in the last window, at each scrape.
+    upstream_rate_source: OnceLock<RateSource>,
 }
+
+/// Counts the upstream calls sent in the last rate-limit window.
+type RateSource = Box<dyn Fn() -> usize + Send + Sync>;
 
 impl std::fmt::Debug for Metrics {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -103,7 +105,7 @@ impl Default for Metrics {
 
 impl Metrics {
     /// A fresh set of metrics in its own registry.
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let mut registry = Registry::with_prefix("faceid");
         let rpcs = Family::<RpcLabels, Counter>::default();
         registry.register(
@@ -195,23 +197,24 @@ impl Metrics {
             rate_limit_configured,
             upstream_rate_observed,
             batch_items_in_flight,
-            dispatch_window: OnceLock::new(),
+            upstream_rate_source: OnceLock::new(),
         }
     }
 
-    /// Records a finished RPC (or batch item).
-    pub fn rpc_finished(
+    /// Records a finished RPC (or batch item) with the canonical name of
+    /// its gRPC code (`OK`, `INVALID_ARGUMENT`, …).
+    pub(crate) fn rpc_finished(
         &self,
         method: &'static str,
         caller: &str,
-        code: tonic::Code,
+        code: &'static str,
         elapsed: Duration,
     ) {
         self.rpcs
             .get_or_create(&RpcLabels {
                 method,
                 caller: caller.to_owned(),
-                code: grpc_name(code),
+                code,
             })
             .inc();
         self.rpc_seconds
@@ -219,35 +222,28 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
     }
 
-    /// Records one upstream attempt's outcome: the class and table row of
-    /// the Tencent code it carried, or the transport failure's name.
-    pub fn attempt_finished(&self, class: tencent::Class, code: &str, elapsed: Duration) {
-        let row = if class == tencent::Class::Transient && codes::lookup(code).is_none() {
-            // Gateway-side failure names (UpstreamTimeout, …): a fixed set.
-            code.to_owned()
-        } else {
-            codes::lookup(code).map_or_else(|| "other".to_owned(), |(pattern, _)| pattern.display())
-        };
+    /// Records one upstream attempt's outcome: the class of its code and
+    /// the code's row in the table (or the transport failure's name).
+    pub(crate) fn attempt_finished(&self, class: &'static str, row: &str, elapsed: Duration) {
         self.tencent_responses
             .get_or_create(&TencentLabels {
-                class: class.as_str(),
-                code: row,
+                class,
+                code: row.to_owned(),
             })
             .inc();
         self.attempt_seconds.observe(elapsed.as_secs_f64());
     }
 
-    /// Lets scrapes report the upstream rate observed by `window`.
-    pub fn observe_dispatch_window(&self, window: Arc<SlidingWindow>) {
-        let _ = self.dispatch_window.set(window);
+    /// Lets scrapes report the upstream rate counted by `source`.
+    pub(crate) fn observe_upstream_rate(&self, source: impl Fn() -> usize + Send + Sync + 'static) {
+        let _ = self.upstream_rate_source.set(Box::new(source));
     }
 
     /// The OpenMetrics text of every metric.
-    pub fn encode(&self) -> String {
-        if let Some(window) = self.dispatch_window.get() {
-            let recent = window.recent(tokio::time::Instant::now());
+    pub(crate) fn encode(&self) -> String {
+        if let Some(source) = self.upstream_rate_source.get() {
             self.upstream_rate_observed
-                .set(i64::try_from(recent).unwrap_or(i64::MAX));
+                .set(i64::try_from(source()).unwrap_or(i64::MAX));
         }
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
@@ -261,25 +257,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn labels_come_from_closed_sets() {
+    fn the_text_has_every_family_and_the_labels_given() {
         let metrics = Metrics::new();
-        metrics.attempt_finished(
-            tencent::Class::GatewaySetup,
-            "AuthFailure.SignatureFailure",
-            Duration::ZERO,
-        );
-        metrics.attempt_finished(
-            tencent::Class::Unknown,
-            "Weird.Code.From.Upstream",
-            Duration::ZERO,
-        );
-        metrics.attempt_finished(tencent::Class::Transient, "UpstreamTimeout", Duration::ZERO);
+        metrics.attempt_finished("gateway_setup", "AuthFailure*", Duration::ZERO);
         metrics.rpc_finished(
             "VerifyIdCard",
             "billing",
-            tonic::Code::InvalidArgument,
+            "INVALID_ARGUMENT",
             Duration::from_millis(3),
         );
+        metrics.observe_upstream_rate(|| 42);
         let text = metrics.encode();
         assert!(
             text.contains(
@@ -287,17 +274,10 @@ mod tests {
             ),
             "{text}"
         );
-        assert!(
-            text.contains(r#"faceid_tencent_responses_total{class="unknown",code="other"} 1"#),
-            "{text}"
-        );
-        assert!(text.contains(
-            r#"faceid_tencent_responses_total{class="transient",code="UpstreamTimeout"} 1"#
-        ));
         assert!(text.contains(
             r#"faceid_rpcs_total{method="VerifyIdCard",caller="billing",code="INVALID_ARGUMENT"} 1"#
         ));
-        assert!(!text.contains("Weird.Code"));
+        assert!(text.contains("faceid_upstream_rate_observed 42"), "{text}");
         assert!(text.ends_with("# EOF\n"));
     }
 }

@@ -1,52 +1,48 @@
-//! Assembles the gateway: upstream client (Tencent or the in-process
-//! simulator), gRPC services (ours, health, reflection), and the graceful
-//! shutdown sequence. `Application::build` binds (port 0 works) so tests can
-//! run the real server.
+//! Assembles the gateway from its layers: the upstream client (Tencent or
+//! the in-process simulator) and the shared stack, the gRPC services (ours,
+//! health, reflection) behind caller authentication, the admin port, and the
+//! graceful shutdown sequence. `Application::build` binds (port 0 works) so
+//! tests run the real server.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
+use tonic::service::Routes;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
+use tower::ServiceBuilder;
 
-use crate::admin;
-use crate::auth::{self, AuthLayer, Authenticator};
-use crate::batch::BatchSettings;
-use crate::config::{EncryptionAlgorithm, ServeArgs, UpstreamEncryption};
-use crate::crypto::{Algorithm, PublicKeys};
-use crate::limit::{self, Limiter, RedisConfig, RedisLimiter};
+use crate::config::{EncryptionAlgorithm, EncryptionDefault, ServeArgs};
 use crate::metrics::Metrics;
+use crate::net::http::{Http2Settings, HttpServer, HttpSettings};
+use crate::net::listener::Listener;
+pub use crate::net::tls::TlsError;
+use crate::net::tls::{ReloadingAcceptor, TlsFiles};
 use crate::proto::id_card_verification_service_server::IdCardVerificationServiceServer;
-use crate::service::VerificationService;
+use crate::server::admin;
+use crate::server::auth::{self, AuthLayer, Authenticator};
+use crate::server::batch::BatchSettings;
+use crate::server::service::VerificationService;
+use crate::server::validate::MAX_REQUEST_MESSAGE_BYTES;
+use crate::server::verifier::{EncryptionPolicy, Verifier};
 use crate::simulator::{Simulator, SimulatorConfig};
+use crate::tencent::crypto::{Algorithm, PrivateKeys, PublicKeys};
 use crate::tencent::{self, ClientConfig, CredentialProvider, Credentials};
 use crate::tencent::{EncryptionMode, EncryptionSettings};
-use crate::tls::{self, ReloadingAcceptor, TlsFiles};
+use crate::upstream::limit::{self, Limiter, RedisConfig, RedisLimiter};
 use crate::upstream::{self, StackConfig};
-use crate::validate::MAX_REQUEST_MESSAGE_BYTES;
-use crate::verifier::{EncryptionPolicy, Verifier};
-use tokio::sync::Semaphore;
 
 /// The largest header block a call may send.
 const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 /// How long a keepalive ping may go unanswered.
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// Limits on each client connection.
-#[derive(Debug, Clone, Copy)]
-struct ConnectionLimits {
-    max_concurrent_streams: u32,
-    keepalive_interval: Duration,
-    max_connection_age: Option<Duration>,
-}
-
+/// How long a client has to finish the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// HTTP/2 flow-control window per stream: one large image in one go.
 const STREAM_WINDOW_BYTES: u32 = 1024 * 1024;
 /// HTTP/2 flow-control window per connection.
@@ -57,14 +53,14 @@ const MAX_FRAME_BYTES: u32 = 1024 * 1024;
 const MAX_RESPONSE_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 
 /// Where the upstream calls go.
-pub enum Upstream {
+pub enum UpstreamTarget {
     /// Start the simulator in-process on a loopback port, with throwaway keys.
-    Simulate,
+    BuiltInSimulator,
     /// Call `ServeArgs::endpoint` with these credentials.
     Tencent(Arc<CredentialProvider>),
 }
 
-/// Why the gateway could not start or stopped with an error.
+/// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     /// A socket could not be bound.
@@ -90,65 +86,80 @@ pub enum StartupError {
     Redis(#[source] redis::RedisError),
     /// A Tencent public key file is unusable.
     #[error("cannot load Tencent's encryption public keys")]
-    PublicKeys(#[from] crate::crypto::CryptoError),
+    PublicKeys(#[from] crate::tencent::crypto::CryptoError),
     /// The TLS files are unusable.
     #[error(transparent)]
-    Tls(#[from] tls::TlsError),
+    Tls(#[from] TlsError),
     /// The tokens file is unusable.
     #[error(transparent)]
     Tokens(#[from] auth::TokensFileError),
-    /// The gRPC server failed.
-    #[error("the gRPC server failed")]
-    Serve(#[from] tonic::transport::Error),
 }
+
+/// The gRPC port's service: our RPCs, health and reflection behind caller
+/// authentication.
+type GrpcService = auth::Auth<Routes>;
 
 /// A bound, ready-to-run gateway.
 pub struct Application {
-    listener: TcpListener,
+    grpc: Listener,
+    grpc_service: GrpcService,
+    grpc_settings: HttpSettings,
     /// TLS for the gRPC port, when configured.
     tls: Option<Arc<ReloadingAcceptor>>,
-    /// Caller authentication (a pass-through when off).
-    auth: AuthLayer,
-    limits: ConnectionLimits,
-    admin_listener: TcpListener,
+    health: HealthReporter,
+    admin: Listener,
     metrics: Arc<Metrics>,
-    service: VerificationService,
     simulator: Option<Simulator>,
     drain_timeout: Duration,
-    background: CancellationToken,
-    /// Cancelled when shutdown starts, so batch streams begin draining.
-    shutdown: CancellationToken,
+    /// Stops the background tasks (file reloaders) when cancelled; cancelled
+    /// when the application is dropped, built or not.
+    background: tokio_util::sync::DropGuard,
+    /// A clone of the background token, for tasks started when serving.
+    background_token: CancellationToken,
+    /// Cancelled when shutdown starts, so batch streams begin draining and
+    /// readiness turns 503.
+    draining: CancellationToken,
+}
+
+/// The in-process simulator, bound but not started.
+struct BoundSimulator {
+    listener: TcpListener,
+    config: SimulatorConfig,
+    credentials: Arc<CredentialProvider>,
+    /// The public halves of the simulator's key pairs, which stand in for
+    /// Tencent's.
+    public_keys: PublicKeys,
 }
 
 impl Application {
-    /// Binds the listener and builds the upstream client; starts the
-    /// simulator first when asked to.
+    /// Binds the listeners and builds every layer; starts the simulator
+    /// when asked to. Everything that can fail is done before any
+    /// background task starts, so a failed build leaves nothing running.
     ///
     /// # Errors
-    /// Binding fails, or the upstream cannot be set up.
-    pub async fn build(args: ServeArgs, upstream: Upstream) -> Result<Self, StartupError> {
-        let background = CancellationToken::new();
-        let shutdown = CancellationToken::new();
-        let (endpoint, credentials, simulator, public_keys) = match upstream {
-            Upstream::Simulate => {
-                let (simulator, credentials) = start_simulator(args.simulator_rate_limit).await?;
-                // The simulator's key pairs stand in for Tencent's.
-                let public_keys = simulator.public_keys();
-                (
-                    simulator.endpoint(),
-                    credentials,
-                    Some(simulator),
-                    public_keys,
-                )
+    /// Binding fails, or a layer cannot be set up.
+    pub async fn build(args: ServeArgs, target: UpstreamTarget) -> Result<Self, StartupError> {
+        let (bound_simulator, credentials, reloading_credentials) = match target {
+            UpstreamTarget::BuiltInSimulator => {
+                let simulator = bind_simulator(args.simulator_rate_limit).await?;
+                let credentials = Arc::clone(&simulator.credentials);
+                (Some(simulator), credentials, None)
             }
-            Upstream::Tencent(credentials) => {
-                credentials.spawn_reloader(args.reload_interval, background.clone());
-                let public_keys = PublicKeys::from_pem_files(
-                    args.tencent_rsa_public_key.as_deref(),
-                    args.tencent_sm2_public_key.as_deref(),
-                )?;
-                (args.endpoint.clone(), credentials, None, public_keys)
+            UpstreamTarget::Tencent(credentials) => {
+                (None, Arc::clone(&credentials), Some(credentials))
             }
+        };
+        let endpoint = match &bound_simulator {
+            Some(simulator) => simulator_endpoint(&simulator.listener)?,
+            None => args.endpoint.clone(),
+        };
+        let public_keys = match &bound_simulator {
+            // The simulator's key pairs stand in for Tencent's.
+            Some(simulator) => simulator.public_keys.clone(),
+            None => PublicKeys::from_pem_files(
+                args.tencent_rsa_public_key.as_deref(),
+                args.tencent_sm2_public_key.as_deref(),
+            )?,
         };
         let metrics = Arc::new(Metrics::new());
         metrics
@@ -165,59 +176,92 @@ impl Application {
             credentials,
         )?;
         let tls = match (&args.tls_cert, &args.tls_key) {
-            (Some(cert), Some(key)) => {
-                let acceptor = Arc::new(ReloadingAcceptor::load(TlsFiles {
-                    cert: cert.clone(),
-                    key: key.clone(),
-                    client_ca: args.tls_client_ca.clone(),
-                })?);
-                acceptor.spawn_reloader(args.reload_interval, background.clone());
-                Some(acceptor)
-            }
+            (Some(cert), Some(key)) => Some(Arc::new(ReloadingAcceptor::load(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: args.tls_client_ca.clone(),
+            })?)),
             _ => None,
         };
         let authenticator = match &args.auth_tokens_file {
-            Some(path) => {
-                let authenticator = Arc::new(Authenticator::load(path)?);
-                authenticator.spawn_reloader(args.reload_interval, background.clone());
-                Some(authenticator)
+            Some(path) => Some(Arc::new(Authenticator::load(path)?)),
+            None => None,
+        };
+        let grpc = bind(args.listen, "grpc").await?;
+        let admin = bind(args.admin_listen, "admin").await?;
+
+        let draining = CancellationToken::new();
+        let verification = VerificationService::new(
+            Verifier::new(
+                upstream::build(client, limiter, &stack_config(&args), Arc::clone(&metrics)),
+                args.match_threshold,
+                encryption_policy(&args, public_keys),
+            ),
+            BatchSettings {
+                per_stream: args.batch_concurrency as usize,
+                global: Arc::new(Semaphore::new(args.batch_global_concurrency as usize)),
+                max_items: args.batch_max_items,
+                // Leave a second of the server's drain for the last answers.
+                drain_timeout: args.drain_timeout.saturating_sub(Duration::from_secs(1)),
+                metrics: Arc::clone(&metrics),
+            },
+            draining.clone(),
+            Arc::clone(&metrics),
+        );
+        let (health, health_service) = tonic_health::server::health_reporter();
+        let routes = Routes::new(health_service)
+            .add_service(reflection_v1()?)
+            .add_service(reflection_v1alpha()?)
+            .add_service(
+                IdCardVerificationServiceServer::new(verification)
+                    .max_decoding_message_size(MAX_REQUEST_MESSAGE_BYTES)
+                    .max_encoding_message_size(MAX_RESPONSE_MESSAGE_BYTES),
+            )
+            .prepare();
+        let grpc_service = ServiceBuilder::new()
+            .layer(AuthLayer::new(
+                authenticator.clone(),
+                args.auth_allow_reflection,
+            ))
+            .service(routes);
+
+        let simulator = match bound_simulator {
+            Some(bound) => {
+                let simulator = Simulator::start(bound.config, bound.listener)
+                    .map_err(StartupError::Simulator)?;
+                tracing::info!(
+                    endpoint = %simulator.endpoint(),
+                    "built-in simulator started; answers are simulated"
+                );
+                Some(simulator)
             }
             None => None,
         };
-        let listener = bind(args.listen).await?;
-        let admin_listener = bind(args.admin_listen).await?;
+
+        // Nothing below can fail: start the background work.
+        let background = CancellationToken::new();
+        if let Some(credentials) = reloading_credentials {
+            credentials.spawn_reloader(args.reload_interval, background.clone());
+        }
+        if let Some(tls) = &tls {
+            tls.spawn_reloader(args.reload_interval, background.clone());
+        }
+        if let Some(authenticator) = &authenticator {
+            authenticator.spawn_reloader(args.reload_interval, background.clone());
+        }
         Ok(Self {
-            listener,
+            grpc,
+            grpc_service,
+            grpc_settings: grpc_settings(&args, tls.is_some()),
             tls,
-            auth: AuthLayer::new(authenticator, args.auth_allow_reflection),
-            limits: ConnectionLimits {
-                max_concurrent_streams: args.max_concurrent_streams,
-                keepalive_interval: args.keepalive_interval,
-                max_connection_age: args.max_connection_age,
-            },
-            service: VerificationService::new(
-                Verifier::new(
-                    upstream::build(client, limiter, &stack_config(&args), Arc::clone(&metrics)),
-                    args.match_threshold,
-                    encryption_policy(&args, public_keys),
-                ),
-                BatchSettings {
-                    per_stream: args.batch_concurrency as usize,
-                    global: Arc::new(Semaphore::new(args.batch_global_concurrency as usize)),
-                    max_items: args.batch_max_items,
-                    // Leave a second of the server's drain for the last answers.
-                    drain_timeout: args.drain_timeout.saturating_sub(Duration::from_secs(1)),
-                    metrics: Arc::clone(&metrics),
-                },
-                shutdown.clone(),
-                Arc::clone(&metrics),
-            ),
-            admin_listener,
+            health,
+            admin,
             metrics,
-            shutdown,
             simulator,
             drain_timeout: args.drain_timeout,
-            background,
+            background_token: background.clone(),
+            background: background.drop_guard(),
+            draining,
         })
     }
 
@@ -226,7 +270,7 @@ impl Application {
     /// # Panics
     /// Never in practice: a bound listener has an address.
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
+        self.grpc
             .local_addr()
             .expect("a bound listener has an address")
     }
@@ -236,7 +280,7 @@ impl Application {
     /// # Panics
     /// Never in practice: a bound listener has an address.
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin_listener
+        self.admin
             .local_addr()
             .expect("a bound listener has an address")
     }
@@ -247,75 +291,37 @@ impl Application {
     }
 
     /// Serves until `shutdown` completes, then: health turns NOT_SERVING,
-    /// new connections are refused, and in-flight calls get up to the drain
-    /// timeout to finish.
+    /// the port closes, and in-flight calls get up to the drain timeout to
+    /// finish.
     ///
     /// # Errors
-    /// The gRPC server fails.
+    /// None today; the signature leaves room for a server that fails.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), StartupError> {
         let addr = self.local_addr();
         let admin_addr = self.admin_addr();
-        tokio::spawn(admin::serve(
-            self.admin_listener,
-            Arc::clone(&self.metrics),
-            self.shutdown.clone(),
-            self.background.clone(),
-        ));
-        let (health_reporter, health_service) = tonic_health::server::health_reporter();
-        health_reporter
+        let stop_admin = self.background_token.child_token();
+        let admin_settings = HttpSettings {
+            http1: true,
+            ..HttpSettings::default()
+        };
+        let admin = HttpServer::new(
+            self.admin,
+            admin::service(Arc::clone(&self.metrics), self.draining.clone()),
+            admin_settings,
+        )
+        .serve(stop_admin.clone());
+        let admin = tokio::spawn(async move { admin.await.finish_within(Duration::ZERO).await });
+
+        self.health
             .set_serving::<IdCardVerificationServiceServer<VerificationService>>()
             .await;
-        let reflection_v1 = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1()?;
-        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-            .build_v1alpha()?;
-        let verification = IdCardVerificationServiceServer::new(self.service)
-            .max_decoding_message_size(MAX_REQUEST_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_RESPONSE_MESSAGE_BYTES);
-
-        let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
-        let mut builder = Server::builder()
-            // A 200 KB image needs no WINDOW_UPDATE round trips with a 1 MiB
-            // stream window; 8 MiB per connection bounds what one client can
-            // make the gateway buffer.
-            .initial_stream_window_size(Some(STREAM_WINDOW_BYTES))
-            .initial_connection_window_size(Some(CONNECTION_WINDOW_BYTES))
-            .max_frame_size(Some(MAX_FRAME_BYTES))
-            .max_concurrent_streams(Some(self.limits.max_concurrent_streams))
-            .concurrency_limit_per_connection(self.limits.max_concurrent_streams as usize)
-            .http2_max_header_list_size(Some(MAX_HEADER_LIST_BYTES))
-            .http2_keepalive_interval(Some(self.limits.keepalive_interval))
-            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT));
-        if let Some(age) = self.limits.max_connection_age {
-            builder = builder.max_connection_age(age);
-        }
-        let router = builder
-            .layer(self.auth)
-            .add_service(health_service)
-            .add_service(reflection_v1)
-            .add_service(reflection_v1alpha)
-            .add_service(verification);
-        let stop_signal = async {
-            let _ = stopped.await;
-        };
-        let server: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
-            match &self.tls {
-                Some(acceptor) => Box::pin(router.serve_with_incoming_shutdown(
-                    tls::incoming(self.listener, Arc::clone(acceptor), self.background.clone()),
-                    stop_signal,
-                )),
-                None => Box::pin(
-                    router.serve_with_incoming_shutdown(incoming(self.listener), stop_signal),
-                ),
-            };
-        let mut server = server;
+        let stop_grpc = CancellationToken::new();
+        let grpc = HttpServer::new(self.grpc, self.grpc_service, self.grpc_settings)
+            .with_tls(self.tls.clone())
+            .serve(stop_grpc.clone());
         tracing::info!(
             listen = %addr,
             admin_listen = %admin_addr,
@@ -323,66 +329,111 @@ impl Application {
             tls = self.tls.is_some(),
             "faceid-gateway serving"
         );
+        let grpc = tokio::spawn(grpc);
+        shutdown.await;
 
-        let ended_by_itself = tokio::select! {
-            result = &mut server => Some(result),
-            () = shutdown => None,
-        };
-        let result = match ended_by_itself {
-            Some(result) => result.map_err(StartupError::from),
-            None => {
-                self.shutdown.cancel();
-                drain(&health_reporter, stop_accepting, server, self.drain_timeout).await
-            }
-        };
-        self.background.cancel();
+        self.draining.cancel();
+        self.health
+            .set_not_serving::<IdCardVerificationServiceServer<VerificationService>>()
+            .await;
+        self.health
+            .set_service_status("", ServingStatus::NotServing)
+            .await;
+        stop_grpc.cancel();
+        tracing::info!(drain_timeout = ?self.drain_timeout, "draining in-flight calls");
+        if let Ok(draining) = grpc.await
+            && !draining.finish_within(self.drain_timeout).await
+        {
+            tracing::warn!(
+                drain_timeout = ?self.drain_timeout,
+                "drain timeout reached; abandoning remaining calls"
+            );
+        }
+        stop_admin.cancel();
+        let _ = admin.await;
+        drop(self.background);
         if let Some(simulator) = self.simulator {
             simulator.shutdown().await;
         }
         tracing::info!("faceid-gateway stopped");
-        result
+        Ok(())
     }
 }
 
-async fn drain(
-    health: &HealthReporter,
-    stop_accepting: tokio::sync::oneshot::Sender<()>,
-    server: impl Future<Output = Result<(), tonic::transport::Error>>,
-    drain_timeout: Duration,
-) -> Result<(), StartupError> {
-    health
-        .set_not_serving::<IdCardVerificationServiceServer<VerificationService>>()
-        .await;
-    health
-        .set_service_status("", ServingStatus::NotServing)
-        .await;
-    let _ = stop_accepting.send(());
-    tracing::info!(?drain_timeout, "draining in-flight calls");
-    match tokio::time::timeout(drain_timeout, server).await {
-        Ok(result) => result.map_err(StartupError::from),
-        Err(_) => {
-            tracing::warn!(
-                ?drain_timeout,
-                "drain timeout reached; abandoning remaining calls"
-            );
-            Ok(())
+/// Completes when the process receives SIGTERM (Kubernetes) or SIGINT
+/// (Ctrl-C): the signal that starts a graceful shutdown.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut stream) => {
+                stream.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
         }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => tracing::info!("SIGINT received; shutting down"),
+        () = terminate => tracing::info!("SIGTERM received; shutting down"),
     }
 }
 
-/// Accepted connections, with Nagle's algorithm off (a gRPC answer is
-/// several small writes; with it on, delayed ACKs add ~40 ms to each call)
-/// and TCP keepalive so dead peers are noticed.
-fn incoming(listener: TcpListener) -> TcpIncoming {
-    TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(Duration::from_secs(60)))
-}
-
-async fn bind(addr: SocketAddr) -> Result<TcpListener, StartupError> {
+async fn bind(addr: SocketAddr, port: &'static str) -> Result<Listener, StartupError> {
     TcpListener::bind(addr)
         .await
+        .map(|tcp| Listener::new(tcp, port))
         .map_err(|source| StartupError::Bind { addr, source })
+}
+
+/// How the gRPC port serves its connections.
+fn grpc_settings(args: &ServeArgs, tls: bool) -> HttpSettings {
+    HttpSettings {
+        http1: false,
+        http2: Http2Settings {
+            // A 200 KB image needs no WINDOW_UPDATE round trips with a 1 MiB
+            // stream window; 8 MiB per connection bounds what one client can
+            // make the gateway buffer.
+            initial_stream_window: Some(STREAM_WINDOW_BYTES),
+            initial_connection_window: Some(CONNECTION_WINDOW_BYTES),
+            max_frame_size: Some(MAX_FRAME_BYTES),
+            max_concurrent_streams: Some(args.max_concurrent_streams),
+            max_header_list_size: Some(MAX_HEADER_LIST_BYTES),
+            keepalive: Some((args.keepalive_interval, KEEPALIVE_TIMEOUT)),
+        },
+        max_connection_age: args.max_connection_age,
+        handshake_timeout: tls.then_some(TLS_HANDSHAKE_TIMEOUT),
+        idle_timeout: None,
+        max_connections: None,
+    }
+}
+
+fn reflection_v1() -> Result<
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+    StartupError,
+> {
+    Ok(tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?)
+}
+
+fn reflection_v1alpha() -> Result<
+    tonic_reflection::server::v1alpha::ServerReflectionServer<
+        impl tonic_reflection::server::v1alpha::ServerReflection,
+    >,
+    StartupError,
+> {
+    Ok(tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?)
 }
 
 /// The upstream rate limiter: shared through Redis when configured,
@@ -415,9 +466,9 @@ fn build_limiter(args: &ServeArgs, metrics: &Metrics) -> Result<Limiter, Startup
 
 fn encryption_policy(args: &ServeArgs, public_keys: PublicKeys) -> EncryptionPolicy {
     let default_mode = match args.upstream_encryption {
-        UpstreamEncryption::Off => None,
-        UpstreamEncryption::Response => Some(EncryptionMode::Response),
-        UpstreamEncryption::Fields => Some(EncryptionMode::Fields),
+        EncryptionDefault::Off => None,
+        EncryptionDefault::Response => Some(EncryptionMode::Response),
+        EncryptionDefault::Fields => Some(EncryptionMode::Fields),
     };
     let algorithm = match args.encryption_algorithm {
         EncryptionAlgorithm::Aes256Cbc => Algorithm::Aes256Cbc,
@@ -443,23 +494,32 @@ fn stack_config(args: &ServeArgs) -> StackConfig {
     }
 }
 
-/// Starts the simulator on a loopback port with fresh random keys.
-async fn start_simulator(
-    rate_limit: u32,
-) -> Result<(Simulator, Arc<CredentialProvider>), StartupError> {
+/// Binds the simulator on a loopback port, with fresh random keys; it
+/// starts serving at the end of the build.
+async fn bind_simulator(rate_limit: u32) -> Result<BoundSimulator, StartupError> {
     let secret_id = format!("AKIDsimulated{}", uuid::Uuid::new_v4().simple());
     let secret_key = uuid::Uuid::new_v4().simple().to_string();
     let mut config = SimulatorConfig::new(secret_id.clone(), secret_key.clone());
     config.rate_limit = rate_limit;
-    let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-    let simulator = Simulator::bind(config, loopback)
+    let private_keys = PrivateKeys::generate()?;
+    let public_keys = private_keys.public_keys();
+    config.private_keys = Some(private_keys);
+    let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
         .await
         .map_err(StartupError::Simulator)?;
-    let credentials =
-        Credentials::new(secret_id, secret_key, None).expect("generated keys are well-formed");
-    tracing::info!(
-        endpoint = %simulator.endpoint(),
-        "built-in simulator started; answers are simulated"
-    );
-    Ok((simulator, Arc::new(CredentialProvider::fixed(credentials))))
+    let credentials = Credentials::new(secret_id, secret_key, None)
+        .map_err(|_| StartupError::Simulator(std::io::ErrorKind::InvalidData.into()))?;
+    Ok(BoundSimulator {
+        listener,
+        config,
+        credentials: Arc::new(CredentialProvider::fixed(credentials)),
+        public_keys,
+    })
+}
+
+/// The endpoint URL of a bound simulator.
+fn simulator_endpoint(listener: &TcpListener) -> Result<reqwest::Url, StartupError> {
+    let addr = listener.local_addr().map_err(StartupError::Simulator)?;
+    reqwest::Url::parse(&format!("http://{addr}/"))
+        .map_err(|_| StartupError::Simulator(std::io::ErrorKind::InvalidInput.into()))
 }

@@ -125,7 +125,7 @@ pub fn tracer_provider(settings: &OtlpSettings) -> Result<SdkTracerProvider, Tel
             exporter.build()?
         }
         _ => {
-            crate::tls::install_crypto_provider();
+            crate::net::install_crypto_provider();
             let mut exporter = opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
                 .with_protocol(Protocol::HttpBinary);

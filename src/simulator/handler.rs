@@ -18,13 +18,13 @@ use super::SimulatorConfig;
 use super::directives::{self, Directives, Fault};
 use super::identity::{Identity, PORTRAIT_PNG_BASE64};
 use super::stats::Stats;
-use crate::crypto::{self, Algorithm, Iv, PrivateKeys, SessionKey};
-use crate::limit::window::SlidingWindow;
 use crate::tencent::EncryptionMode;
 use crate::tencent::client::{SIMULATED_HEADER, unix_now};
+use crate::tencent::crypto::{self, Algorithm, Iv, PrivateKeys, SessionKey};
+use crate::tencent::image::{ImageFormat, MAX_IMAGE_BASE64_LEN};
 use crate::tencent::model::{ACTION, CheckIdCardInformationRequest, Config, SERVICE, VERSION};
 use crate::tencent::sign::{self, CanonicalRequest, SigningKey};
-use crate::validate::{ImageFormat, MAX_IMAGE_BASE64_LEN};
+use crate::upstream::limit::window::SlidingWindow;
 
 /// Tencent's cap on a TC3-signed POST body.
 const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;

@@ -24,15 +24,15 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
 use reqwest::Url;
 use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::crypto::{PrivateKeys, PublicKeys};
+use crate::net::http::{HttpServer, HttpSettings};
+use crate::net::listener::Listener;
+use crate::tencent::crypto::{PrivateKeys, PublicKeys};
 pub use stats::StatsSnapshot;
 
 /// Tencent's default limit for this action, which the simulator enforces
@@ -113,7 +113,7 @@ impl Simulator {
         let addr = listener.local_addr()?;
         let state = Arc::new(handler::State::new(config));
         let cancel = CancellationToken::new();
-        let task = tokio::spawn(accept_loop(listener, Arc::clone(&state), cancel.clone()));
+        let task = tokio::spawn(serve(listener, Arc::clone(&state), cancel.clone()));
         Ok(Self {
             addr,
             state,
@@ -173,34 +173,17 @@ impl Simulator {
     }
 }
 
-async fn accept_loop(listener: TcpListener, state: Arc<handler::State>, cancel: CancellationToken) {
-    loop {
-        let accepted = tokio::select! {
-            () = cancel.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let stream = match accepted {
-            Ok((stream, _peer)) => stream,
-            Err(error) => {
-                tracing::warn!(%error, "simulator accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = stream.set_nodelay(true);
-        let state = Arc::clone(&state);
-        let cancel = cancel.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                handler::handle(Arc::clone(&state), request)
-            });
-            let builder = auto::Builder::new(TokioExecutor::new());
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                // Errors here are injected resets or clients going away.
-                _ = connection => {}
-                () = cancel.cancelled() => {}
-            }
-        });
-    }
+/// Serves the simulator on `listener` until `cancel`, then drops every
+/// connection at once (a stopped simulator is an outage, not a drain).
+async fn serve(listener: TcpListener, state: Arc<handler::State>, cancel: CancellationToken) {
+    let service = tower::service_fn(move |request| handler::handle(Arc::clone(&state), request));
+    let settings = HttpSettings {
+        http1: true,
+        ..HttpSettings::default()
+    };
+    HttpServer::new(Listener::new(listener, "simulator"), service, settings)
+        .serve(cancel)
+        .await
+        .finish_within(Duration::ZERO)
+        .await;
 }

@@ -116,7 +116,7 @@ impl Client {
             (Some(host), None) => host.to_owned(),
             (None, _) => return Err(BuildError::Endpoint),
         };
-        crate::tls::install_crypto_provider();
+        crate::net::install_crypto_provider();
         let http = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .timeout(config.request_timeout)

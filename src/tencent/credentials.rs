@@ -11,7 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-use crate::watch::Watched;
+use crate::config::watch::Watched;
 
 /// Environment variable with the SecretId (the official SDKs' name).
 pub const ENV_SECRET_ID: &str = "TENCENTCLOUD_SECRET_ID";

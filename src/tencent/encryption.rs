@@ -1,7 +1,7 @@
 //! Tencent's sensitive-data encryption on the gateway's side of the wire:
 //! asking for it in a request (`IsEncryptResponse` or `IsEncrypt` with a
 //! freshly wrapped session key) and opening the answer, so callers get the
-//! same plain answer either way. The cryptography is in [`crate::crypto`].
+//! same plain answer either way. The cryptography is in [`crate::tencent::crypto`].
 //!
 //! - [`Mode::Response`]: Tencent encrypts the whole answer into
 //!   `EncryptedBody`; the gateway decrypts it with the answer's `Iv` (and
@@ -15,7 +15,7 @@
 
 use std::sync::Arc;
 
-use crate::crypto::{self, Algorithm, Iv, PublicKeys, SessionKey};
+use crate::tencent::crypto::{self, Algorithm, Iv, PublicKeys, SessionKey};
 
 use super::model::{CheckIdCardInformationRequest, CheckIdCardInformationResponse, Encryption};
 
@@ -169,7 +169,7 @@ impl RequestEncryption {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::PrivateKeys;
+    use crate::tencent::crypto::PrivateKeys;
 
     /// The simulator's half: unwrap and encrypt as Tencent does.
     fn server_encrypt(

@@ -31,10 +31,6 @@ pub enum Error {
         /// The request id, when the envelope got that far.
         request_id: Option<String>,
     },
-    /// The encryption of the answer could not be requested (random
-    /// generator or key wrapping failure).
-    #[error("the answer's encryption could not be set up")]
-    EncryptionSetup(#[source] crate::crypto::CryptoError),
     /// The encrypted answer could not be opened.
     #[error("the encrypted answer could not be opened: {0}")]
     Decryption(#[source] super::encryption::DecryptError),
@@ -72,7 +68,6 @@ impl Error {
             | Error::Transport(_)
             | Error::HttpStatus { .. }
             | Error::Malformed { .. }
-            | Error::EncryptionSetup(_)
             | Error::Decryption(_) => Class::Transient,
         }
     }
@@ -86,7 +81,6 @@ impl Error {
             Error::Transport(_) => "UpstreamTransportFailed",
             Error::HttpStatus { .. } => "UpstreamHttpError",
             Error::Malformed { .. } => "UpstreamMalformedResponse",
-            Error::EncryptionSetup(_) => "UpstreamEncryptionFailed",
             Error::Decryption(_) => "UpstreamDecryptionFailed",
         }
     }

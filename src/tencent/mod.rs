@@ -6,19 +6,26 @@
 //! business outcomes in `Response.Result`. [`codes`] classifies both.
 //!
 //! - [`sign`]: pure TC3-HMAC-SHA256 signing;
-//! - [`model`]: the JSON wire types;
+//! - [`model`]: the JSON wire types; [`image`]: what Tencent accepts as an
+//!   image;
 //! - [`body`]: the request body, built in one pass over the image;
 //! - [`client`]: signing, sending and decoding one attempt;
 //! - [`credentials`]: keys from the environment or a reloaded file;
-//! - [`encryption`]: asking for and opening Tencent's encrypted answers;
+//! - [`encryption`] and [`crypto`]: asking for and opening Tencent's
+//!   encrypted answers;
 //! - [`codes`] and [`error`]: the classification table and the error type.
+//!
+//! May import: [`crate::config`] (watched files), [`crate::net`] (the TLS
+//! provider) and [`crate::metrics`]; never the server or the upstream stack.
 
 pub mod body;
 pub mod client;
 pub mod codes;
 pub mod credentials;
+pub mod crypto;
 pub mod encryption;
 pub mod error;
+pub mod image;
 pub mod model;
 pub mod sign;
 

@@ -178,7 +178,7 @@ async fn a_tampered_or_missing_ciphertext_is_unavailable_without_the_ciphertext(
 #[tokio::test]
 async fn personal_fields_never_cross_the_wire_in_clear() {
     let simulator = spawn_simulator(0).await;
-    faceid_gateway::tls::install_crypto_provider();
+    faceid_gateway::install_crypto_provider();
     let client = faceid_gateway::tencent::Client::new(
         faceid_gateway::tencent::ClientConfig {
             endpoint: simulator.endpoint(),
@@ -201,7 +201,7 @@ async fn personal_fields_never_cross_the_wire_in_clear() {
     let name = plain.response.name.unwrap();
     let id_number = plain.response.id_num.unwrap();
 
-    for algorithm in faceid_gateway::crypto::Algorithm::ALL {
+    for algorithm in faceid_gateway::tencent::crypto::Algorithm::ALL {
         for mode in [EncryptionMode::Response, EncryptionMode::Fields] {
             let settings = EncryptionSettings {
                 algorithm,

@@ -10,7 +10,7 @@ use faceid_gateway::config::ServeArgs;
 use faceid_gateway::proto::id_card_verification_service_client::IdCardVerificationServiceClient;
 use faceid_gateway::proto::{VerifyIdCardRequest, verify_id_card_request::Source};
 use faceid_gateway::simulator::{Simulator, SimulatorConfig, StatsSnapshot};
-use faceid_gateway::startup::{Application, StartupError, Upstream};
+use faceid_gateway::startup::{Application, StartupError, UpstreamTarget};
 use faceid_gateway::tencent::{CredentialProvider, Credentials};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -170,7 +170,7 @@ pub async fn spawn_gateway(simulator: &Simulator, options: Options) -> Gateway {
     let credentials = Credentials::new(SECRET_ID, options.gateway_secret_key, None).unwrap();
     let app = Application::build(
         args,
-        Upstream::Tencent(Arc::new(CredentialProvider::fixed(credentials))),
+        UpstreamTarget::Tencent(Arc::new(CredentialProvider::fixed(credentials))),
     )
     .await
     .expect("gateway builds");

@@ -210,7 +210,7 @@ fn with_token(token: &str) -> tonic::Request<faceid_gateway::proto::VerifyIdCard
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_let_in_known_callers_only_and_rotate_without_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let (token, line) = faceid_gateway::auth::new_token("billing", None).unwrap();
+    let (token, line) = faceid_gateway::server::new_token("billing", None).unwrap();
     let tokens = write(dir.path(), "tokens", &format!("{line}\n"));
     let simulator = spawn_simulator(0).await;
     let mut gateway = spawn_gateway(
@@ -255,7 +255,7 @@ async fn tokens_let_in_known_callers_only_and_rotate_without_a_restart() {
     assert!(healthy.is_ok(), "health needs no token");
     assert_eq!(simulator.stats().received, 1);
 
-    let (new_token, new_line) = faceid_gateway::auth::new_token("billing", None).unwrap();
+    let (new_token, new_line) = faceid_gateway::server::new_token("billing", None).unwrap();
     std::fs::write(&tokens, format!("{new_line}\n")).unwrap();
     let mut switched = false;
     for _ in 0..50 {
@@ -282,7 +282,7 @@ async fn tokens_let_in_known_callers_only_and_rotate_without_a_restart() {
 #[tokio::test]
 async fn reflection_needs_a_token_unless_allowed() {
     let dir = tempfile::tempdir().unwrap();
-    let (_token, line) = faceid_gateway::auth::new_token("ops", None).unwrap();
+    let (_token, line) = faceid_gateway::server::new_token("ops", None).unwrap();
     let tokens = write(dir.path(), "tokens", &line);
     let simulator = spawn_simulator(0).await;
     for (allow, expected_ok) in [(false, false), (true, true)] {
@@ -320,8 +320,8 @@ async fn reflection_needs_a_token_unless_allowed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flooding_caller_hits_its_share_while_others_are_served() {
     let dir = tempfile::tempdir().unwrap();
-    let (greedy, greedy_line) = faceid_gateway::auth::new_token("greedy", Some(3)).unwrap();
-    let (polite, polite_line) = faceid_gateway::auth::new_token("polite", None).unwrap();
+    let (greedy, greedy_line) = faceid_gateway::server::new_token("greedy", Some(3)).unwrap();
+    let (polite, polite_line) = faceid_gateway::server::new_token("polite", None).unwrap();
     let tokens = write(
         dir.path(),
         "tokens",
@@ -409,7 +409,7 @@ async fn a_replaced_credentials_file_takes_over_with_no_failed_call() {
     let provider = faceid_gateway::tencent::CredentialProvider::from_file(&file).unwrap();
     let app = faceid_gateway::startup::Application::build(
         args,
-        faceid_gateway::startup::Upstream::Tencent(std::sync::Arc::new(provider)),
+        faceid_gateway::startup::UpstreamTarget::Tencent(std::sync::Arc::new(provider)),
     )
     .await
     .unwrap();

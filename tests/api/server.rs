@@ -129,7 +129,7 @@ async fn shutdown_lets_in_flight_calls_finish_then_refuses_new_ones() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 
-    faceid_gateway::tls::install_crypto_provider();
+    faceid_gateway::install_crypto_provider();
     let readyz = format!("http://{}/readyz", app.admin_addr);
     let stopping = tokio::spawn(app.stop());
     // While the call drains, the admin port says "not ready".
@@ -167,7 +167,7 @@ async fn shutdown_lets_in_flight_calls_finish_then_refuses_new_ones() {
 #[tokio::test]
 async fn the_admin_port_serves_metrics_that_count_calls() {
     let mut app = spawn_app().await;
-    faceid_gateway::tls::install_crypto_provider();
+    faceid_gateway::install_crypto_provider();
     let metrics_url = format!("http://{}/metrics", app.admin_addr);
 
     app.client.verify_id_card(request_with("")).await.unwrap();

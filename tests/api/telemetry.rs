@@ -141,7 +141,7 @@ fn children<'a>(spans: &'a [Span], parent: &Span) -> Vec<&'a Span> {
 }
 
 async fn scrape(admin: &str) -> String {
-    faceid_gateway::tls::install_crypto_provider();
+    faceid_gateway::install_crypto_provider();
     let client = reqwest::Client::new();
     let response = client
         .get(format!("http://{admin}/metrics"))
@@ -490,7 +490,7 @@ async fn a_run_with_known_secrets_leaks_none_of_them() {
     let (otlp, received) = grpc_receiver().await;
     let simulator = crate::helpers::spawn_simulator(0).await;
     let dir = tempfile::tempdir().unwrap();
-    let (token, line) = faceid_gateway::auth::new_token("leak-test", None).unwrap();
+    let (token, line) = faceid_gateway::server::new_token("leak-test", None).unwrap();
     let tokens = dir.path().join("tokens");
     std::fs::write(&tokens, line).unwrap();
     let mut gateway = command(&["serve", "--listen", "127.0.0.1:0"]);

@@ -4,7 +4,7 @@ use bytes::Bytes;
 use faceid_gateway::proto::{
     Checks, Verdict, VerifyIdCardRequest, Warning, verify_id_card_request::Source,
 };
-use faceid_gateway::validate::MAX_IMAGE_BYTES;
+use faceid_gateway::tencent::image::MAX_IMAGE_BYTES;
 use tonic::Code;
 use tonic_types::StatusExt;
 

@@ -359,7 +359,7 @@ async fn two_gateways_sharing_redis_stay_within_one_limit_and_survive_its_loss()
 
 /// The gateway's count of decisions its local fallback limiter made.
 async fn fallback_decisions(gateway: &crate::helpers::Gateway) -> u64 {
-    faceid_gateway::tls::install_crypto_provider();
+    faceid_gateway::install_crypto_provider();
     let text = reqwest::get(format!("http://{}/metrics", gateway.admin_addr))
         .await
         .unwrap()

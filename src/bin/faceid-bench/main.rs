@@ -41,7 +41,7 @@ enum Scenario {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    faceid_gateway::tls::install_crypto_provider();
+    faceid_gateway::install_crypto_provider();
     match Cli::parse().scenario {
         Scenario::Overhead(args) => overhead::run(args).await,
         Scenario::Rate(args) => rate::run(args).await,

@@ -54,26 +54,26 @@ return {1, wait}
 
 /// Settings of the shared limiter.
 #[derive(Debug, Clone)]
-pub struct RedisConfig {
+pub(crate) struct RedisConfig {
     /// `redis://host:port/db` (or `rediss://`).
-    pub url: String,
+    pub(crate) url: String,
     /// The key holding the TAT; replicas sharing a Tencent account share it.
-    pub key: String,
+    pub(crate) key: String,
     /// The shared limit.
-    pub quota: Quota,
+    pub(crate) quota: Quota,
     /// The in-process limit used while Redis is unreachable.
-    pub fallback_quota: Quota,
+    pub(crate) fallback_quota: Quota,
     /// How long one Redis round trip may take before falling back.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// How long a switch between the shared and the fallback limiter holds
     /// the new one (one rate-limit window).
-    pub switch_hold: Duration,
+    pub(crate) switch_hold: Duration,
     /// Counts the fallback's decisions (a Prometheus counter).
-    pub fallback_decisions: Counter,
+    pub(crate) fallback_decisions: Counter,
 }
 
 /// The shared limiter with its fallback.
-pub struct RedisLimiter {
+pub(crate) struct RedisLimiter {
     connection: ConnectionManager,
     script: redis::Script,
     key: String,
@@ -101,7 +101,7 @@ impl RedisLimiter {
     ///
     /// # Errors
     /// The URL is not a Redis URL.
-    pub fn new(config: RedisConfig) -> Result<Self, redis::RedisError> {
+    pub(crate) fn new(config: RedisConfig) -> Result<Self, redis::RedisError> {
         let client = redis::Client::open(config.url.as_str())?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.timeout))
@@ -127,7 +127,7 @@ impl RedisLimiter {
     ///
     /// # Errors
     /// [`Rejected`] when the slot is further away than `max_wait`.
-    pub async fn reserve(&self, max_wait: Duration) -> Result<Duration, Rejected> {
+    pub(crate) async fn reserve(&self, max_wait: Duration) -> Result<Duration, Rejected> {
         let hold = if self.is_falling_back() {
             self.switch_hold
         } else {
@@ -178,13 +178,8 @@ impl RedisLimiter {
     }
 
     /// Whether the last decision came from the fallback limiter.
-    pub fn is_falling_back(&self) -> bool {
+    pub(crate) fn is_falling_back(&self) -> bool {
         self.falling_back.load(Ordering::Relaxed)
-    }
-
-    /// How many decisions the fallback limiter has made.
-    pub fn fallback_decisions(&self) -> u64 {
-        self.fallback_decisions.get()
     }
 }
 

@@ -14,19 +14,29 @@ use tonic_types::{
     RetryInfo, StatusExt,
 };
 
+use crate::server::validate::InvalidArgument;
 use crate::tencent::{self, Class};
-use crate::validate::InvalidArgument;
+use crate::upstream;
 
 /// `ErrorInfo.domain` of every error.
-pub const ERROR_DOMAIN: &str = "faceid.tencentcloudapi.com";
+pub(crate) const ERROR_DOMAIN: &str = "faceid.tencentcloudapi.com";
 /// Response metadata key with Tencent's `RequestId`.
-pub const REQUEST_ID_METADATA: &str = "x-tencent-request-id";
+pub(crate) const REQUEST_ID_METADATA: &str = "x-tencent-request-id";
 /// The delay suggested in `RetryInfo` after transient upstream trouble.
 const TRANSIENT_RETRY_DELAY: Duration = Duration::from_secs(1);
 
+/// Why a call without a valid caller token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// No `authorization: Bearer` metadata.
+    Missing,
+    /// A token no caller has.
+    Unknown,
+}
+
 /// Everything a verification can fail with.
 #[derive(Debug, thiserror::Error)]
-pub enum Error {
+pub(crate) enum Error {
     /// The request broke a rule; nothing was sent upstream.
     #[error(transparent)]
     InvalidArgument(#[from] InvalidArgument),
@@ -44,7 +54,7 @@ pub enum Error {
     DeadlineExceeded,
     /// The call carried no valid caller token.
     #[error("the call is not authenticated")]
-    Unauthenticated(crate::auth::Refusal),
+    Unauthenticated(Refusal),
     /// The caller used up its share of the upstream limit.
     #[error("the caller's share of the upstream limit is used up")]
     CallerQuota {
@@ -64,19 +74,26 @@ pub enum Error {
     /// The gateway is shutting down and took no new work.
     #[error("the gateway is shutting down")]
     ShuttingDown,
+    /// The session key that asks Tencent to encrypt its answer could not be
+    /// made or wrapped (the OS random generator or a public key failed): the
+    /// gateway's own fault, nothing was sent.
+    #[error("the answer's encryption could not be set up")]
+    EncryptionSetup(#[source] crate::tencent::crypto::CryptoError),
+}
+
+impl From<upstream::Error> for Error {
+    fn from(error: upstream::Error) -> Self {
+        match error {
+            upstream::Error::Tencent(error) => Error::Upstream(error),
+            upstream::Error::RateLimited { retry_after } => Error::RateLimited { retry_after },
+            upstream::Error::DeadlineExceeded => Error::DeadlineExceeded,
+        }
+    }
 }
 
 impl Error {
-    /// Whether another upstream attempt may succeed (the retry policy asks).
-    pub fn is_retryable(&self) -> bool {
-        match self {
-            Error::Upstream(error) => error.class().is_retryable(),
-            _ => false,
-        }
-    }
-
     /// The gRPC code this error maps to.
-    pub fn code(&self) -> Code {
+    pub(crate) fn code(&self) -> Code {
         match self {
             Error::InvalidArgument(_) => Code::InvalidArgument,
             Error::Upstream(error) => code_for(error.class()),
@@ -86,11 +103,12 @@ impl Error {
             Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::DeadlineExceeded => Code::DeadlineExceeded,
             Error::ShuttingDown => Code::Unavailable,
+            Error::EncryptionSetup(_) => Code::Internal,
         }
     }
 
     /// Tencent's `RequestId`, when the upstream answered.
-    pub fn request_id(&self) -> Option<&str> {
+    pub(crate) fn request_id(&self) -> Option<&str> {
         match self {
             Error::Upstream(error) => error.request_id(),
             _ => None,
@@ -98,23 +116,34 @@ impl Error {
     }
 
     /// The `ErrorInfo.reason` this error carries.
-    pub fn reason(&self) -> &str {
+    pub(crate) fn reason(&self) -> &str {
         match self {
             Error::InvalidArgument(invalid) => invalid.reason(),
             Error::Upstream(error) => error.reason(),
             Error::RateLimited { .. } => "RequestLimitExceeded",
             Error::DeadlineExceeded => "DeadlineExceeded",
             Error::BatchTooLarge { .. } => "BatchTooLarge",
-            Error::Unauthenticated(crate::auth::Refusal::Missing) => "MissingToken",
-            Error::Unauthenticated(crate::auth::Refusal::Unknown) => "UnknownToken",
+            Error::Unauthenticated(Refusal::Missing) => "MissingToken",
+            Error::Unauthenticated(Refusal::Unknown) => "UnknownToken",
             Error::CallerQuota { .. } => "CallerQuotaExceeded",
             Error::ShuttingDown => "GatewayShuttingDown",
+            Error::EncryptionSetup(_) => "GatewayEncryptionFailed",
+        }
+    }
+
+    /// The code Tencent answered, when this error is Tencent's own refusal
+    /// (logged as `tencent.code`); every other reason is the gateway's
+    /// (logged as `faceid.reason`).
+    pub(crate) fn tencent_code(&self) -> Option<&str> {
+        match self {
+            Error::Upstream(tencent::Error::Api { code, .. }) => Some(code),
+            _ => None,
         }
     }
 }
 
 /// The gRPC code each class of Tencent code maps to.
-pub fn code_for(class: Class) -> Code {
+pub(crate) fn code_for(class: Class) -> Code {
     match class {
         Class::InvalidInput => Code::InvalidArgument,
         Class::Transient => Code::Unavailable,
@@ -128,7 +157,7 @@ pub fn code_for(class: Class) -> Code {
 }
 
 /// The canonical upper-case name of a gRPC code, as logs and docs write it.
-pub fn grpc_name(code: Code) -> &'static str {
+pub(crate) fn grpc_name(code: Code) -> &'static str {
     match code {
         Code::Ok => "OK",
         Code::Cancelled => "CANCELLED",
@@ -175,10 +204,10 @@ impl From<Error> for Status {
             Error::DeadlineExceeded => {
                 "the call's deadline passed before Tencent answered".to_owned()
             }
-            Error::Unauthenticated(crate::auth::Refusal::Missing) => {
+            Error::Unauthenticated(Refusal::Missing) => {
                 "this gateway needs `authorization: Bearer <token>` metadata".to_owned()
             }
-            Error::Unauthenticated(crate::auth::Refusal::Unknown) => {
+            Error::Unauthenticated(Refusal::Unknown) => {
                 "the bearer token is not known to this gateway".to_owned()
             }
             Error::CallerQuota {
@@ -211,6 +240,9 @@ impl From<Error> for Status {
             Error::ShuttingDown => {
                 more.push(RetryInfo::new(Some(TRANSIENT_RETRY_DELAY)).into());
                 "the gateway is shutting down; retry on another replica".to_owned()
+            }
+            Error::EncryptionSetup(_) => {
+                "the gateway could not set up the encryption of Tencent's answer; nothing was sent; see the gateway logs".to_owned()
             }
         };
         with_details(code, message, reason, gateway_metadata(), more)
@@ -431,7 +463,7 @@ mod tests {
     /// README.md shows the table: one row per pattern, with its gRPC code.
     #[test]
     fn readme_shows_every_row_of_the_table_with_its_grpc_code() {
-        let readme = include_str!("../README.md");
+        let readme = include_str!("../../README.md");
         let missing: Vec<String> = TABLE
             .iter()
             .map(|(pattern, class)| {

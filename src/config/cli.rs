@@ -1,13 +1,19 @@
-//! The command line: `serve` (the default) and `simulator`. Every flag also
-//! reads `FACEID_<FLAG_IN_CAPS>`; Tencent keys come only from the
-//! `TENCENTCLOUD_*` variables (see [`crate::tencent::credentials`]), never
-//! from flags, so they stay out of process listings.
+//! The command line: `serve` (the default), `simulator` and `token`. Every
+//! flag also reads `FACEID_<FLAG_IN_CAPS>`; Tencent keys come only from the
+//! `TENCENTCLOUD_*` variables or files, never from flags, so they stay out of
+//! process listings.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use reqwest::Url;
+
+/// Tencent's limit for `CheckIdCardInformation`: requests per second per
+/// account (the simulator's default too).
+const TENCENT_RATE_LIMIT: u32 = 100;
+/// The similarity at or above which `Success` is `VERDICT_MATCH`.
+const DEFAULT_MATCH_THRESHOLD: f64 = 70.0;
 
 /// The gateway's command line.
 #[derive(Debug, Parser)]
@@ -67,9 +73,10 @@ pub enum LogFormat {
     Text,
 }
 
-/// Tencent's sensitive-data encryption of answers, gateway-wide.
+/// Tencent's sensitive-data encryption of answers, gateway-wide (a request
+/// may override it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum UpstreamEncryption {
+pub enum EncryptionDefault {
     /// No encryption beyond TLS.
     Off,
     /// The whole answer (IsEncryptResponse).
@@ -118,7 +125,7 @@ pub struct ServeArgs {
     pub simulate: bool,
 
     /// Requests per second the in-process simulator allows (with --simulate).
-    #[arg(long, env = "FACEID_SIMULATOR_RATE_LIMIT", default_value_t = crate::simulator::DEFAULT_RATE_LIMIT)]
+    #[arg(long, env = "FACEID_SIMULATOR_RATE_LIMIT", default_value_t = TENCENT_RATE_LIMIT)]
     pub simulator_rate_limit: u32,
 
     /// Upstream calls per second at most, in any sliding second, across
@@ -188,8 +195,8 @@ pub struct ServeArgs {
 
     /// Whether Tencent encrypts the personal data of its answers (a request
     /// may override it).
-    #[arg(long, env = "FACEID_UPSTREAM_ENCRYPTION", value_enum, default_value_t = UpstreamEncryption::Off)]
-    pub upstream_encryption: UpstreamEncryption,
+    #[arg(long, env = "FACEID_UPSTREAM_ENCRYPTION", value_enum, default_value_t = EncryptionDefault::Off)]
+    pub upstream_encryption: EncryptionDefault,
 
     /// The symmetric algorithm of upstream encryption.
     #[arg(long, env = "FACEID_ENCRYPTION_ALGORITHM", value_enum, default_value_t = EncryptionAlgorithm::Aes256Cbc)]
@@ -204,7 +211,7 @@ pub struct ServeArgs {
     pub tencent_sm2_public_key: Option<std::path::PathBuf>,
 
     /// Similarity (0-100) at or above which a Success is VERDICT_MATCH.
-    #[arg(long, env = "FACEID_MATCH_THRESHOLD", default_value_t = crate::verdict::DEFAULT_MATCH_THRESHOLD, value_parser = parse_threshold)]
+    #[arg(long, env = "FACEID_MATCH_THRESHOLD", default_value_t = DEFAULT_MATCH_THRESHOLD, value_parser = parse_threshold)]
     pub match_threshold: f64,
 
     /// Limit for one upstream attempt, e.g. `10s` or `500ms`.
@@ -312,7 +319,7 @@ pub struct SimulatorArgs {
     pub session_token: Option<String>,
 
     /// Requests per sliding second before RequestLimitExceeded (0 = no limit).
-    #[arg(long, env = "FACEID_RATE_LIMIT", default_value_t = crate::simulator::DEFAULT_RATE_LIMIT)]
+    #[arg(long, env = "FACEID_RATE_LIMIT", default_value_t = TENCENT_RATE_LIMIT)]
     pub rate_limit: u32,
 
     /// Write the simulator's encryption public keys (rsa.pem, sm2.pem) to

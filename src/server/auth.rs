@@ -30,9 +30,9 @@ use tokio_util::sync::CancellationToken;
 use tonic::Status;
 use tower::{Layer, Service};
 
-use crate::error::Error;
-use crate::limit::{Gcra, Quota};
-use crate::watch::Watched;
+use crate::config::watch::Watched;
+use crate::server::error::{Error, Refusal};
+use crate::upstream::limit::{Gcra, Quota};
 
 /// The prefix of tokens `faceid-gateway token` makes.
 const TOKEN_PREFIX: &str = "fgw_";
@@ -41,16 +41,16 @@ const MAX_NAME_LEN: usize = 64;
 
 /// An authenticated caller, put in each request's extensions.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
+pub(crate) struct Caller {
     /// The name from the tokens file.
-    pub name: Arc<str>,
+    pub(crate) name: Arc<str>,
     /// Calls per second this caller may make upstream, if capped.
-    pub quota: Option<u32>,
+    pub(crate) quota: Option<u32>,
 }
 
 /// How telemetry names the caller of a call: its name, or `anonymous`
 /// when authentication is off.
-pub fn caller_name(caller: Option<&Caller>) -> &str {
+pub(crate) fn caller_name(caller: Option<&Caller>) -> &str {
     caller.map_or("anonymous", |caller| &caller.name)
 }
 
@@ -82,7 +82,7 @@ pub enum TokensFileError {
 /// # Errors
 /// The first malformed line: a bad name, a hash that is not 64 hex
 /// characters, an unknown option, or a repeated name or hash.
-pub fn parse_tokens(text: &str) -> Result<Vec<(Caller, [u8; 32])>, TokensFileError> {
+pub(crate) fn parse_tokens(text: &str) -> Result<Vec<(Caller, [u8; 32])>, TokensFileError> {
     let mut entries: Vec<Entry> = Vec::new();
     for (index, raw) in text.lines().enumerate() {
         let line = index + 1;
@@ -158,19 +158,10 @@ pub fn new_token(name: &str, quota: Option<u32>) -> Result<(String, String), Tok
     Ok((token, line))
 }
 
-/// Why a call was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// No `authorization: Bearer` metadata.
-    Missing,
-    /// A token no caller has.
-    Unknown,
-}
-
 /// Checks bearer tokens against the tokens file, re-reading it when it
 /// changes.
 #[derive(Debug)]
-pub struct Authenticator {
+pub(crate) struct Authenticator {
     tokens: Arc<Watched<Vec<Entry>, TokensFileError>>,
 }
 
@@ -179,7 +170,7 @@ impl Authenticator {
     ///
     /// # Errors
     /// The file cannot be read or parsed.
-    pub fn load(path: impl Into<PathBuf>) -> Result<Self, TokensFileError> {
+    pub(crate) fn load(path: impl Into<PathBuf>) -> Result<Self, TokensFileError> {
         let tokens = Watched::load(
             "caller tokens",
             vec![path.into()],
@@ -203,7 +194,7 @@ impl Authenticator {
 
     /// The caller holding `token`, compared with every entry in constant
     /// time (no early exit on a match, no timing hint of which entry).
-    pub fn identify(&self, token: &str) -> Option<Caller> {
+    pub(crate) fn identify(&self, token: &str) -> Option<Caller> {
         let presented: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         let mut found = None;
         for entry in self.tokens.current().iter() {
@@ -219,7 +210,7 @@ impl Authenticator {
     /// # Errors
     /// [`Refusal`] when the header is missing, not a bearer token, or
     /// unknown.
-    pub fn authenticate(&self, authorization: Option<&str>) -> Result<Caller, Refusal> {
+    pub(crate) fn authenticate(&self, authorization: Option<&str>) -> Result<Caller, Refusal> {
         let token = authorization
             .and_then(|value| {
                 let (scheme, token) = value.trim().split_once(' ')?;
@@ -230,16 +221,18 @@ impl Authenticator {
         self.identify(token).ok_or(Refusal::Unknown)
     }
 
-    /// Re-reads the file and switches to it when it changed.
+    #[cfg(test)]
+    /// Re-reads the file and switches to it when it changed (the reloader
+    /// does this on its interval; tests call it directly).
     ///
     /// # Errors
     /// The file became unreadable or invalid; the previous tokens stay.
-    pub fn reload(&self) -> Result<bool, TokensFileError> {
+    pub(crate) fn reload(&self) -> Result<bool, TokensFileError> {
         self.tokens.reload()
     }
 
     /// Polls the file every `interval` until `shutdown`.
-    pub fn spawn_reloader(&self, interval: Duration, shutdown: CancellationToken) {
+    pub(crate) fn spawn_reloader(&self, interval: Duration, shutdown: CancellationToken) {
         self.tokens.spawn_reloader(interval, shutdown, |_| {});
     }
 }
@@ -247,7 +240,7 @@ impl Authenticator {
 /// Per-caller shares of the upstream limit: one in-process GCRA per caller
 /// with a `quota`, refusing at once (no waiting) when the share is used up.
 #[derive(Debug, Default)]
-pub struct CallerQuotas {
+pub(crate) struct CallerQuotas {
     limiters: Mutex<HashMap<Arc<str>, Share>>,
 }
 
@@ -259,7 +252,7 @@ impl CallerQuotas {
     ///
     /// # Errors
     /// [`Error::CallerQuota`] when the share is used up.
-    pub fn check(&self, caller: Option<&Caller>) -> Result<(), Error> {
+    pub(crate) fn check(&self, caller: Option<&Caller>) -> Result<(), Error> {
         let Some((caller, quota)) = caller.and_then(|c| c.quota.map(|q| (c, q))) else {
             return Ok(());
         };
@@ -303,7 +296,7 @@ fn is_open(path: &str, allow_reflection: bool) -> bool {
 /// allowed, stay open) and puts the [`Caller`] in the request extensions.
 /// Without an authenticator every call passes, with no caller.
 #[derive(Debug, Clone)]
-pub struct AuthLayer {
+pub(crate) struct AuthLayer {
     authenticator: Option<Arc<Authenticator>>,
     allow_reflection: bool,
 }
@@ -311,7 +304,7 @@ pub struct AuthLayer {
 impl AuthLayer {
     /// Authentication with `authenticator` (none: off); reflection open
     /// when `allow_reflection`.
-    pub fn new(authenticator: Option<Arc<Authenticator>>, allow_reflection: bool) -> Self {
+    pub(crate) fn new(authenticator: Option<Arc<Authenticator>>, allow_reflection: bool) -> Self {
         Self {
             authenticator,
             allow_reflection,
@@ -332,7 +325,7 @@ impl<S> Layer<S> for AuthLayer {
 
 /// The service [`AuthLayer`] makes.
 #[derive(Debug, Clone)]
-pub struct Auth<S> {
+pub(crate) struct Auth<S> {
     inner: S,
     layer: AuthLayer,
 }

@@ -10,11 +10,8 @@ use bytes::Bytes;
 use crate::proto::{IdCard, Verdict, VerifyIdCardResponse, Warning};
 use crate::tencent::{Class, NoMatch, Reply};
 
-/// Tencent's recommended threshold: similarity ≥ 70 means the same person.
-pub const DEFAULT_MATCH_THRESHOLD: f64 = 70.0;
-
 /// Maps `reply` to the gRPC answer, with `threshold` deciding a match.
-pub fn to_response(reply: Reply, threshold: f64) -> VerifyIdCardResponse {
+pub(crate) fn to_response(reply: Reply, threshold: f64) -> VerifyIdCardResponse {
     let response = reply.response;
     let similarity = response.sim.filter(|s| s.is_finite()).unwrap_or(0.0);
     let verdict = match reply.class {
@@ -87,7 +84,7 @@ fn verdict_for(reason: NoMatch) -> Verdict {
 }
 
 /// The enum value of a raw warning code.
-pub fn warning_for(code: &str) -> Warning {
+pub(crate) fn warning_for(code: &str) -> Warning {
     match code {
         "-9101" => Warning::BorderIncomplete,
         "-9102" => Warning::Photocopy,

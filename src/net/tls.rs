@@ -11,16 +11,10 @@ use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
-use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::server::TlsStream;
-use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 
-use crate::watch::Watched;
-
-/// How long a client has to finish the TLS handshake.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+use crate::config::watch::Watched;
 
 /// Installs ring as the rustls provider; idempotent and cheap.
 pub fn install_crypto_provider() {
@@ -30,13 +24,13 @@ pub fn install_crypto_provider() {
 
 /// The PEM files of the gRPC port's TLS.
 #[derive(Debug, Clone)]
-pub struct TlsFiles {
+pub(crate) struct TlsFiles {
     /// The certificate chain.
-    pub cert: PathBuf,
+    pub(crate) cert: PathBuf,
     /// Its private key.
-    pub key: PathBuf,
+    pub(crate) key: PathBuf,
     /// CA certificates client certificates must chain to (mutual TLS).
-    pub client_ca: Option<PathBuf>,
+    pub(crate) client_ca: Option<PathBuf>,
 }
 
 /// Why TLS could not be set up. Messages name files, never their content.
@@ -60,7 +54,7 @@ pub enum TlsError {
 
 /// A TLS acceptor that follows its files.
 #[derive(Debug)]
-pub struct ReloadingAcceptor {
+pub(crate) struct ReloadingAcceptor {
     acceptor: Arc<Watched<TlsAcceptor, TlsError>>,
 }
 
@@ -69,7 +63,7 @@ impl ReloadingAcceptor {
     ///
     /// # Errors
     /// A file is unreadable or the certificates and key do not fit.
-    pub fn load(files: TlsFiles) -> Result<Self, TlsError> {
+    pub(crate) fn load(files: TlsFiles) -> Result<Self, TlsError> {
         install_crypto_provider();
         let paths = [
             Some(&files.cert),
@@ -92,20 +86,12 @@ impl ReloadingAcceptor {
     }
 
     /// The acceptor for the next connection.
-    pub fn acceptor(&self) -> TlsAcceptor {
+    pub(crate) fn acceptor(&self) -> TlsAcceptor {
         (*self.acceptor.current()).clone()
     }
 
-    /// Re-reads the files and switches to them when they changed.
-    ///
-    /// # Errors
-    /// The new files are unusable; the previous configuration stays.
-    pub fn reload(&self) -> Result<bool, TlsError> {
-        self.acceptor.reload()
-    }
-
     /// Polls the files every `interval` until `shutdown`.
-    pub fn spawn_reloader(&self, interval: Duration, shutdown: CancellationToken) {
+    pub(crate) fn spawn_reloader(&self, interval: Duration, shutdown: CancellationToken) {
         self.acceptor.spawn_reloader(interval, shutdown, |_| {});
     }
 }
@@ -155,40 +141,4 @@ fn build(files: &TlsFiles, contents: &[Vec<u8>]) -> Result<TlsAcceptor, TlsError
         .map_err(|error| TlsError::Config(error.to_string()))?;
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
-}
-
-/// TLS connections accepted on `listener`, handshakes done concurrently
-/// (a slow or failing client never delays the others), until `shutdown`.
-pub fn incoming(
-    listener: TcpListener,
-    acceptor: Arc<ReloadingAcceptor>,
-    shutdown: CancellationToken,
-) -> ReceiverStream<std::io::Result<TlsStream<TcpStream>>> {
-    let (sender, receiver) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(async move {
-        loop {
-            let accepted = tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = sender.closed() => return,
-                accepted = listener.accept() => accepted,
-            };
-            let Ok((stream, _peer)) = accepted else {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            let tls = acceptor.acceptor();
-            let sender = sender.clone();
-            tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.accept(stream)).await {
-                    Ok(Ok(stream)) => {
-                        let _ = sender.send(Ok(stream)).await;
-                    }
-                    Ok(Err(error)) => tracing::debug!(%error, "TLS handshake refused"),
-                    Err(_) => tracing::debug!("TLS handshake timed out"),
-                }
-            });
-        }
-    });
-    ReceiverStream::new(receiver)
 }

@@ -36,42 +36,42 @@ use tonic::metadata::MetadataValue;
 use tonic::{Status, Streaming};
 use tracing::{Instrument as _, Span};
 
-use crate::auth::{Caller, caller_name};
-use crate::error::Error;
 use crate::metrics::Metrics;
-use crate::observe::{self, BATCH_ITEM, BatchCounts};
 use crate::proto::verify_id_card_batch_response::Outcome;
 use crate::proto::{VerifyIdCardBatchRequest, VerifyIdCardBatchResponse};
-use crate::validate::{InvalidArgument, Verification};
-use crate::verifier::Verifier;
+use crate::server::auth::{Caller, caller_name};
+use crate::server::error::Error;
+use crate::server::observe::{self, BATCH_ITEM, BatchCounts};
+use crate::server::validate::{InvalidArgument, Verification};
+use crate::server::verifier::Verifier;
 
 /// The longest `item_id` accepted.
-pub const MAX_ITEM_ID_LEN: usize = 128;
+pub(crate) const MAX_ITEM_ID_LEN: usize = 128;
 /// How long before the call's deadline unfinished items are answered, so the
 /// answers reach the client before it stops listening.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(50);
 
 /// The answer stream of `VerifyIdCardBatch`.
-pub type BatchStream =
+pub(crate) type BatchStream =
     Pin<Box<dyn Stream<Item = Result<VerifyIdCardBatchResponse, Status>> + Send + 'static>>;
 
 /// Limits shared by every batch stream.
 #[derive(Debug, Clone)]
-pub struct BatchSettings {
+pub(crate) struct BatchSettings {
     /// Items of one stream in flight at most.
-    pub per_stream: usize,
+    pub(crate) per_stream: usize,
     /// Items of all streams in flight at most (shared permits).
-    pub global: Arc<Semaphore>,
+    pub(crate) global: Arc<Semaphore>,
     /// Items one stream may send at most; later items get RESOURCE_EXHAUSTED.
-    pub max_items: Option<u64>,
+    pub(crate) max_items: Option<u64>,
     /// How long in-flight items may finish after shutdown starts.
-    pub drain_timeout: Duration,
+    pub(crate) drain_timeout: Duration,
     /// Where items and streams are counted.
-    pub metrics: Arc<Metrics>,
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 /// Starts the driver for one stream and returns its answers.
-pub fn start(
+pub(crate) fn start(
     verifier: Verifier,
     settings: BatchSettings,
     inbound: Streaming<VerifyIdCardBatchRequest>,

@@ -11,18 +11,18 @@ use tonic::metadata::MetadataMap;
 use tracing::Span;
 use tracing::field::Empty;
 
-use crate::error::{Error, grpc_name};
 use crate::metrics::Metrics;
 use crate::proto::VerifyIdCardResponse;
+use crate::server::error::{Error, grpc_name};
 use crate::telemetry;
 
 /// The full name of the service, as `rpc.service` reports it.
-pub const SERVICE: &str = "faceid.v1.IdCardVerificationService";
+pub(crate) const SERVICE: &str = "faceid.v1.IdCardVerificationService";
 /// The method label of batch items in logs and metrics.
-pub const BATCH_ITEM: &str = "VerifyIdCardBatch.item";
+pub(crate) const BATCH_ITEM: &str = "VerifyIdCardBatch.item";
 
 /// A server span for one RPC, child of the caller's `traceparent` if any.
-pub fn rpc_span(method: &'static str, metadata: &MetadataMap) -> Span {
+pub(crate) fn rpc_span(method: &'static str, metadata: &MetadataMap) -> Span {
     let span = tracing::info_span!(
         "rpc",
         otel.name = format!("{SERVICE}/{method}"),
@@ -41,12 +41,12 @@ pub fn rpc_span(method: &'static str, metadata: &MetadataMap) -> Span {
 }
 
 /// Records who called on an RPC span.
-pub fn record_caller(span: &Span, caller: &str) {
+pub(crate) fn record_caller(span: &Span, caller: &str) {
     span.record("faceid.caller", caller);
 }
 
 /// The span of one batch item, child of the stream's span.
-pub fn item_span(stream: &Span, index: u64) -> Span {
+pub(crate) fn item_span(stream: &Span, index: u64) -> Span {
     tracing::info_span!(
         parent: stream,
         "batch item",
@@ -61,36 +61,41 @@ pub fn item_span(stream: &Span, index: u64) -> Span {
 
 /// What telemetry needs to know of a finished verification.
 #[derive(Debug, Clone, Copy)]
-pub struct Outcome<'a> {
+pub(crate) struct Outcome<'a> {
     code: Code,
-    tencent_code: &'a str,
+    /// The code Tencent answered, when it answered.
+    tencent_code: Option<&'a str>,
+    /// The gateway's reason for an error Tencent did not give.
+    gateway_reason: Option<&'a str>,
     request_id: &'a str,
     verdict: Option<&'static str>,
 }
 
 impl<'a> Outcome<'a> {
     /// The outcome of an answered verification.
-    pub fn answered(answer: &'a VerifyIdCardResponse) -> Self {
+    pub(crate) fn answered(answer: &'a VerifyIdCardResponse) -> Self {
         Self {
             code: Code::Ok,
-            tencent_code: &answer.result_code,
+            tencent_code: Some(&answer.result_code),
+            gateway_reason: None,
             request_id: &answer.request_id,
             verdict: Some(answer.verdict().as_str_name()),
         }
     }
 
     /// The outcome of a failed verification.
-    pub fn failed(error: &'a Error) -> Self {
+    pub(crate) fn failed(error: &'a Error) -> Self {
         Self {
             code: error.code(),
-            tencent_code: error.reason(),
+            tencent_code: error.tencent_code(),
+            gateway_reason: error.tencent_code().is_none().then(|| error.reason()),
             request_id: error.request_id().unwrap_or_default(),
             verdict: None,
         }
     }
 
     /// Either of the above.
-    pub fn of(result: &'a Result<VerifyIdCardResponse, Error>) -> Self {
+    pub(crate) fn of(result: &'a Result<VerifyIdCardResponse, Error>) -> Self {
         match result {
             Ok(answer) => Self::answered(answer),
             Err(error) => Self::failed(error),
@@ -121,7 +126,7 @@ fn record_code(span: &Span, code: Code) {
 
 /// Records `outcome` on `span`, writes the completion line inside it and
 /// counts it under `method` and `caller`.
-pub fn report(
+pub(crate) fn report(
     span: &Span,
     method: &'static str,
     caller: &str,
@@ -136,7 +141,7 @@ pub fn report(
     if let Some(verdict) = outcome.verdict {
         span.record("faceid.verdict", verdict);
     }
-    metrics.rpc_finished(method, caller, outcome.code, elapsed);
+    metrics.rpc_finished(method, caller, grpc_name(outcome.code), elapsed);
     let latency_ms = elapsed.as_secs_f64() * 1e3;
     let code = grpc_name(outcome.code);
     let verdict = outcome.verdict.unwrap_or_default();
@@ -150,6 +155,7 @@ pub fn report(
                 caller,
                 rpc.grpc.status_code = code,
                 tencent.code = outcome.tencent_code,
+                faceid.reason = outcome.gateway_reason,
                 tencent.request_id = outcome.request_id,
                 verdict,
                 latency_ms,
@@ -168,17 +174,17 @@ pub fn report(
 
 /// Item counts of a finished batch stream.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct BatchCounts {
+pub(crate) struct BatchCounts {
     /// Items read.
-    pub received: u64,
+    pub(crate) received: u64,
     /// Items answered with a result.
-    pub succeeded: u64,
+    pub(crate) succeeded: u64,
     /// Items answered with an error.
-    pub failed: u64,
+    pub(crate) failed: u64,
 }
 
 /// Records the end of a batch stream on its span, logs it and counts it.
-pub fn report_stream(
+pub(crate) fn report_stream(
     span: &Span,
     caller: &str,
     code: Code,
@@ -187,7 +193,7 @@ pub fn report_stream(
     metrics: &Metrics,
 ) {
     record_code(span, code);
-    metrics.rpc_finished("VerifyIdCardBatch", caller, code, elapsed);
+    metrics.rpc_finished("VerifyIdCardBatch", caller, grpc_name(code), elapsed);
     span.in_scope(|| {
         tracing::info!(
             rpc.method = "VerifyIdCardBatch",

@@ -11,9 +11,9 @@
 //! comes in time it fails at once with [`Rejected`] (and its retry delay)
 //! instead of sleeping into the deadline.
 
-pub mod gcra;
-pub mod redis;
-pub mod window;
+pub(crate) mod gcra;
+pub(crate) mod redis;
+pub(crate) mod window;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -25,31 +25,32 @@ use tokio::time::Instant;
 use tower::{Layer, Service};
 use tracing::Instrument as _;
 
-use crate::metrics::Metrics;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
 
-pub use gcra::{Gcra, Quota, Rejected};
-pub use redis::{RedisConfig, RedisLimiter};
-pub use window::SlidingWindow;
+pub(crate) use gcra::{Gcra, Quota, Rejected};
+pub(crate) use redis::{RedisConfig, RedisLimiter};
+pub(crate) use window::SlidingWindow;
 
 /// The window the limit is enforced over: one second plus 1%, so calls
 /// spaced by the limiter still fit Tencent's one-second window after a few
 /// milliseconds of network and scheduling jitter (99% of the limit is used).
-pub const WINDOW: Duration = Duration::from_millis(1010);
+pub(crate) const WINDOW: Duration = Duration::from_millis(1010);
 
 /// The quota for `per_second` calls with `burst` extra, over [`WINDOW`].
-pub fn per_second(per_second: u32, burst: u32) -> Quota {
+pub(crate) fn per_second(per_second: u32, burst: u32) -> Quota {
     Quota::new(per_second, WINDOW, burst)
 }
 
 /// Requests that carry their caller's deadline.
-pub trait Deadline {
+pub(crate) trait Deadline {
     /// When the caller stops waiting, if it said.
     fn deadline(&self) -> Option<Instant>;
 }
 
 /// The limiter every clone of the layer shares.
 #[derive(Debug, Clone)]
-pub enum Limiter {
+pub(crate) enum Limiter {
     /// This process only.
     Local(Arc<Gcra>),
     /// Shared by every replica through Redis, with a local fallback.
@@ -58,7 +59,7 @@ pub enum Limiter {
 
 impl Limiter {
     /// An in-process limiter with `quota`.
-    pub fn local(quota: Quota) -> Self {
+    pub(crate) fn local(quota: Quota) -> Self {
         Self::Local(Arc::new(Gcra::new(quota)))
     }
 
@@ -66,7 +67,7 @@ impl Limiter {
     ///
     /// # Errors
     /// [`Rejected`] when no slot comes within `max_wait`.
-    pub async fn reserve(&self, max_wait: Duration) -> Result<Duration, Rejected> {
+    pub(crate) async fn reserve(&self, max_wait: Duration) -> Result<Duration, Rejected> {
         match self {
             Self::Local(gcra) => gcra.reserve(Instant::now(), max_wait),
             Self::Redis(redis) => redis.reserve(max_wait).await,
@@ -74,20 +75,30 @@ impl Limiter {
     }
 }
 
+/// The metric handles the layer reports to (this module imports nothing
+/// else of the crate).
+#[derive(Debug, Clone)]
+pub(crate) struct LimitMetrics {
+    /// Time calls waited for a slot.
+    pub(crate) wait_seconds: Histogram,
+    /// Calls refused because no slot came within their wait.
+    pub(crate) rejections: Counter,
+}
+
 /// Applies [`RateLimit`] with one shared [`Limiter`].
 #[derive(Debug, Clone)]
-pub struct RateLimitLayer {
+pub(crate) struct RateLimitLayer {
     limiter: Limiter,
     gate: Arc<SlidingWindow>,
     max_wait: Duration,
-    metrics: Option<Arc<Metrics>>,
+    metrics: Option<LimitMetrics>,
 }
 
 impl RateLimitLayer {
     /// Calls wait at most `max_wait` for a slot from `limiter`, then pass a
     /// dispatch gate allowing `per_window` sends (rate plus burst) in any
     /// [`WINDOW`] by their actual send times.
-    pub fn new(limiter: Limiter, per_window: u32, max_wait: Duration) -> Self {
+    pub(crate) fn new(limiter: Limiter, per_window: u32, max_wait: Duration) -> Self {
         Self {
             limiter,
             gate: Arc::new(SlidingWindow::new(per_window.max(1) as usize, WINDOW)),
@@ -97,13 +108,13 @@ impl RateLimitLayer {
     }
 
     /// Counts waits and refusals in `metrics`.
-    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn with_metrics(mut self, metrics: LimitMetrics) -> Self {
         self.metrics = Some(metrics);
         self
     }
 
     /// The log of actual send times, whose length is the observed rate.
-    pub fn dispatch_window(&self) -> Arc<SlidingWindow> {
+    pub(crate) fn dispatch_window(&self) -> Arc<SlidingWindow> {
         Arc::clone(&self.gate)
     }
 }
@@ -124,12 +135,12 @@ impl<S> Layer<S> for RateLimitLayer {
 
 /// Waits for a rate-limit slot before calling the inner service.
 #[derive(Debug, Clone)]
-pub struct RateLimit<S> {
+pub(crate) struct RateLimit<S> {
     inner: S,
     limiter: Limiter,
     gate: Arc<SlidingWindow>,
     max_wait: Duration,
-    metrics: Option<Arc<Metrics>>,
+    metrics: Option<LimitMetrics>,
 }
 
 impl<S, R> Service<R> for RateLimit<S>
@@ -178,7 +189,7 @@ where
                         let retry_ms = rejected.retry_after.as_secs_f64() * 1e3;
                         span.record("faceid.rate_limit.retry_after_ms", retry_ms);
                         if let Some(metrics) = &metrics {
-                            metrics.rate_limit_rejections.inc();
+                            metrics.rejections.inc();
                         }
                         return Err(rejected);
                     }
@@ -194,9 +205,7 @@ where
                 let span = tracing::Span::current();
                 span.record("faceid.rate_limit.wait_ms", waited.as_secs_f64() * 1e3);
                 if let Some(metrics) = &metrics {
-                    metrics
-                        .rate_limit_wait_seconds
-                        .observe(waited.as_secs_f64());
+                    metrics.wait_seconds.observe(waited.as_secs_f64());
                 }
                 Ok::<_, Rejected>(waited)
             }

@@ -3,15 +3,13 @@
 //! `GET /metrics` (Prometheus), `GET /healthz` (the process is up) and
 //! `GET /readyz` (it takes calls; 503 once draining).
 
+use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
@@ -19,40 +17,24 @@ use crate::metrics::Metrics;
 /// The OpenMetrics content type Prometheus negotiates for.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Serves the admin endpoints on `listener` until `shutdown` is cancelled;
-/// `/readyz` turns 503 once `draining` is cancelled.
-pub async fn serve(
-    listener: TcpListener,
+/// The admin endpoints as a service: `/readyz` answers 503 once
+/// `draining` is cancelled.
+pub(crate) fn service(
     metrics: Arc<Metrics>,
     draining: CancellationToken,
-    shutdown: CancellationToken,
-) {
-    loop {
-        let accepted = tokio::select! {
-            () = shutdown.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        let Ok((stream, _)) = accepted else {
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let metrics = Arc::clone(&metrics);
-        let draining = draining.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |request| {
-                let metrics = Arc::clone(&metrics);
-                let ready = !draining.is_cancelled();
-                async move { Ok::<_, std::convert::Infallible>(route(&request, &metrics, ready)) }
-            });
-            let builder = auto::Builder::new(TokioExecutor::new());
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                _ = connection => {}
-                () = shutdown.cancelled() => {}
-            }
-        });
-    }
+) -> impl tower::Service<
+    Request<Incoming>,
+    Response = Response<Full<Bytes>>,
+    Error = Infallible,
+    Future = impl Send,
+> + Clone
++ Send
++ 'static {
+    tower::service_fn(move |request: Request<Incoming>| {
+        let ready = !draining.is_cancelled();
+        let response = route(&request, &metrics, ready);
+        std::future::ready(Ok::<_, Infallible>(response))
+    })
 }
 
 fn route(request: &Request<Incoming>, metrics: &Metrics, ready: bool) -> Response<Full<Bytes>> {

@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 /// At most `limit` admissions in any `window`.
 #[derive(Debug)]
-pub struct SlidingWindow {
+pub(crate) struct SlidingWindow {
     limit: usize,
     window: Duration,
     admitted: Mutex<VecDeque<Instant>>,
@@ -22,7 +22,7 @@ pub struct SlidingWindow {
 
 impl SlidingWindow {
     /// At most `limit` admissions per `window`.
-    pub fn new(limit: usize, window: Duration) -> Self {
+    pub(crate) fn new(limit: usize, window: Duration) -> Self {
         Self {
             limit,
             window,
@@ -31,7 +31,7 @@ impl SlidingWindow {
     }
 
     /// How many admissions fall in the window ending at `now`.
-    pub fn recent(&self, now: Instant) -> usize {
+    pub(crate) fn recent(&self, now: Instant) -> usize {
         let admitted = self
             .admitted
             .lock()
@@ -47,7 +47,7 @@ impl SlidingWindow {
     ///
     /// # Errors
     /// The wait until the oldest admission in the window leaves it.
-    pub fn try_admit(&self, now: Instant) -> Result<(), Duration> {
+    pub(crate) fn try_admit(&self, now: Instant) -> Result<(), Duration> {
         let mut admitted = self
             .admitted
             .lock()

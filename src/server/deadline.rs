@@ -7,14 +7,14 @@ use tonic::metadata::MetadataMap;
 
 /// The deadline a caller set (`grpc-timeout`), counted from `received`.
 /// A malformed header counts as no deadline, as gRPC specifies.
-pub fn from_metadata(metadata: &MetadataMap, received: Instant) -> Option<Instant> {
+pub(crate) fn from_metadata(metadata: &MetadataMap, received: Instant) -> Option<Instant> {
     let value = metadata.get("grpc-timeout")?.to_str().ok()?;
     parse_timeout(value).map(|timeout| received + timeout)
 }
 
 /// Parses a `grpc-timeout` value: up to 8 digits and a unit (`H`, `M`, `S`,
 /// `m`, `u`, `n`).
-pub fn parse_timeout(value: &str) -> Option<Duration> {
+pub(crate) fn parse_timeout(value: &str) -> Option<Duration> {
     if value.len() < 2 || value.len() > 9 {
         return None;
     }

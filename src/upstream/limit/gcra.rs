@@ -18,11 +18,11 @@ use tokio::time::Instant;
 
 /// Rate, burst and the derived GCRA parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Quota {
+pub(crate) struct Quota {
     /// Time between two slots: one window divided by the rate.
-    pub emission_interval: Duration,
+    pub(crate) emission_interval: Duration,
     /// How far ahead of its TAT a slot may be granted: burst × interval.
-    pub burst_tolerance: Duration,
+    pub(crate) burst_tolerance: Duration,
 }
 
 impl Quota {
@@ -31,7 +31,7 @@ impl Quota {
     ///
     /// # Panics
     /// When `per_window` is zero.
-    pub fn new(per_window: u32, window: Duration, burst: u32) -> Self {
+    pub(crate) fn new(per_window: u32, window: Duration, burst: u32) -> Self {
         assert!(per_window > 0, "a rate limit of zero admits nothing");
         let emission_interval = window / per_window;
         Self {
@@ -44,22 +44,22 @@ impl Quota {
 /// Why no slot was granted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("no rate-limit slot within the allowed wait; one frees in {retry_after:?}")]
-pub struct Rejected {
+pub(crate) struct Rejected {
     /// When the next slot would be granted if asked for now.
-    pub retry_after: Duration,
+    pub(crate) retry_after: Duration,
 }
 
 /// An in-process GCRA limiter. Share it behind an `Arc`: the state is the
 /// limiter, and a copy would be a second, independent limit.
 #[derive(Debug)]
-pub struct Gcra {
+pub(crate) struct Gcra {
     quota: Quota,
     theoretical_arrival: Mutex<Option<Instant>>,
 }
 
 impl Gcra {
     /// A limiter with `quota`, idle so far.
-    pub fn new(quota: Quota) -> Self {
+    pub(crate) fn new(quota: Quota) -> Self {
         Self {
             quota,
             theoretical_arrival: Mutex::new(None),
@@ -67,14 +67,14 @@ impl Gcra {
     }
 
     /// The quota it enforces.
-    pub fn quota(&self) -> Quota {
+    pub(crate) fn quota(&self) -> Quota {
         self.quota
     }
 
     /// Grants no slot before `now + duration` (slots already granted stand):
     /// used when switching limiters, so calls made under the previous one
     /// within the last window are not added to the new one's.
-    pub fn hold(&self, now: Instant, duration: Duration) {
+    pub(crate) fn hold(&self, now: Instant, duration: Duration) {
         let mut tat = self
             .theoretical_arrival
             .lock()
@@ -88,7 +88,7 @@ impl Gcra {
     ///
     /// # Errors
     /// [`Rejected`] (and nothing reserved) when the slot is further away.
-    pub fn reserve(&self, now: Instant, max_wait: Duration) -> Result<Duration, Rejected> {
+    pub(crate) fn reserve(&self, now: Instant, max_wait: Duration) -> Result<Duration, Rejected> {
         let mut tat = self
             .theoretical_arrival
             .lock()

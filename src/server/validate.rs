@@ -5,53 +5,50 @@
 use bytes::Bytes;
 use reqwest::Url;
 
-use crate::crypto::CryptoError;
 use crate::proto::{
     Checks, UpstreamEncryption, VerifyIdCardRequest, verify_id_card_request::Source,
 };
+use crate::tencent::crypto::CryptoError;
+use crate::tencent::image::{MAX_IMAGE_BYTES, check_image};
 use crate::tencent::model::{CheckIdCardInformationRequest, Config};
 use crate::tencent::{EncryptionMode, EncryptionSettings, RequestBody, RequestEncryption};
 
-/// Tencent's cap on `ImageBase64`: 7 MiB of base64 text.
-pub const MAX_IMAGE_BASE64_LEN: usize = 7 * 1024 * 1024;
-/// The largest raw image whose base64 form fits [`MAX_IMAGE_BASE64_LEN`].
-pub const MAX_IMAGE_BYTES: usize = MAX_IMAGE_BASE64_LEN / 4 * 3;
 /// The longest `image_url` accepted.
-pub const MAX_IMAGE_URL_LEN: usize = 2048;
+pub(crate) const MAX_IMAGE_URL_LEN: usize = 2048;
 /// The largest gRPC message the server decodes: the largest valid image plus
 /// room for the other fields of a batch item, and no more.
-pub const MAX_REQUEST_MESSAGE_BYTES: usize = MAX_IMAGE_BYTES + 4 * 1024;
+pub(crate) const MAX_REQUEST_MESSAGE_BYTES: usize = MAX_IMAGE_BYTES + 4 * 1024;
 
 /// One rule a request broke.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Violation {
+pub(crate) struct Violation {
     /// The offending field's path, e.g. `image` or `request.image_url`.
-    pub field: String,
+    pub(crate) field: String,
     /// What is wrong, without the value.
-    pub description: String,
+    pub(crate) description: String,
     /// The Tencent code that means the same thing, used as the error reason so
     /// callers see one reason whoever caught the problem.
-    pub code: &'static str,
+    pub(crate) code: &'static str,
 }
 
 /// A request that must not reach Tencent.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid request: {}", .violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; "))]
-pub struct InvalidArgument {
+pub(crate) struct InvalidArgument {
     /// Every broken rule (at least one).
-    pub violations: Vec<Violation>,
+    pub(crate) violations: Vec<Violation>,
 }
 
 impl InvalidArgument {
     /// The `ErrorInfo.reason`: the Tencent code of the first violation.
-    pub fn reason(&self) -> &'static str {
+    pub(crate) fn reason(&self) -> &'static str {
         self.violations
             .first()
             .map_or("InvalidParameter", |v| v.code)
     }
 
     /// A single violation.
-    pub fn new(
+    pub(crate) fn new(
         field: impl Into<String>,
         description: impl Into<String>,
         code: &'static str,
@@ -68,7 +65,7 @@ impl InvalidArgument {
 
 /// Where the image comes from, once validated.
 #[derive(Clone)]
-pub enum ImageSource {
+pub(crate) enum ImageSource {
     /// PNG or JPEG bytes within the size cap.
     Image(Bytes),
     /// An http(s) URL within the length cap.
@@ -77,7 +74,7 @@ pub enum ImageSource {
 
 /// What a request asked about Tencent's answer encryption.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EncryptionChoice {
+pub(crate) enum EncryptionChoice {
     /// The gateway's configured default.
     GatewayDefault,
     /// No encryption.
@@ -88,13 +85,13 @@ pub enum EncryptionChoice {
 
 /// A validated verification, ready to become an upstream request body.
 #[derive(Clone)]
-pub struct Verification {
+pub(crate) struct Verification {
     /// The image.
-    pub source: ImageSource,
+    pub(crate) source: ImageSource,
     /// The alarm switches.
-    pub config: Config,
+    pub(crate) config: Config,
     /// The caller's encryption override.
-    pub encryption: EncryptionChoice,
+    pub(crate) encryption: EncryptionChoice,
 }
 
 impl std::fmt::Debug for Verification {
@@ -117,7 +114,7 @@ impl Verification {
     ///
     /// # Errors
     /// [`InvalidArgument`] naming each broken rule.
-    pub fn parse(
+    pub(crate) fn parse(
         request: VerifyIdCardRequest,
         field_prefix: &str,
     ) -> Result<Self, InvalidArgument> {
@@ -165,7 +162,7 @@ impl Verification {
     ///
     /// # Errors
     /// The session key cannot be made or wrapped.
-    pub fn into_encrypted_body(
+    pub(crate) fn into_encrypted_body(
         self,
         mode: Option<EncryptionMode>,
         settings: &EncryptionSettings,
@@ -209,78 +206,6 @@ fn config_from_checks(checks: Checks) -> Config {
     }
 }
 
-/// The formats an image can be recognised as by its first bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ImageFormat {
-    /// PNG: accepted.
-    Png,
-    /// JPEG: accepted.
-    Jpeg,
-    /// GIF: refused by Tencent.
-    Gif,
-    /// WebP: not supported by Tencent.
-    Webp,
-    /// BMP: not supported by Tencent.
-    Bmp,
-    /// Anything else.
-    Unknown,
-}
-
-impl ImageFormat {
-    /// Recognises the format from the magic bytes.
-    pub fn sniff(bytes: &[u8]) -> Self {
-        if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
-            Self::Png
-        } else if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
-            Self::Jpeg
-        } else if bytes.starts_with(b"GIF87a") || bytes.starts_with(b"GIF89a") {
-            Self::Gif
-        } else if bytes.len() >= 12 && bytes.starts_with(b"RIFF") && &bytes[8..12] == b"WEBP" {
-            Self::Webp
-        } else if bytes.starts_with(b"BM") {
-            Self::Bmp
-        } else {
-            Self::Unknown
-        }
-    }
-
-    /// Whether Tencent accepts the format.
-    pub fn is_supported(self) -> bool {
-        matches!(self, Self::Png | Self::Jpeg)
-    }
-}
-
-/// Checks raw image bytes; on failure returns the description and the
-/// equivalent Tencent code.
-pub fn check_image(image: &[u8]) -> Result<ImageFormat, (String, &'static str)> {
-    if image.is_empty() {
-        return Err((
-            "must not be empty".to_owned(),
-            "FailedOperation.EmptyImageError",
-        ));
-    }
-    if image.len() > MAX_IMAGE_BYTES {
-        return Err((
-            format!(
-                "is {} bytes; the limit is {MAX_IMAGE_BYTES} bytes (7 MiB once base64-encoded)",
-                image.len()
-            ),
-            "FailedOperation.ImageSizeTooLarge",
-        ));
-    }
-    match ImageFormat::sniff(image) {
-        format if format.is_supported() => Ok(format),
-        ImageFormat::Unknown => Err((
-            "must be a PNG or JPEG image".to_owned(),
-            "FailedOperation.ImageDecodeFailed",
-        )),
-        other => Err((
-            format!("{other:?} images are not supported; send PNG or JPEG"),
-            "FailedOperation.ImageDecodeFailed",
-        )),
-    }
-}
-
 fn check_url(url: &str) -> Result<(), String> {
     if url.is_empty() {
         return Err("must not be empty".to_owned());
@@ -304,6 +229,7 @@ fn check_url(url: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tencent::image::{ImageFormat, MAX_IMAGE_BASE64_LEN};
 
     const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
     const JPEG: &[u8] = &[0xFF, 0xD8, 0xFF, 0xE0, 0, 0x10, b'J', b'F', b'I', b'F'];
@@ -412,8 +338,8 @@ mod tests {
             ..Default::default()
         });
         let settings = EncryptionSettings {
-            algorithm: crate::crypto::Algorithm::default(),
-            public_keys: std::sync::Arc::new(crate::crypto::PublicKeys::tencent_defaults()),
+            algorithm: crate::tencent::crypto::Algorithm::default(),
+            public_keys: std::sync::Arc::new(crate::tencent::crypto::PublicKeys::tencent_defaults()),
         };
         let verification = Verification::parse(request, "").unwrap();
         let (body, encryption) = verification.into_encrypted_body(None, &settings).unwrap();

@@ -8,7 +8,7 @@ use serde::Deserialize;
 
 use super::*;
 
-const VECTORS_JSON: &str = include_str!("../../tests/data/crypto-vectors.json");
+const VECTORS_JSON: &str = include_str!("../../../tests/data/crypto-vectors.json");
 
 #[derive(Deserialize)]
 struct Vectors {

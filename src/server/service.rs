@@ -11,24 +11,24 @@ use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument as _;
 
-use crate::auth::{Caller, caller_name};
-use crate::batch::{self, BatchSettings, BatchStream};
-use crate::deadline;
-use crate::error::REQUEST_ID_METADATA;
 use crate::metrics::Metrics;
-use crate::observe::{self, Outcome};
 use crate::proto::id_card_verification_service_server::IdCardVerificationService;
 use crate::proto::{VerifyIdCardBatchRequest, VerifyIdCardRequest, VerifyIdCardResponse};
+use crate::server::auth::{Caller, caller_name};
+use crate::server::batch::{self, BatchSettings, BatchStream};
+use crate::server::deadline;
+use crate::server::error::REQUEST_ID_METADATA;
+use crate::server::observe::{self, Outcome};
+use crate::server::verifier::Verifier;
 use crate::telemetry;
-use crate::verifier::Verifier;
 
 /// Response metadata naming the trace a call landed in (W3C Trace Context
 /// level 2).
-pub const TRACERESPONSE_METADATA: &str = "traceresponse";
+pub(crate) const TRACERESPONSE_METADATA: &str = "traceresponse";
 
 /// The service implementation, shared by every connection.
 #[derive(Debug, Clone)]
-pub struct VerificationService {
+pub(crate) struct VerificationService {
     verifier: Verifier,
     batch: BatchSettings,
     shutdown: CancellationToken,
@@ -38,7 +38,7 @@ pub struct VerificationService {
 impl VerificationService {
     /// A service running verifications with `verifier`; batch streams use
     /// `batch` limits and drain when `shutdown` is cancelled.
-    pub fn new(
+    pub(crate) fn new(
         verifier: Verifier,
         batch: BatchSettings,
         shutdown: CancellationToken,

@@ -7,18 +7,18 @@ use std::sync::Arc;
 use tokio::time::Instant;
 use tower::ServiceExt as _;
 
-use crate::auth::{Caller, CallerQuotas};
-use crate::error::Error;
 use crate::proto::{VerifyIdCardRequest, VerifyIdCardResponse};
-use crate::tencent::{self, EncryptionMode, EncryptionSettings};
-use crate::upstream::{Upstream, UpstreamRequest};
-use crate::validate::{EncryptionChoice, Verification};
-use crate::verdict;
+use crate::server::auth::{Caller, CallerQuotas};
+use crate::server::error::Error;
+use crate::server::validate::{EncryptionChoice, Verification};
+use crate::server::verdict;
+use crate::tencent::{EncryptionMode, EncryptionSettings};
+use crate::upstream::{Stack, UpstreamRequest};
 
 /// Runs verifications through the shared upstream stack. Cheap to clone.
 #[derive(Clone)]
-pub struct Verifier {
-    upstream: Upstream,
+pub(crate) struct Verifier {
+    upstream: Stack,
     match_threshold: f64,
     encryption: EncryptionPolicy,
     quotas: Arc<CallerQuotas>,
@@ -26,11 +26,11 @@ pub struct Verifier {
 
 /// How answers are protected between Tencent and the gateway.
 #[derive(Debug, Clone)]
-pub struct EncryptionPolicy {
+pub(crate) struct EncryptionPolicy {
     /// The mode when a request does not choose (None = off).
-    pub default_mode: Option<EncryptionMode>,
+    pub(crate) default_mode: Option<EncryptionMode>,
     /// The algorithm and public keys.
-    pub settings: EncryptionSettings,
+    pub(crate) settings: EncryptionSettings,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -44,7 +44,7 @@ impl std::fmt::Debug for Verifier {
 impl Verifier {
     /// A verifier calling `upstream`, matching at `match_threshold`,
     /// asking for encrypted answers per `encryption`.
-    pub fn new(upstream: Upstream, match_threshold: f64, encryption: EncryptionPolicy) -> Self {
+    pub(crate) fn new(upstream: Stack, match_threshold: f64, encryption: EncryptionPolicy) -> Self {
         Self {
             upstream,
             match_threshold,
@@ -58,7 +58,7 @@ impl Verifier {
     ///
     /// # Errors
     /// Invalid input (nothing sent upstream) or a failed upstream call.
-    pub async fn verify(
+    pub(crate) async fn verify(
         &self,
         request: VerifyIdCardRequest,
         field_prefix: &str,
@@ -75,7 +75,7 @@ impl Verifier {
     ///
     /// # Errors
     /// The caller's share is used up, or the upstream call failed.
-    pub async fn verify_valid(
+    pub(crate) async fn verify_valid(
         &self,
         verification: Verification,
         caller: Option<&Caller>,
@@ -89,7 +89,7 @@ impl Verifier {
         };
         let (body, encryption) = verification
             .into_encrypted_body(mode, &self.encryption.settings)
-            .map_err(tencent::Error::EncryptionSetup)?;
+            .map_err(Error::EncryptionSetup)?;
         let mut call = UpstreamRequest::new(body, deadline);
         call.encryption = encryption.map(Arc::new);
         let reply = self.upstream.clone().oneshot(call).await?;

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 type Parse<T, E> = Box<dyn Fn(&[Vec<u8>]) -> Result<T, E> + Send + Sync>;
 
 /// A value that follows its files.
-pub struct Watched<T, E> {
+pub(crate) struct Watched<T, E> {
     /// What the files hold, for log lines ("caller tokens").
     what: &'static str,
     paths: Vec<PathBuf>,
@@ -44,7 +44,7 @@ where
     ///
     /// # Errors
     /// `read_error(path)` for an unreadable file, or what `parse` returns.
-    pub fn load(
+    pub(crate) fn load(
         what: &'static str,
         paths: Vec<PathBuf>,
         read_error: fn(&Path) -> E,
@@ -63,7 +63,7 @@ where
     }
 
     /// The value now in use.
-    pub fn current(&self) -> Arc<T> {
+    pub(crate) fn current(&self) -> Arc<T> {
         self.current
             .read()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -75,7 +75,7 @@ where
     ///
     /// # Errors
     /// The files became unreadable or do not parse; the value stays.
-    pub fn reload(&self) -> Result<bool, E> {
+    pub(crate) fn reload(&self) -> Result<bool, E> {
         let contents = read_all(&self.paths, self.read_error)?;
         let digest = digest(&contents);
         let mut loaded = self
@@ -97,7 +97,7 @@ where
     /// Polls the files every `interval` until `shutdown`, logging changes
     /// and bad versions (never their content); `after_check` then looks at
     /// the value in use.
-    pub fn spawn_reloader(
+    pub(crate) fn spawn_reloader(
         self: &Arc<Self>,
         interval: Duration,
         shutdown: CancellationToken,

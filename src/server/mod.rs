@@ -1,0 +1,23 @@
+//! The server layer: what callers see. The gRPC service and its batch
+//! driver, caller authentication and quotas, input validation, the mapping of
+//! Tencent's answers and of every error to what a caller receives, deadlines,
+//! what each call reports (span, log line, metrics), and the admin port.
+//!
+//! May import: [`crate::upstream`] (the shared stack every call goes
+//! through), [`crate::tencent`] (its types), [`crate::net`],
+//! [`crate::config`], [`crate::metrics`], [`crate::telemetry`] and
+//! [`crate::proto`]. Nothing below imports the server: arrows point server →
+//! upstream → tencent.
+
+pub(crate) mod admin;
+pub(crate) mod auth;
+pub(crate) mod batch;
+pub(crate) mod deadline;
+pub(crate) mod error;
+pub(crate) mod observe;
+pub(crate) mod service;
+pub(crate) mod validate;
+pub(crate) mod verdict;
+pub(crate) mod verifier;
+
+pub use auth::{TokensFileError, new_token};

@@ -1,0 +1,155 @@
+//! The upstream layer: one tower stack, built once at start-up and shared
+//! (cloned) by every handler, connection and batch stream:
+//!
+//! ```text
+//! concurrency cap ▸ retry (budget, backoff, deadline) ▸ rate limit ▸ attempt (timeout, signing, HTTP)
+//! ```
+//!
+//! Because the rate limit sits inside the retry layer, every attempt passes
+//! it again; because the client signs inside the attempt, every attempt is
+//! signed with a fresh timestamp.
+//!
+//! May import: [`crate::tencent`] (the client it drives) and
+//! [`crate::metrics`]. Never the server: arrows point server → upstream →
+//! tencent. [`limit`] imports nothing else of the crate.
+
+mod attempt;
+pub(crate) mod limit;
+mod retry;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tower::ServiceBuilder;
+use tower::retry::budget::TpsBudget;
+use tower::util::BoxCloneSyncService;
+
+use crate::metrics::Metrics;
+use crate::tencent::{self, Reply, RequestBody, RequestEncryption};
+use attempt::Attempt;
+use limit::{Deadline, LimitMetrics, Limiter, RateLimitLayer, Rejected};
+use retry::RetryPolicy;
+
+/// Why an upstream call failed, after the stack's own retries.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum Error {
+    /// The last attempt failed, or Tencent refused the call.
+    #[error(transparent)]
+    Tencent(#[from] tencent::Error),
+    /// No rate-limit slot could come within the allowed wait.
+    #[error("no upstream rate-limit slot within the allowed wait")]
+    RateLimited {
+        /// When a slot frees.
+        retry_after: Duration,
+    },
+    /// The caller's deadline passed before Tencent answered.
+    #[error("the caller's deadline passed")]
+    DeadlineExceeded,
+}
+
+impl Error {
+    /// Whether another attempt may succeed (the retry policy asks).
+    fn is_retryable(&self) -> bool {
+        match self {
+            Error::Tencent(error) => error.class().is_retryable(),
+            Error::RateLimited { .. } | Error::DeadlineExceeded => false,
+        }
+    }
+
+    /// A short name for spans and logs: the Tencent code or the failure.
+    fn reason(&self) -> &str {
+        match self {
+            Error::Tencent(error) => error.reason(),
+            Error::RateLimited { .. } => "RequestLimitExceeded",
+            Error::DeadlineExceeded => "DeadlineExceeded",
+        }
+    }
+}
+
+impl From<Rejected> for Error {
+    fn from(rejected: Rejected) -> Self {
+        Error::RateLimited {
+            retry_after: rejected.retry_after,
+        }
+    }
+}
+
+/// One verification on its way to Tencent.
+#[derive(Debug, Clone)]
+pub(crate) struct UpstreamRequest {
+    /// The signed-per-attempt body, shared by all attempts.
+    pub(crate) body: RequestBody,
+    /// When the caller stops waiting.
+    pub(crate) deadline: Option<Instant>,
+    /// 1 for the first attempt; the retry layer counts up.
+    attempt: u32,
+    /// The session key that opens an encrypted answer, when one was asked for.
+    pub(crate) encryption: Option<Arc<RequestEncryption>>,
+}
+
+impl UpstreamRequest {
+    /// A first attempt of `body` with an optional deadline.
+    pub(crate) fn new(body: RequestBody, deadline: Option<Instant>) -> Self {
+        Self {
+            body,
+            deadline,
+            attempt: 1,
+            encryption: None,
+        }
+    }
+}
+
+impl Deadline for UpstreamRequest {
+    fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+}
+
+/// The shared stack: an [`UpstreamRequest`] in, a verification outcome out.
+pub(crate) type Stack = BoxCloneSyncService<UpstreamRequest, Reply, Error>;
+
+/// Settings of the stack.
+#[derive(Debug, Clone)]
+pub(crate) struct StackConfig {
+    /// Upstream calls in flight at most, waiting ones included.
+    pub(crate) max_in_flight: usize,
+    /// Sends allowed in any rate-limit window (rate plus burst).
+    pub(crate) rate_limit_per_window: u32,
+    /// The longest a call may wait for a rate-limit slot.
+    pub(crate) rate_limit_max_wait: Duration,
+    /// Attempts per call at most, the first included.
+    pub(crate) max_attempts: u32,
+    /// The backoff before the first retry (doubling after, with full jitter).
+    pub(crate) retry_base_delay: Duration,
+    /// The longest backoff.
+    pub(crate) retry_max_delay: Duration,
+}
+
+/// Builds the stack around `client`, drawing slots from `limiter` and
+/// reporting to `metrics`.
+pub(crate) fn build(
+    client: tencent::Client,
+    limiter: Limiter,
+    config: &StackConfig,
+    metrics: Arc<Metrics>,
+) -> Stack {
+    let budget = Arc::new(TpsBudget::new(Duration::from_secs(10), 10, 0.2));
+    let rate_limit = RateLimitLayer::new(
+        limiter,
+        config.rate_limit_per_window,
+        config.rate_limit_max_wait,
+    )
+    .with_metrics(LimitMetrics {
+        wait_seconds: metrics.rate_limit_wait_seconds.clone(),
+        rejections: metrics.rate_limit_rejections.clone(),
+    });
+    let window = rate_limit.dispatch_window();
+    metrics.observe_upstream_rate(move || window.recent(Instant::now()));
+    let stack = ServiceBuilder::new()
+        .concurrency_limit(config.max_in_flight)
+        .retry(RetryPolicy::new(budget, config, Arc::clone(&metrics)))
+        .layer(rate_limit)
+        .service(Attempt::new(client, metrics));
+    BoxCloneSyncService::new(stack)
+}

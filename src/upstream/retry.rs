@@ -1,0 +1,249 @@
+//! Which failed attempts are tried again: transient and rate-limited
+//! failures only, with exponential backoff and full jitter, inside a retry
+//! budget, never past the caller's deadline.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng as _;
+use tokio::time::Instant;
+use tower::retry::budget::{Budget as _, TpsBudget};
+use tracing::Instrument as _;
+
+use super::{Error, StackConfig, UpstreamRequest};
+use crate::metrics::{ClassLabels, Metrics};
+use crate::tencent::Reply;
+
+/// Retries transient and rate-limited failures only, with exponential
+/// backoff and full jitter, inside a retry budget, never past the deadline.
+#[derive(Clone)]
+pub(super) struct RetryPolicy {
+    budget: Arc<TpsBudget>,
+    max_attempts: u32,
+    base_delay: Duration,
+    max_delay: Duration,
+    /// Picks the actual delay under a ceiling ([`full_jitter`] in service).
+    jitter: fn(Duration) -> Duration,
+    metrics: Arc<Metrics>,
+}
+
+impl RetryPolicy {
+    /// The policy of `config`, drawing from `budget`, counting in `metrics`.
+    pub(super) fn new(budget: Arc<TpsBudget>, config: &StackConfig, metrics: Arc<Metrics>) -> Self {
+        Self {
+            budget,
+            max_attempts: config.max_attempts.max(1),
+            base_delay: config.retry_base_delay,
+            max_delay: config.retry_max_delay,
+            jitter: full_jitter,
+            metrics,
+        }
+    }
+
+    /// The jittered delay under `min(max, base × 2^(attempt-1))`.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let ceiling = self
+            .base_delay
+            .saturating_mul(1 << attempt.saturating_sub(1).min(16))
+            .min(self.max_delay);
+        (self.jitter)(ceiling)
+    }
+}
+
+/// A uniformly random delay in `[0, ceiling]` ("full jitter").
+fn full_jitter(ceiling: Duration) -> Duration {
+    let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
+    Duration::from_nanos(rand::rng().random_range(0..=nanos))
+}
+
+impl tower::retry::Policy<UpstreamRequest, Reply, Error> for RetryPolicy {
+    type Future = tracing::instrument::Instrumented<tokio::time::Sleep>;
+
+    fn retry(
+        &mut self,
+        request: &mut UpstreamRequest,
+        result: &mut Result<Reply, Error>,
+    ) -> Option<Self::Future> {
+        let error = match result {
+            Ok(_) => {
+                self.budget.deposit();
+                return None;
+            }
+            Err(error) => error,
+        };
+        if !error.is_retryable() || request.attempt >= self.max_attempts {
+            return None;
+        }
+        let delay = self.backoff(request.attempt);
+        if request
+            .deadline
+            .is_some_and(|deadline| Instant::now() + delay >= deadline)
+        {
+            tracing::debug!(
+                attempt = request.attempt,
+                "no retry: the deadline is too close"
+            );
+            return None;
+        }
+        if !self.budget.withdraw() {
+            tracing::warn!(
+                attempt = request.attempt,
+                "no retry: the retry budget is spent"
+            );
+            return None;
+        }
+        let class = match error {
+            Error::Tencent(upstream) => upstream.class().as_str(),
+            _ => "other",
+        };
+        self.metrics
+            .retries
+            .get_or_create(&ClassLabels { class })
+            .inc();
+        tracing::debug!(
+            attempt = request.attempt,
+            reason = error.reason(),
+            backoff_ms = delay.as_secs_f64() * 1e3,
+            "retrying upstream call"
+        );
+        let span = tracing::info_span!(
+            "retry backoff",
+            otel.name = "faceid.retry.backoff",
+            faceid.retry.attempt = i64::from(request.attempt),
+            faceid.retry.reason = error.reason(),
+            faceid.retry.backoff_ms = delay.as_secs_f64() * 1e3,
+        );
+        request.attempt += 1;
+        Some(tokio::time::sleep(delay).instrument(span))
+    }
+
+    fn clone_request(&mut self, request: &UpstreamRequest) -> Option<UpstreamRequest> {
+        Some(request.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tower::retry::Policy as _;
+
+    use super::*;
+    use crate::tencent::model::CheckIdCardInformationRequest;
+    use crate::tencent::{self, RequestBody};
+
+    fn policy(max_attempts: u32) -> RetryPolicy {
+        RetryPolicy {
+            budget: Arc::new(TpsBudget::new(Duration::from_secs(10), 10, 0.2)),
+            max_attempts,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(1),
+            // The ceiling itself, so decisions are deterministic.
+            jitter: |ceiling| ceiling,
+            metrics: Arc::new(Metrics::new()),
+        }
+    }
+
+    fn request(deadline: Option<Instant>) -> UpstreamRequest {
+        let body = RequestBody::new(&CheckIdCardInformationRequest::default());
+        UpstreamRequest::new(body, deadline)
+    }
+
+    fn failure(code: &str) -> Result<Reply, Error> {
+        Err(Error::Tencent(tencent::Error::api(code, None)))
+    }
+
+    #[test]
+    fn full_jitter_stays_under_the_ceiling() {
+        for _ in 0..100 {
+            assert!(full_jitter(Duration::from_millis(50)) <= Duration::from_millis(50));
+        }
+    }
+
+    #[test]
+    fn backoff_ceiling_doubles_up_to_the_maximum() {
+        let policy = policy(10);
+        let ceilings: Vec<_> = (1..=6).map(|a| policy.backoff(a).as_millis()).collect();
+        assert_eq!(ceilings, [100, 200, 400, 800, 1000, 1000]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_and_rate_limited_failures_are_retried_until_max_attempts() {
+        for code in ["InternalError", "RequestLimitExceeded.UinLimitExceeded"] {
+            assert!(tencent::codes::classify(code).is_retryable());
+            let mut policy = policy(3);
+            let mut call = request(None);
+            assert!(
+                policy.retry(&mut call, &mut failure(code)).is_some(),
+                "{code}"
+            );
+            assert_eq!(call.attempt, 2);
+            assert!(
+                policy.retry(&mut call, &mut failure(code)).is_some(),
+                "{code}"
+            );
+            assert_eq!(call.attempt, 3);
+            assert!(
+                policy.retry(&mut call, &mut failure(code)).is_none(),
+                "{code}"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn other_failures_are_never_retried() {
+        for code in [
+            "AuthFailure.SignatureFailure",
+            "FailedOperation.RequestLimitExceeded",
+            "FailedOperation.ImageDecodeFailed",
+            "UnauthorizedOperation.Arrears",
+            "SomethingUnknown",
+        ] {
+            assert!(!tencent::codes::classify(code).is_retryable(), "{code}");
+            let mut call = request(None);
+            assert!(
+                policy(3).retry(&mut call, &mut failure(code)).is_none(),
+                "{code}"
+            );
+        }
+        let mut call = request(None);
+        for mut result in [
+            Err(Error::DeadlineExceeded),
+            Err(Error::RateLimited {
+                retry_after: Duration::from_secs(1),
+            }),
+        ] {
+            assert!(policy(3).retry(&mut call, &mut result).is_none());
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_retry_when_the_backoff_would_pass_the_deadline() {
+        // The first backoff is 100 ms; a deadline 50 ms away leaves no room.
+        let mut close = request(Some(Instant::now() + Duration::from_millis(50)));
+        assert!(
+            policy(3)
+                .retry(&mut close, &mut failure("InternalError"))
+                .is_none()
+        );
+        assert_eq!(close.attempt, 1);
+
+        let mut roomy = request(Some(Instant::now() + Duration::from_secs(5)));
+        assert!(
+            policy(3)
+                .retry(&mut roomy, &mut failure("InternalError"))
+                .is_some()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_budget_caps_retries_during_an_outage() {
+        // A budget with no reserve and 10% of deposits: nothing deposited yet.
+        let mut policy = policy(3);
+        policy.budget = Arc::new(TpsBudget::new(Duration::from_secs(1), 0, 0.1));
+        let mut call = request(None);
+        assert!(
+            policy
+                .retry(&mut call, &mut failure("InternalError"))
+                .is_none()
+        );
+    }
+}
