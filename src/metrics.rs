@@ -52,6 +52,22 @@ pub(crate) struct ClassLabels {
     pub(crate) class: &'static str,
 }
 
+/// Labels of a listening port's connections.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct PortLabels {
+    /// `grpc` or `admin`.
+    pub(crate) port: &'static str,
+}
+
+/// Labels of connections the gateway closed itself.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ClosedLabels {
+    /// `grpc` or `admin`.
+    pub(crate) port: &'static str,
+    /// `handshake_timeout` or `idle`.
+    pub(crate) reason: &'static str,
+}
+
 /// Every metric the gateway exports.
 pub(crate) struct Metrics {
     registry: Registry,
@@ -79,6 +95,14 @@ pub(crate) struct Metrics {
     pub(crate) upstream_rate_observed: Gauge,
     /// Batch items in flight, all streams.
     pub(crate) batch_items_in_flight: Gauge,
+    /// Connections accepted, by port.
+    pub(crate) connections_accepted: Family<PortLabels, Counter>,
+    /// Connections refused at accept (the cap was reached), by port.
+    pub(crate) connections_refused: Family<PortLabels, Counter>,
+    /// Connections the gateway closed (no handshake in time, idle), by port.
+    pub(crate) connections_closed: Family<ClosedLabels, Counter>,
+    /// Connections open now, by port.
+    pub(crate) connections_open: Family<PortLabels, Gauge>,
     /// Reads the upstream calls sent in the last window, at each scrape.
     upstream_rate_source: OnceLock<RateSource>,
 }
@@ -183,6 +207,30 @@ impl Metrics {
             "Batch items in flight, all streams",
             batch_items_in_flight.clone(),
         );
+        let connections_accepted = Family::<PortLabels, Counter>::default();
+        registry.register(
+            "connections_accepted",
+            "Connections accepted, by port",
+            connections_accepted.clone(),
+        );
+        let connections_refused = Family::<PortLabels, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Connections refused at accept because --max-connections were open, by port",
+            connections_refused.clone(),
+        );
+        let connections_closed = Family::<ClosedLabels, Counter>::default();
+        registry.register(
+            "connections_closed",
+            "Connections the gateway closed itself (no handshake in time, idle), by port and reason",
+            connections_closed.clone(),
+        );
+        let connections_open = Family::<PortLabels, Gauge>::default();
+        registry.register(
+            "connections_open",
+            "Connections open now, by port",
+            connections_open.clone(),
+        );
         Self {
             registry,
             rpcs,
@@ -197,6 +245,10 @@ impl Metrics {
             rate_limit_configured,
             upstream_rate_observed,
             batch_items_in_flight,
+            connections_accepted,
+            connections_refused,
+            connections_closed,
+            connections_open,
             upstream_rate_source: OnceLock::new(),
         }
     }

@@ -18,8 +18,8 @@ use tonic_health::server::HealthReporter;
 use tower::ServiceBuilder;
 
 use crate::config::{EncryptionAlgorithm, EncryptionDefault, ServeArgs};
-use crate::metrics::Metrics;
-use crate::net::http::{Http2Settings, HttpServer, HttpSettings};
+use crate::metrics::{ClosedLabels, Metrics, PortLabels};
+use crate::net::http::{ConnectionMetrics, Http2Settings, HttpServer, HttpSettings};
 use crate::net::listener::Listener;
 pub use crate::net::tls::TlsError;
 use crate::net::tls::{ReloadingAcceptor, TlsFiles};
@@ -312,6 +312,7 @@ impl Application {
             admin::service(Arc::clone(&self.metrics), self.draining.clone()),
             admin_settings,
         )
+        .with_metrics(connection_metrics(&self.metrics, "admin"))
         .serve(stop_admin.clone());
         let admin = tokio::spawn(async move { admin.await.finish_within(Duration::ZERO).await });
 
@@ -321,6 +322,7 @@ impl Application {
         let stop_grpc = CancellationToken::new();
         let grpc = HttpServer::new(self.grpc, self.grpc_service, self.grpc_settings)
             .with_tls(self.tls.clone())
+            .with_metrics(connection_metrics(&self.metrics, "grpc"))
             .serve(stop_grpc.clone());
         tracing::info!(
             listen = %addr,
@@ -388,6 +390,32 @@ async fn bind(addr: SocketAddr, port: &'static str) -> Result<Listener, StartupE
         .await
         .map(|tcp| Listener::new(tcp, port))
         .map_err(|source| StartupError::Bind { addr, source })
+}
+
+/// The connection counters of `port`.
+fn connection_metrics(metrics: &Metrics, port: &'static str) -> ConnectionMetrics {
+    let closed = |reason| {
+        metrics
+            .connections_closed
+            .get_or_create(&ClosedLabels { port, reason })
+            .clone()
+    };
+    ConnectionMetrics {
+        accepted: metrics
+            .connections_accepted
+            .get_or_create(&PortLabels { port })
+            .clone(),
+        refused: metrics
+            .connections_refused
+            .get_or_create(&PortLabels { port })
+            .clone(),
+        handshake_timeouts: closed("handshake_timeout"),
+        idle_closed: closed("idle"),
+        open: metrics
+            .connections_open
+            .get_or_create(&PortLabels { port })
+            .clone(),
+    }
 }
 
 /// How the gRPC port serves its connections.

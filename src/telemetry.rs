@@ -241,7 +241,7 @@ impl Extractor for MetadataExtractor<'_> {
 }
 
 /// Makes the caller's `traceparent` (if any) the parent of `span`.
-pub fn set_parent_from(span: &tracing::Span, metadata: &MetadataMap) {
+pub(crate) fn set_parent_from(span: &tracing::Span, metadata: &MetadataMap) {
     let parent = TraceContextPropagator::new().extract(&MetadataExtractor(metadata));
     if parent.span().span_context().is_valid() {
         // Fails only when no OpenTelemetry layer is installed.
@@ -251,7 +251,7 @@ pub fn set_parent_from(span: &tracing::Span, metadata: &MetadataMap) {
 
 /// The W3C `traceresponse` value naming `span`'s trace and span, or `None`
 /// when the span has no OpenTelemetry context.
-pub fn traceresponse(span: &tracing::Span) -> Option<String> {
+pub(crate) fn traceresponse(span: &tracing::Span) -> Option<String> {
     let context = span.context();
     let span_context = context.span().span_context().clone();
     span_context.is_valid().then(|| {

@@ -23,7 +23,7 @@
 use std::time::Duration;
 
 /// The marker that opens a directive block.
-pub const MARKER: &[u8] = b"FACEID-SIM[";
+pub(crate) const MARKER: &[u8] = b"FACEID-SIM[";
 /// The longest directive block read.
 const MAX_BLOCK_LEN: usize = 512;
 /// The longest `delay` honoured.
@@ -31,7 +31,7 @@ const MAX_DELAY: Duration = Duration::from_secs(60);
 
 /// A transport-level fault to inject.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fault {
+pub(crate) enum Fault {
     /// Close the connection without answering.
     Reset,
     /// Answer HTTP 200 with a body that is not JSON.
@@ -42,43 +42,38 @@ pub enum Fault {
 
 /// The parsed directives of one request.
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct Directives {
+pub(crate) struct Directives {
     /// Answer with this code in the `Error` envelope.
-    pub error: Option<String>,
+    pub(crate) error: Option<String>,
     /// Answer with this code in `Result`.
-    pub result: Option<String>,
+    pub(crate) result: Option<String>,
     /// The similarity to report.
-    pub sim: Option<f64>,
+    pub(crate) sim: Option<f64>,
     /// Warning codes to fire.
-    pub warn: Vec<String>,
+    pub(crate) warn: Vec<String>,
     /// The quality score to report.
-    pub quality: Option<f64>,
+    pub(crate) quality: Option<f64>,
     /// Wait this long before answering.
-    pub delay: Option<Duration>,
+    pub(crate) delay: Option<Duration>,
     /// Answer with this HTTP status.
-    pub http: Option<u16>,
+    pub(crate) http: Option<u16>,
     /// Inject this fault.
-    pub fault: Option<Fault>,
+    pub(crate) fault: Option<Fault>,
     /// The counter name for `fail_first`.
-    pub key: Option<String>,
+    pub(crate) key: Option<String>,
     /// Apply the failure directives only to the first N requests with `key`.
-    pub fail_first: Option<u32>,
+    pub(crate) fail_first: Option<u32>,
     /// Leave the portrait out.
-    pub no_portrait: bool,
+    pub(crate) no_portrait: bool,
     /// Corrupt the encrypted answer.
-    pub crypto_tamper: bool,
+    pub(crate) crypto_tamper: bool,
     /// Leave `EncryptedBody` out of an encrypted answer.
-    pub crypto_omit: bool,
+    pub(crate) crypto_omit: bool,
 }
 
 impl Directives {
-    /// Whether any failure directive (`error`, `http`, `fault`) is present.
-    pub fn has_failure(&self) -> bool {
-        self.error.is_some() || self.http.is_some() || self.fault.is_some()
-    }
-
     /// Drops the failure directives (once `fail-first` is used up).
-    pub fn without_failures(mut self) -> Self {
+    pub(crate) fn without_failures(mut self) -> Self {
         self.error = None;
         self.http = None;
         self.fault = None;
@@ -93,7 +88,7 @@ impl Directives {
 /// # Errors
 /// A description of the first bad directive (for the simulator's
 /// `InvalidParameterValue` answer).
-pub fn find(haystack: &[u8]) -> Result<Option<Directives>, String> {
+pub(crate) fn find(haystack: &[u8]) -> Result<Option<Directives>, String> {
     let Some(start) = memchr::memmem::find(haystack, MARKER) else {
         return Ok(None);
     };
@@ -108,7 +103,7 @@ pub fn find(haystack: &[u8]) -> Result<Option<Directives>, String> {
 ///
 /// # Errors
 /// A description of the first bad directive.
-pub fn parse(text: &str) -> Result<Directives, String> {
+pub(crate) fn parse(text: &str) -> Result<Directives, String> {
     let mut directives = Directives::default();
     for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let (key, value) = item

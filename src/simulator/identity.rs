@@ -7,32 +7,32 @@ use sha2::{Digest, Sha256};
 const SURNAMES: &[&str] = &["王", "李", "张", "刘", "陈", "杨", "赵", "黄"];
 const GIVEN_NAMES: &[&str] = &["伟", "芳", "娜", "敏", "静", "磊", "洋", "婷"];
 /// A 1×1 transparent PNG: the portrait of every simulated answer.
-pub const PORTRAIT_PNG_BASE64: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==";
+pub(crate) const PORTRAIT_PNG_BASE64: &str = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg==";
 
 /// The fields read "from the card".
 #[derive(Debug, Clone, PartialEq)]
-pub struct Identity {
+pub(crate) struct Identity {
     /// Name.
-    pub name: String,
+    pub(crate) name: String,
     /// `男` or `女`, agreeing with the ID number.
-    pub sex: &'static str,
+    pub(crate) sex: &'static str,
     /// Ethnicity.
-    pub nation: &'static str,
+    pub(crate) nation: &'static str,
     /// `YYYY/M/D`, as Tencent formats it.
-    pub birth: String,
+    pub(crate) birth: String,
     /// A clearly simulated address.
-    pub address: String,
+    pub(crate) address: String,
     /// 18 characters with a valid check digit.
-    pub id_number: String,
+    pub(crate) id_number: String,
     /// A similarity above the default threshold (90.00 to 99.99).
-    pub similarity: f64,
+    pub(crate) similarity: f64,
 }
 
 impl Identity {
     /// The identity invented for an image (or URL) with these bytes. Only
     /// the length, the first and the last 4 KiB are hashed, to keep large
     /// images cheap.
-    pub fn for_input(input: &[u8]) -> Self {
+    pub(crate) fn for_input(input: &[u8]) -> Self {
         const EDGE: usize = 4096;
         let mut hasher = Sha256::new();
         hasher.update((input.len() as u64).to_le_bytes());
@@ -67,7 +67,7 @@ impl Identity {
 }
 
 /// The GB 11643-1999 check character of the first 17 digits.
-pub fn check_digit(first17: &str) -> char {
+pub(crate) fn check_digit(first17: &str) -> char {
     const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
     const CHECK: [char; 11] = ['1', '0', 'X', '9', '8', '7', '6', '5', '4', '3', '2'];
     let sum: u32 = first17

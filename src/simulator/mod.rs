@@ -15,10 +15,10 @@
 //! Besides the API at `POST /`, it serves `GET /__simulator/stats` (JSON
 //! [`StatsSnapshot`]) and `POST /__simulator/reset`.
 
-pub mod directives;
+pub(crate) mod directives;
 mod handler;
-pub mod identity;
-pub mod stats;
+pub(crate) mod identity;
+mod stats;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

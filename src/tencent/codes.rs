@@ -54,7 +54,7 @@ pub enum Class {
 
 impl Class {
     /// A short stable name, used in logs and metric labels.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Class::Success => "success",
             Class::NoMatch(_) => "no_match",
@@ -69,14 +69,14 @@ impl Class {
     }
 
     /// Whether another attempt of the same request may succeed.
-    pub fn is_retryable(self) -> bool {
+    pub(crate) fn is_retryable(self) -> bool {
         matches!(self, Class::Transient | Class::RateLimited)
     }
 }
 
 /// How a table row matches a code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pattern {
+pub(crate) enum Pattern {
     /// The code itself.
     Exact(&'static str),
     /// The code and every code that continues it (`AuthFailure` matches
@@ -94,7 +94,7 @@ impl Pattern {
     }
 
     /// The pattern as README.md writes it (`Prefix*` for prefixes).
-    pub fn display(self) -> String {
+    pub(crate) fn display(self) -> String {
         match self {
             Pattern::Exact(exact) => exact.to_owned(),
             Pattern::Prefix(prefix) => format!("{prefix}*"),
@@ -110,7 +110,7 @@ use Pattern::{Exact, Prefix};
 
 /// Every code the gateway knows. Exact rows are checked first, then the
 /// longest matching prefix wins, so order within each kind does not matter.
-pub const TABLE: &[(Pattern, Class)] = &[
+pub(crate) const TABLE: &[(Pattern, Class)] = &[
     (Exact("Success"), Success),
     // Completed verifications that are not a match.
     (
@@ -202,7 +202,7 @@ pub const TABLE: &[(Pattern, Class)] = &[
 ];
 
 /// The table row for `code`, if any row matches.
-pub fn lookup(code: &str) -> Option<(Pattern, Class)> {
+pub(crate) fn lookup(code: &str) -> Option<(Pattern, Class)> {
     let exact = TABLE
         .iter()
         .find(|(pattern, _)| matches!(pattern, Exact(_)) && pattern.matches(code));
@@ -219,7 +219,7 @@ pub fn lookup(code: &str) -> Option<(Pattern, Class)> {
 }
 
 /// The class of `code`; [`Class::Unknown`] when no row matches.
-pub fn classify(code: &str) -> Class {
+pub(crate) fn classify(code: &str) -> Class {
     lookup(code).map_or(Unknown, |(_, class)| class)
 }
 

@@ -49,7 +49,7 @@ pub enum Error {
 
 impl Error {
     /// An API error for `code`, classified by the table.
-    pub fn api(code: impl Into<String>, request_id: Option<String>) -> Self {
+    pub(crate) fn api(code: impl Into<String>, request_id: Option<String>) -> Self {
         let code = code.into();
         Self::Api {
             class: codes::classify(&code),
@@ -60,7 +60,7 @@ impl Error {
 
     /// The class that decides retries and the gRPC status: transport
     /// failures and undecodable answers are transient.
-    pub fn class(&self) -> Class {
+    pub(crate) fn class(&self) -> Class {
         match self {
             Error::Api { class, .. } => *class,
             Error::Connect(_)
@@ -73,7 +73,7 @@ impl Error {
     }
 
     /// The `ErrorInfo.reason`: the Tencent code, or a name for the failure.
-    pub fn reason(&self) -> &str {
+    pub(crate) fn reason(&self) -> &str {
         match self {
             Error::Api { code, .. } => code,
             Error::Connect(_) => "UpstreamConnectFailed",
@@ -86,7 +86,7 @@ impl Error {
     }
 
     /// Tencent's `RequestId`, when the answer carried one.
-    pub fn request_id(&self) -> Option<&str> {
+    pub(crate) fn request_id(&self) -> Option<&str> {
         match self {
             Error::Api { request_id, .. } | Error::Malformed { request_id, .. } => {
                 request_id.as_deref()

@@ -4,13 +4,13 @@
 //! what Tencent refuses).
 
 /// Tencent's cap on `ImageBase64`: 7 MiB of base64 text.
-pub const MAX_IMAGE_BASE64_LEN: usize = 7 * 1024 * 1024;
+pub(crate) const MAX_IMAGE_BASE64_LEN: usize = 7 * 1024 * 1024;
 /// The largest raw image whose base64 form fits [`MAX_IMAGE_BASE64_LEN`].
 pub const MAX_IMAGE_BYTES: usize = MAX_IMAGE_BASE64_LEN / 4 * 3;
 
 /// The formats an image can be recognised as by its first bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ImageFormat {
+pub(crate) enum ImageFormat {
     /// PNG: accepted.
     Png,
     /// JPEG: accepted.
@@ -27,7 +27,7 @@ pub enum ImageFormat {
 
 impl ImageFormat {
     /// Recognises the format from the magic bytes.
-    pub fn sniff(bytes: &[u8]) -> Self {
+    pub(crate) fn sniff(bytes: &[u8]) -> Self {
         if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
             Self::Png
         } else if bytes.starts_with(&[0xFF, 0xD8, 0xFF]) {
@@ -44,14 +44,14 @@ impl ImageFormat {
     }
 
     /// Whether Tencent accepts the format.
-    pub fn is_supported(self) -> bool {
+    pub(crate) fn is_supported(self) -> bool {
         matches!(self, Self::Png | Self::Jpeg)
     }
 }
 
 /// Checks raw image bytes; on failure returns the description and the
 /// equivalent Tencent code.
-pub fn check_image(image: &[u8]) -> Result<ImageFormat, (String, &'static str)> {
+pub(crate) fn check_image(image: &[u8]) -> Result<ImageFormat, (String, &'static str)> {
     if image.is_empty() {
         return Err((
             "must not be empty".to_owned(),

@@ -20,11 +20,11 @@
 
 pub mod body;
 pub mod client;
-pub mod codes;
+pub(crate) mod codes;
 pub mod credentials;
 pub mod crypto;
 pub mod encryption;
-pub mod error;
+pub(crate) mod error;
 pub mod image;
 pub mod model;
 pub mod sign;

@@ -4,10 +4,8 @@
 use std::fmt;
 use std::path::Path;
 
-use rsa::pkcs1::{DecodeRsaPrivateKey, DecodeRsaPublicKey, EncodeRsaPublicKey};
-use rsa::pkcs8::{
-    DecodePrivateKey, DecodePublicKey, EncodePrivateKey, EncodePublicKey, LineEnding,
-};
+use rsa::pkcs1::{DecodeRsaPublicKey, EncodeRsaPublicKey};
+use rsa::pkcs8::{DecodePublicKey, EncodePublicKey, LineEnding};
 use rsa::{PrivateKey as RsaPrivateKey, PublicKey as RsaPublicKey};
 use sm2::elliptic_curve::Generate as _;
 use zeroize::Zeroizing;
@@ -16,7 +14,7 @@ use super::{BoxError, CryptoError, KeyKind};
 
 /// Tencent's RSA-1024 public key (PKCS#1 "RSA PUBLIC KEY" PEM), published in
 /// its FaceID encryption demos and console; wraps AES-256-CBC session keys.
-pub const TENCENT_RSA_PUBLIC_KEY_PEM: &str = "-----BEGIN RSA PUBLIC KEY-----
+pub(crate) const TENCENT_RSA_PUBLIC_KEY_PEM: &str = "-----BEGIN RSA PUBLIC KEY-----
 MIGJAoGBAMRJoaUkZN1d5Mp8F5V6itXmSLNM5Z771afayoI49SndkFtsspHS402Z
 EUUPQfqbuZk/VuSh59LtA/fBKzb4BP5bV8aqogVhG4e/q+NDkwlaq0i31HwLyBla
 EojE/EEHpXBsuEkVTbKEy5elRq9toL7IZ80i+H2mtfU5CPsar+R3AgMBAAE=
@@ -25,7 +23,7 @@ EojE/EEHpXBsuEkVTbKEy5elRq9toL7IZ80i+H2mtfU5CPsar+R3AgMBAAE=
 
 /// Tencent's SM2 public key (SubjectPublicKeyInfo "PUBLIC KEY" PEM), from the
 /// same sources; wraps SM4-GCM session keys.
-pub const TENCENT_SM2_PUBLIC_KEY_PEM: &str = "-----BEGIN PUBLIC KEY-----
+pub(crate) const TENCENT_SM2_PUBLIC_KEY_PEM: &str = "-----BEGIN PUBLIC KEY-----
 MFkwEwYHKoZIzj0CAQYIKoEcz1UBgi0DQgAEy2QjbKC4L6LJpw51mjX90X41NYGa
 Mp+OGX7eJBfs8K98MOtKN8wPjj1iqHUlW6qyPGggNPI5RGEoAXaojOVycg==
 -----END PUBLIC KEY-----
@@ -39,9 +37,9 @@ const SIMULATOR_RSA_BITS: usize = 1024;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PublicKeys {
     /// Wraps AES-256-CBC keys (PKCS#1 v1.5 encryption).
-    pub rsa: RsaPublicKey,
+    pub(crate) rsa: RsaPublicKey,
     /// Wraps SM4-GCM keys (SM2 encryption, C1C3C2).
-    pub sm2: sm2::PublicKey,
+    pub(crate) sm2: sm2::PublicKey,
 }
 
 impl PublicKeys {
@@ -63,7 +61,8 @@ impl PublicKeys {
     ///
     /// # Errors
     /// [`CryptoError::InvalidKey`] naming the key that did not parse.
-    pub fn from_pem(rsa_pem: &str, sm2_pem: &str) -> Result<Self, CryptoError> {
+    #[cfg(test)]
+    pub(crate) fn from_pem(rsa_pem: &str, sm2_pem: &str) -> Result<Self, CryptoError> {
         Ok(PublicKeys {
             rsa: parse_rsa_public_pem(rsa_pem)?,
             sm2: parse_sm2_public_pem(sm2_pem)?,
@@ -141,58 +140,17 @@ impl PrivateKeys {
     }
 
     /// Puts together existing keys.
-    pub fn new(rsa: RsaPrivateKey, sm2: sm2::SecretKey) -> Self {
+    #[cfg(test)]
+    pub(crate) fn new(rsa: RsaPrivateKey, sm2: sm2::SecretKey) -> Self {
         PrivateKeys { rsa, sm2 }
     }
 
-    /// Both keys from PEM text; see [`parse_rsa_private_pem`] and
-    /// [`parse_sm2_private_pem`].
-    ///
-    /// # Errors
-    /// [`CryptoError::InvalidKey`] naming the key that did not parse.
-    pub fn from_pem(rsa_pem: &str, sm2_pem: &str) -> Result<Self, CryptoError> {
-        Ok(PrivateKeys {
-            rsa: parse_rsa_private_pem(rsa_pem)?,
-            sm2: parse_sm2_private_pem(sm2_pem)?,
-        })
-    }
-
-    /// Both keys from PEM files.
-    ///
-    /// # Errors
-    /// [`CryptoError::KeyFile`] or [`CryptoError::InvalidKey`].
-    pub fn from_pem_files(rsa: &Path, sm2: &Path) -> Result<Self, CryptoError> {
-        let rsa_pem = read_pem(KeyKind::RsaPrivate, rsa)?;
-        let sm2_pem = read_pem(KeyKind::Sm2Private, sm2)?;
-        PrivateKeys::from_pem(&rsa_pem, &sm2_pem)
-    }
-
-    /// The public halves, for the gateway to wrap with.
+    /// The public halves, which a gateway wraps session keys with.
     pub fn public_keys(&self) -> PublicKeys {
         PublicKeys {
             rsa: self.rsa.to_public_key(),
             sm2: self.sm2.public_key(),
         }
-    }
-
-    /// The RSA private key as PKCS#8 "PRIVATE KEY" PEM (to save the pair).
-    ///
-    /// # Errors
-    /// [`CryptoError::InvalidKey`] if encoding fails (it does not for valid keys).
-    pub fn rsa_private_pem(&self) -> Result<Zeroizing<String>, CryptoError> {
-        self.rsa
-            .to_pkcs8_pem(LineEnding::LF)
-            .map_err(|e| invalid(KeyKind::RsaPrivate, "cannot be encoded as PEM", e))
-    }
-
-    /// The SM2 private key as PKCS#8 "PRIVATE KEY" PEM (to save the pair).
-    ///
-    /// # Errors
-    /// [`CryptoError::InvalidKey`] if encoding fails (it does not for valid keys).
-    pub fn sm2_private_pem(&self) -> Result<Zeroizing<String>, CryptoError> {
-        self.sm2
-            .to_pkcs8_pem(LineEnding::LF)
-            .map_err(|e| invalid(KeyKind::Sm2Private, "cannot be encoded as PEM", e))
     }
 
     /// The RSA private key, for unwrapping.
@@ -217,7 +175,7 @@ impl fmt::Debug for PrivateKeys {
 ///
 /// # Errors
 /// [`CryptoError::InvalidKey`] for any other label or a malformed key.
-pub fn parse_rsa_public_pem(pem: &str) -> Result<RsaPublicKey, CryptoError> {
+pub(crate) fn parse_rsa_public_pem(pem: &str) -> Result<RsaPublicKey, CryptoError> {
     const KIND: KeyKind = KeyKind::RsaPublic;
     let pem = pem.trim();
     match pem_label(pem) {
@@ -243,7 +201,7 @@ pub fn parse_rsa_public_pem(pem: &str) -> Result<RsaPublicKey, CryptoError> {
 /// # Errors
 /// [`CryptoError::InvalidKey`] for any other label, another curve or a
 /// point not on the curve.
-pub fn parse_sm2_public_pem(pem: &str) -> Result<sm2::PublicKey, CryptoError> {
+pub(crate) fn parse_sm2_public_pem(pem: &str) -> Result<sm2::PublicKey, CryptoError> {
     const KIND: KeyKind = KeyKind::Sm2Public;
     let pem = pem.trim();
     match pem_label(pem) {
@@ -266,7 +224,11 @@ pub fn parse_sm2_public_pem(pem: &str) -> Result<sm2::PublicKey, CryptoError> {
 ///
 /// # Errors
 /// [`CryptoError::InvalidKey`] for any other label or a malformed key.
-pub fn parse_rsa_private_pem(pem: &str) -> Result<RsaPrivateKey, CryptoError> {
+#[cfg(test)]
+pub(crate) fn parse_rsa_private_pem(pem: &str) -> Result<RsaPrivateKey, CryptoError> {
+    use rsa::pkcs1::DecodeRsaPrivateKey as _;
+    use rsa::pkcs8::DecodePrivateKey as _;
+
     const KIND: KeyKind = KeyKind::RsaPrivate;
     let pem = pem.trim();
     match pem_label(pem) {
@@ -285,21 +247,6 @@ pub fn parse_rsa_private_pem(pem: &str) -> Result<RsaPrivateKey, CryptoError> {
 ///
 /// # Errors
 /// [`CryptoError::InvalidKey`] for any other label or a malformed key.
-pub fn parse_sm2_private_pem(pem: &str) -> Result<sm2::SecretKey, CryptoError> {
-    const KIND: KeyKind = KeyKind::Sm2Private;
-    let pem = pem.trim();
-    match pem_label(pem) {
-        Some("PRIVATE KEY") => sm2::SecretKey::from_pkcs8_pem(pem)
-            .map_err(|e| invalid(KIND, "not an SM2 key in PKCS#8 (PRIVATE KEY) form", e)),
-        _ => Err(invalid_without_source(
-            KIND,
-            "expected PEM labelled PRIVATE KEY (PKCS#8)",
-        )),
-    }
-}
-
-/// The label of the first PEM block (`-----BEGIN <label>-----`), if the
-/// text starts with one.
 fn pem_label(pem: &str) -> Option<&str> {
     let rest = pem.strip_prefix("-----BEGIN ")?;
     let (label, _) = rest.split_once("-----")?;
@@ -399,7 +346,6 @@ mod tests {
             }
         ));
         assert!(parse_rsa_private_pem(TENCENT_RSA_PUBLIC_KEY_PEM).is_err());
-        assert!(parse_sm2_private_pem(TENCENT_SM2_PUBLIC_KEY_PEM).is_err());
     }
 
     #[test]
@@ -467,26 +413,10 @@ mod tests {
     }
 
     #[test]
-    fn private_keys_survive_a_pem_round_trip_and_do_not_debug_print() {
+    fn private_keys_make_rsa_1024_and_do_not_debug_print() {
         let keys = PrivateKeys::generate().unwrap();
         assert_eq!(keys.public_keys().rsa.size(), 128);
-        let rsa_pem = keys.rsa_private_pem().unwrap();
-        let sm2_pem = keys.sm2_private_pem().unwrap();
-        assert!(rsa_pem.starts_with("-----BEGIN PRIVATE KEY-----"));
-        assert!(sm2_pem.starts_with("-----BEGIN PRIVATE KEY-----"));
-        let again = PrivateKeys::from_pem(&rsa_pem, &sm2_pem).unwrap();
-        assert_eq!(again.public_keys(), keys.public_keys());
-
-        let mut rsa_file = tempfile::NamedTempFile::new().unwrap();
-        rsa_file.write_all(rsa_pem.as_bytes()).unwrap();
-        let mut sm2_file = tempfile::NamedTempFile::new().unwrap();
-        sm2_file.write_all(sm2_pem.as_bytes()).unwrap();
-        let from_files = PrivateKeys::from_pem_files(rsa_file.path(), sm2_file.path()).unwrap();
-        assert_eq!(from_files.public_keys(), keys.public_keys());
-
         assert_eq!(format!("{keys:?}"), "PrivateKeys { .. }");
-        // The two private keys in one parse must not be swapped.
-        assert!(PrivateKeys::from_pem(&sm2_pem, &rsa_pem).is_err());
     }
 
     #[test]

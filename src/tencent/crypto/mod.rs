@@ -31,14 +31,10 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-pub use keys::{
-    PrivateKeys, PublicKeys, TENCENT_RSA_PUBLIC_KEY_PEM, TENCENT_SM2_PUBLIC_KEY_PEM,
-    parse_rsa_private_pem, parse_rsa_public_pem, parse_sm2_private_pem, parse_sm2_public_pem,
-};
-pub use session::{Iv, SessionKey};
-pub use symmetric::{Sealed, decrypt, encrypt};
-pub use wrap::{unwrap_key, wrap_key};
-pub use zeroize::Zeroizing;
+pub use keys::{PrivateKeys, PublicKeys};
+pub(crate) use session::{Iv, SessionKey};
+pub(crate) use symmetric::{decrypt, encrypt};
+pub(crate) use wrap::{unwrap_key, wrap_key};
 
 /// The symmetric algorithm of one request, as named in `Encryption.Algorithm`.
 ///

@@ -23,7 +23,7 @@ const MAX_LEN: usize = 32;
 ///
 /// Lives in memory only; zeroized on drop; `Debug` shows the algorithm only.
 /// Deliberately not `Clone`, so a key is not copied around by accident.
-pub struct SessionKey {
+pub(crate) struct SessionKey {
     /// Which algorithm the key is for; fixes its length.
     algorithm: Algorithm,
     /// The key in the first `algorithm.key_len()` bytes, zeros after.
@@ -35,7 +35,7 @@ impl SessionKey {
     ///
     /// # Errors
     /// [`CryptoError::Random`] if the OS generator fails.
-    pub fn generate(algorithm: Algorithm) -> Result<Self, CryptoError> {
+    pub(crate) fn generate(algorithm: Algorithm) -> Result<Self, CryptoError> {
         let mut key = SessionKey {
             algorithm,
             bytes: [0; MAX_LEN],
@@ -63,7 +63,7 @@ impl SessionKey {
     /// # Errors
     /// [`CryptoError::SessionKeyFormat`] unless `bytes` are exactly
     /// `algorithm.key_len()` ASCII letters or digits.
-    pub fn from_bytes(algorithm: Algorithm, bytes: &[u8]) -> Result<Self, CryptoError> {
+    pub(crate) fn from_bytes(algorithm: Algorithm, bytes: &[u8]) -> Result<Self, CryptoError> {
         if bytes.len() != algorithm.key_len() || !bytes.iter().all(u8::is_ascii_alphanumeric) {
             return Err(CryptoError::SessionKeyFormat {
                 algorithm,
@@ -79,12 +79,12 @@ impl SessionKey {
     }
 
     /// The algorithm this key is for.
-    pub fn algorithm(&self) -> Algorithm {
+    pub(crate) fn algorithm(&self) -> Algorithm {
         self.algorithm
     }
 
     /// The key bytes (ASCII). Named so that every use stands out in review.
-    pub fn expose_secret(&self) -> &[u8] {
+    pub(crate) fn expose_secret(&self) -> &[u8] {
         &self.bytes[..self.algorithm.key_len()]
     }
 }
@@ -108,7 +108,7 @@ impl fmt::Debug for SessionKey {
 /// An initialization vector (for GCM: the nonce) of the right size for its
 /// algorithm. Not secret, but must be fresh for every encryption with a key.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Iv {
+pub(crate) struct Iv {
     /// Which algorithm the IV is for; fixes its length.
     algorithm: Algorithm,
     /// The IV in the first `algorithm.iv_len()` bytes.
@@ -120,7 +120,7 @@ impl Iv {
     ///
     /// # Errors
     /// [`CryptoError::Random`] if the OS generator fails.
-    pub fn generate(algorithm: Algorithm) -> Result<Self, CryptoError> {
+    pub(crate) fn generate(algorithm: Algorithm) -> Result<Self, CryptoError> {
         let mut iv = Iv {
             algorithm,
             bytes: [0; MAX_LEN],
@@ -133,7 +133,7 @@ impl Iv {
     ///
     /// # Errors
     /// [`CryptoError::Length`] unless there are exactly `algorithm.iv_len()`.
-    pub fn from_bytes(algorithm: Algorithm, bytes: &[u8]) -> Result<Self, CryptoError> {
+    pub(crate) fn from_bytes(algorithm: Algorithm, bytes: &[u8]) -> Result<Self, CryptoError> {
         if bytes.len() != algorithm.iv_len() {
             return Err(CryptoError::Length {
                 part: Part::Iv,
@@ -154,7 +154,7 @@ impl Iv {
     ///
     /// # Errors
     /// [`CryptoError::Base64`] or [`CryptoError::Length`].
-    pub fn from_base64(algorithm: Algorithm, text: &str) -> Result<Self, CryptoError> {
+    pub(crate) fn from_base64(algorithm: Algorithm, text: &str) -> Result<Self, CryptoError> {
         let bytes = STANDARD
             .decode(text)
             .map_err(|_| CryptoError::Base64 { part: Part::Iv })?;
@@ -162,17 +162,17 @@ impl Iv {
     }
 
     /// The algorithm this IV is for.
-    pub fn algorithm(&self) -> Algorithm {
+    pub(crate) fn algorithm(&self) -> Algorithm {
         self.algorithm
     }
 
     /// The IV bytes.
-    pub fn as_bytes(&self) -> &[u8] {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.bytes[..self.algorithm.iv_len()]
     }
 
     /// The base64 form for `Encryption.Iv` (24 characters for CBC, 16 for GCM).
-    pub fn to_base64(&self) -> String {
+    pub(crate) fn to_base64(&self) -> String {
         STANDARD.encode(self.as_bytes())
     }
 }

@@ -19,11 +19,11 @@ type Aes256CbcDec = cbc::Decryptor<aes::Aes256>;
 /// Encrypted data as it travels: base64 ciphertext, and for SM4-GCM the tag
 /// apart (Tencent's `TagList` entry).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Sealed {
+pub(crate) struct Sealed {
     /// Base64 of the ciphertext; for SM4-GCM without the tag.
-    pub ciphertext_b64: String,
+    pub(crate) ciphertext_b64: String,
     /// Base64 of the 16-byte SM4-GCM tag; `None` for AES-256-CBC.
-    pub tag_b64: Option<String>,
+    pub(crate) tag_b64: Option<String>,
 }
 
 /// Encrypts `plaintext` with the session key and IV (what Tencent, or the
@@ -34,7 +34,7 @@ pub struct Sealed {
 /// # Errors
 /// [`CryptoError::AlgorithmMismatch`] if key and IV are for different
 /// algorithms; [`CryptoError::TooLong`] past GCM's 64 GiB limit.
-pub fn encrypt(key: &SessionKey, iv: &Iv, plaintext: &[u8]) -> Result<Sealed, CryptoError> {
+pub(crate) fn encrypt(key: &SessionKey, iv: &Iv, plaintext: &[u8]) -> Result<Sealed, CryptoError> {
     let algorithm = key.algorithm();
     if iv.algorithm() != algorithm {
         return Err(CryptoError::AlgorithmMismatch {
@@ -77,7 +77,7 @@ pub fn encrypt(key: &SessionKey, iv: &Iv, plaintext: &[u8]) -> Result<Sealed, Cr
 /// wrong key, IV or damaged data ([`CryptoError::Padding`] for CBC,
 /// [`CryptoError::Authentication`] for GCM). CBC cannot detect every wrong
 /// key: about one wrong key in 256 still yields valid padding, and garbage.
-pub fn decrypt(
+pub(crate) fn decrypt(
     algorithm: Algorithm,
     key: &SessionKey,
     iv_b64: &str,

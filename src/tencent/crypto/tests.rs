@@ -6,6 +6,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use serde::Deserialize;
 
+use super::keys::{parse_rsa_private_pem, parse_rsa_public_pem, parse_sm2_public_pem};
 use super::*;
 
 const VECTORS_JSON: &str = include_str!("../../../tests/data/crypto-vectors.json");

@@ -17,7 +17,7 @@ use super::{Algorithm, CryptoError, KeyKind, Part, PrivateKeys, PublicKeys, Sess
 /// # Errors
 /// [`CryptoError::Wrap`] if the OS random generator fails or the key is too
 /// small for the message.
-pub fn wrap_key(public: &PublicKeys, key: &SessionKey) -> Result<String, CryptoError> {
+pub(crate) fn wrap_key(public: &PublicKeys, key: &SessionKey) -> Result<String, CryptoError> {
     let kind = key.algorithm().wrapping();
     let wrapped = match key.algorithm() {
         Algorithm::Aes256Cbc => public
@@ -41,7 +41,7 @@ pub fn wrap_key(public: &PublicKeys, key: &SessionKey) -> Result<String, CryptoE
 /// # Errors
 /// [`CryptoError::Base64`] for bad base64, [`CryptoError::Unwrap`] when the
 /// blob does not open or does not hold a session key.
-pub fn unwrap_key(
+pub(crate) fn unwrap_key(
     private: &PrivateKeys,
     algorithm: Algorithm,
     wrapped_b64: &str,
