@@ -14,10 +14,15 @@
 //!
 //! Besides the API at `POST /`, it serves `GET /__simulator/stats` (JSON
 //! [`StatsSnapshot`]) and `POST /__simulator/reset`.
+//!
+//! May import: [`crate::tencent`] (the wire model, signing, the image rules
+//! and the cryptography it plays Tencent's side of), [`crate::net`] and
+//! [`crate::upstream::limit`] (its sliding window). The gateway's server
+//! layer is never used: the simulator checks requests as Tencent would.
 
-pub(crate) mod directives;
+mod directives;
 mod handler;
-pub(crate) mod identity;
+mod identity;
 mod stats;
 
 use std::net::SocketAddr;

@@ -823,7 +823,7 @@ FILE_VARS = (
     "FACEID_TENCENT_RSA_PUBLIC_KEY",
     "FACEID_TENCENT_SM2_PUBLIC_KEY",
 )
-CONFIG_RS = CHART.parents[1] / "src" / "config.rs"
+CONFIG_RS = CHART.parents[1] / "src" / "config" / "cli.rs"
 
 
 def _volume_items(volume: dict) -> dict[str, tuple[str, str, str]]:
@@ -979,8 +979,7 @@ def test_serve_variables_exist_in_the_binary(rendered):
     """Every FACEID_* variable the chart sets is one `serve` reads (an old or
     misspelt name, such as FACEID_CREDENTIALS_RELOAD_INTERVAL, is ignored by
     the binary without a word)."""
-    if not CONFIG_RS.exists():
-        pytest.skip("src/config.rs is not next to the chart")
+    assert CONFIG_RS.exists(), f"{CONFIG_RS} (the binary's flags) is not next to the chart"
     source = CONFIG_RS.read_text()
     serve = source[source.index("pub struct ServeArgs") : source.index("impl ServeArgs")]
     known = set(re.findall(r'env = "(FACEID_[A-Z0-9_]+)"', serve))
