@@ -95,6 +95,8 @@ pub(crate) struct Metrics {
     pub(crate) upstream_rate_observed: Gauge,
     /// Batch items in flight, all streams.
     pub(crate) batch_items_in_flight: Gauge,
+    /// Panics caught in calls (each answered `INTERNAL` `GatewayPanic`).
+    pub(crate) panics: Counter,
     /// Connections accepted, by port.
     pub(crate) connections_accepted: Family<PortLabels, Counter>,
     /// Connections refused at accept (the cap was reached), by port.
@@ -207,6 +209,12 @@ impl Metrics {
             "Batch items in flight, all streams",
             batch_items_in_flight.clone(),
         );
+        let panics = Counter::default();
+        registry.register(
+            "panics",
+            "Panics caught in calls and batch items, each answered INTERNAL (reason GatewayPanic)",
+            panics.clone(),
+        );
         let connections_accepted = Family::<PortLabels, Counter>::default();
         registry.register(
             "connections_accepted",
@@ -245,6 +253,7 @@ impl Metrics {
             rate_limit_configured,
             upstream_rate_observed,
             batch_items_in_flight,
+            panics,
             connections_accepted,
             connections_refused,
             connections_closed,

@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use tonic::codec::CompressionEncoding;
 use tonic::service::Routes;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
@@ -27,6 +28,8 @@ use crate::proto::id_card_verification_service_server::IdCardVerificationService
 use crate::server::admin;
 use crate::server::auth::{self, AuthLayer, Authenticator};
 use crate::server::batch::BatchSettings;
+use crate::server::guard::{Guard, GuardLayer};
+use crate::server::readiness::Readiness;
 use crate::server::service::VerificationService;
 use crate::server::validate::MAX_REQUEST_MESSAGE_BYTES;
 use crate::server::verifier::{EncryptionPolicy, Verifier};
@@ -41,8 +44,6 @@ use crate::upstream::{self, StackConfig};
 const MAX_HEADER_LIST_BYTES: u32 = 16 * 1024;
 /// How long a keepalive ping may go unanswered.
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(20);
-/// How long a client has to finish the TLS handshake.
-const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// HTTP/2 flow-control window per stream: one large image in one go.
 const STREAM_WINDOW_BYTES: u32 = 1024 * 1024;
 /// HTTP/2 flow-control window per connection.
@@ -97,7 +98,7 @@ pub enum StartupError {
 
 /// The gRPC port's service: our RPCs, health and reflection behind caller
 /// authentication.
-type GrpcService = auth::Auth<Routes>;
+type GrpcService = auth::Auth<Guard<Routes>>;
 
 /// A bound, ready-to-run gateway.
 pub struct Application {
@@ -108,6 +109,7 @@ pub struct Application {
     tls: Option<Arc<ReloadingAcceptor>>,
     health: HealthReporter,
     admin: Listener,
+    admin_settings: HttpSettings,
     metrics: Arc<Metrics>,
     simulator: Option<Simulator>,
     drain_timeout: Duration,
@@ -119,6 +121,8 @@ pub struct Application {
     /// Cancelled when shutdown starts, so batch streams begin draining and
     /// readiness turns 503.
     draining: CancellationToken,
+    /// What both readiness probes report.
+    readiness: Readiness,
 }
 
 /// The in-process simulator, bound but not started.
@@ -149,6 +153,7 @@ impl Application {
                 (None, Arc::clone(&credentials), Some(credentials))
             }
         };
+        let credentials_state = credentials.state();
         let endpoint = match &bound_simulator {
             Some(simulator) => simulator_endpoint(&simulator.listener)?,
             None => args.endpoint.clone(),
@@ -209,20 +214,39 @@ impl Application {
             Arc::clone(&metrics),
         );
         let (health, health_service) = tonic_health::server::health_reporter();
+        let open_routes = Routes::new(health_service.clone())
+            .add_service(
+                tonic_reflection::server::Builder::configure()
+                    .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                    .build_v1()?,
+            )
+            .add_service(
+                tonic_reflection::server::Builder::configure()
+                    .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                    .build_v1alpha()?,
+            )
+            .prepare();
         let routes = Routes::new(health_service)
             .add_service(reflection_v1()?)
             .add_service(reflection_v1alpha()?)
             .add_service(
                 IdCardVerificationServiceServer::new(verification)
                     .max_decoding_message_size(MAX_REQUEST_MESSAGE_BYTES)
-                    .max_encoding_message_size(MAX_RESPONSE_MESSAGE_BYTES),
+                    .max_encoding_message_size(MAX_RESPONSE_MESSAGE_BYTES)
+                    // Many clients compress; the size limit applies once
+                    // decompressed.
+                    .accept_compressed(CompressionEncoding::Gzip)
+                    .send_compressed(CompressionEncoding::Gzip),
             )
             .prepare();
         let grpc_service = ServiceBuilder::new()
             .layer(AuthLayer::new(
                 authenticator.clone(),
                 args.auth_allow_reflection,
+                open_routes,
+                Arc::clone(&metrics),
             ))
+            .layer(GuardLayer::new(Arc::clone(&metrics)))
             .service(routes);
 
         let simulator = match bound_simulator {
@@ -252,7 +276,8 @@ impl Application {
         Ok(Self {
             grpc,
             grpc_service,
-            grpc_settings: grpc_settings(&args, tls.is_some()),
+            grpc_settings: grpc_settings(&args),
+            admin_settings: admin_settings(&args),
             tls,
             health,
             admin,
@@ -261,6 +286,7 @@ impl Application {
             drain_timeout: args.drain_timeout,
             background_token: background.clone(),
             background: background.drop_guard(),
+            readiness: Readiness::new(draining.clone(), credentials_state),
             draining,
         })
     }
@@ -303,22 +329,20 @@ impl Application {
         let addr = self.local_addr();
         let admin_addr = self.admin_addr();
         let stop_admin = self.background_token.child_token();
-        let admin_settings = HttpSettings {
-            http1: true,
-            ..HttpSettings::default()
-        };
         let admin = HttpServer::new(
             self.admin,
-            admin::service(Arc::clone(&self.metrics), self.draining.clone()),
-            admin_settings,
+            admin::service(Arc::clone(&self.metrics), self.readiness.clone()),
+            self.admin_settings,
         )
         .with_metrics(connection_metrics(&self.metrics, "admin"))
         .serve(stop_admin.clone());
         let admin = tokio::spawn(async move { admin.await.finish_within(Duration::ZERO).await });
 
-        self.health
-            .set_serving::<IdCardVerificationServiceServer<VerificationService>>()
-            .await;
+        tokio::spawn(
+            self.readiness
+                .clone()
+                .drive(self.health.clone(), self.background_token.child_token()),
+        );
         let stop_grpc = CancellationToken::new();
         let grpc = HttpServer::new(self.grpc, self.grpc_service, self.grpc_settings)
             .with_tls(self.tls.clone())
@@ -392,6 +416,18 @@ async fn bind(addr: SocketAddr, port: &'static str) -> Result<Listener, StartupE
         .map_err(|source| StartupError::Bind { addr, source })
 }
 
+/// How the admin port serves its connections: HTTP/1.1 or HTTP/2, with
+/// the same handshake, idle and connection limits as the gRPC port.
+fn admin_settings(args: &ServeArgs) -> HttpSettings {
+    HttpSettings {
+        http1: true,
+        handshake_timeout: args.handshake_timeout,
+        idle_timeout: args.idle_timeout,
+        max_connections: Some(args.max_connections as usize),
+        ..HttpSettings::default()
+    }
+}
+
 /// The connection counters of `port`.
 fn connection_metrics(metrics: &Metrics, port: &'static str) -> ConnectionMetrics {
     let closed = |reason| {
@@ -419,7 +455,7 @@ fn connection_metrics(metrics: &Metrics, port: &'static str) -> ConnectionMetric
 }
 
 /// How the gRPC port serves its connections.
-fn grpc_settings(args: &ServeArgs, tls: bool) -> HttpSettings {
+fn grpc_settings(args: &ServeArgs) -> HttpSettings {
     HttpSettings {
         http1: false,
         http2: Http2Settings {
@@ -431,12 +467,14 @@ fn grpc_settings(args: &ServeArgs, tls: bool) -> HttpSettings {
             max_frame_size: Some(MAX_FRAME_BYTES),
             max_concurrent_streams: Some(args.max_concurrent_streams),
             max_header_list_size: Some(MAX_HEADER_LIST_BYTES),
-            keepalive: Some((args.keepalive_interval, KEEPALIVE_TIMEOUT)),
+            keepalive: args
+                .keepalive_interval
+                .map(|interval| (interval, KEEPALIVE_TIMEOUT)),
         },
         max_connection_age: args.max_connection_age,
-        handshake_timeout: tls.then_some(TLS_HANDSHAKE_TIMEOUT),
-        idle_timeout: None,
-        max_connections: None,
+        handshake_timeout: args.handshake_timeout,
+        idle_timeout: args.idle_timeout,
+        max_connections: Some(args.max_connections as usize),
     }
 }
 

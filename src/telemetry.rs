@@ -208,6 +208,7 @@ pub fn init(format: LogFormat) -> Result<TelemetryGuard, TelemetryError> {
         .lossy(false)
         .finish(std::io::stderr());
     subscriber(&provider, json, writer, filter).init();
+    install_panic_hook();
     if settings.enabled {
         tracing::info!(
             protocol = ?settings.protocol,
@@ -219,6 +220,23 @@ pub fn init(format: LogFormat) -> Result<TelemetryGuard, TelemetryError> {
         provider: Some(provider),
         _log_writer: log_writer,
     })
+}
+
+/// Logs every panic as one line with where it happened, in the current
+/// span (so with its trace id), and never its message: a panic message may
+/// hold a value from a request. The call it happened in is answered
+/// `INTERNAL` (reason `GatewayPanic`) and the gateway goes on.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|at| format!("{}:{}", at.file(), at.line()))
+            .unwrap_or_default();
+        tracing::error!(
+            panic.location = %location,
+            "panic in the gateway; the call it happened in is answered INTERNAL (GatewayPanic)"
+        );
+    }));
 }
 
 /// Reads W3C Trace Context from gRPC metadata.

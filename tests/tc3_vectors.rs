@@ -147,7 +147,9 @@ async fn the_client_signs_faceid_requests_as_the_sdk_does() {
         )
         .unwrap();
         let body = body_of(&payload(&vector));
-        let headers = client.signed_headers(&body, vector["timestamp"].as_i64().unwrap());
+        let headers = client
+            .signed_headers(&body, vector["timestamp"].as_i64().unwrap())
+            .expect("valid keys sign");
         assert_eq!(
             headers["authorization"].to_str().unwrap(),
             str_field(&vector, "authorization"),

@@ -6,7 +6,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use reqwest::Url;
 
 /// Tencent's limit for `CheckIdCardInformation`: requests per second per
@@ -121,7 +122,7 @@ pub struct ServeArgs {
 
     /// Run the built-in simulator in-process and call it instead of Tencent
     /// (no credentials needed; results are marked simulated).
-    #[arg(long, env = "FACEID_SIMULATE")]
+    #[arg(long, env = "FACEID_SIMULATE", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     pub simulate: bool,
 
     /// Requests per second the in-process simulator allows (with --simulate).
@@ -156,7 +157,7 @@ pub struct ServeArgs {
     pub rate_limit_redis_key: String,
 
     /// How long a Redis round trip may take before this replica falls back.
-    #[arg(long, env = "FACEID_RATE_LIMIT_REDIS_TIMEOUT", default_value = "100ms", value_parser = parse_duration)]
+    #[arg(long, env = "FACEID_RATE_LIMIT_REDIS_TIMEOUT", default_value = "100ms", value_parser = parse_positive_duration)]
     pub rate_limit_redis_timeout: Duration,
 
     /// The share of --rate-limit one replica uses while Redis is unreachable.
@@ -215,11 +216,11 @@ pub struct ServeArgs {
     pub match_threshold: f64,
 
     /// Limit for one upstream attempt, e.g. `10s` or `500ms`.
-    #[arg(long, env = "FACEID_UPSTREAM_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, env = "FACEID_UPSTREAM_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
     pub upstream_timeout: Duration,
 
     /// Limit for connecting to the upstream.
-    #[arg(long, env = "FACEID_CONNECT_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
+    #[arg(long, env = "FACEID_CONNECT_TIMEOUT", default_value = "3s", value_parser = parse_positive_duration)]
     pub connect_timeout: Duration,
 
     /// How long in-flight calls may finish after SIGTERM before the process exits.
@@ -228,7 +229,7 @@ pub struct ServeArgs {
 
     /// How often watched files (TENCENTCLOUD_CREDENTIALS_FILE, TLS
     /// certificates, caller tokens) are checked for changes.
-    #[arg(long, alias = "credentials-reload-interval", env = "FACEID_RELOAD_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, alias = "credentials-reload-interval", env = "FACEID_RELOAD_INTERVAL", default_value = "5s", value_parser = parse_positive_duration)]
     pub reload_interval: Duration,
 
     /// PEM certificate chain for TLS on the gRPC port (with --tls-key).
@@ -250,7 +251,7 @@ pub struct ServeArgs {
     pub auth_tokens_file: Option<std::path::PathBuf>,
 
     /// Let server reflection through without a token.
-    #[arg(long, env = "FACEID_AUTH_ALLOW_REFLECTION")]
+    #[arg(long, env = "FACEID_AUTH_ALLOW_REFLECTION", action = ArgAction::SetTrue, value_parser = BoolishValueParser::new())]
     pub auth_allow_reflection: bool,
 
     /// HTTP/2 streams one connection may have open at once.
@@ -258,14 +259,30 @@ pub struct ServeArgs {
     pub max_concurrent_streams: u32,
 
     /// How often HTTP/2 pings check an idle connection; a peer that does not
-    /// answer within 20 s is dropped.
-    #[arg(long, env = "FACEID_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = parse_duration)]
-    pub keepalive_interval: Duration,
+    /// answer within 20 s is dropped (0 = no pings).
+    #[arg(long, env = "FACEID_KEEPALIVE_INTERVAL", default_value = "30s", value_parser = parse_duration_or_off)]
+    pub keepalive_interval: DurationOrOff,
 
     /// Close connections gracefully at this age so clients rebalance across
-    /// replicas (off when unset).
-    #[arg(long, env = "FACEID_MAX_CONNECTION_AGE", value_parser = parse_duration)]
-    pub max_connection_age: Option<Duration>,
+    /// replicas (0 or unset = no limit, as in gRPC).
+    #[arg(long, env = "FACEID_MAX_CONNECTION_AGE", default_value = "0", value_parser = parse_duration_or_off)]
+    pub max_connection_age: DurationOrOff,
+
+    /// Close a connection whose client has not shaken hands (TLS, and the
+    /// HTTP/2 preface or an HTTP/1.1 request head) within this time (0 = no
+    /// limit).
+    #[arg(long, env = "FACEID_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = parse_duration_or_off)]
+    pub handshake_timeout: DurationOrOff,
+
+    /// Close a connection gracefully after this long with no call open on
+    /// it (0 = never).
+    #[arg(long, env = "FACEID_IDLE_TIMEOUT", default_value = "5m", value_parser = parse_duration_or_off)]
+    pub idle_timeout: DurationOrOff,
+
+    /// Connections open at most, per port (gRPC and admin); beyond it new
+    /// connections are closed at accept and counted.
+    #[arg(long, env = "FACEID_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
 
     /// Log line format.
     #[arg(long, env = "FACEID_LOG_FORMAT", value_enum, default_value_t = LogFormat::Auto)]
@@ -338,6 +355,25 @@ pub struct SimulatorArgs {
 /// Text that is not a duration.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 10s, 500ms, 2m)"))
+}
+
+/// A duration that must be above zero (a zero timeout would fail every call,
+/// a zero interval spin).
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        Duration::ZERO => Err("must be more than 0 (examples: 10s, 500ms)".to_owned()),
+        duration => Ok(duration),
+    }
+}
+
+/// A duration flag where 0 means "off" (`None`). An alias, so clap's derive
+/// parses the whole value with [`parse_duration_or_off`] instead of making
+/// the flag optional.
+pub type DurationOrOff = Option<Duration>;
+
+/// A limit where 0 means "no limit", as gRPC servers read it.
+fn parse_duration_or_off(text: &str) -> Result<Option<Duration>, String> {
+    parse_duration(text).map(|duration| (!duration.is_zero()).then_some(duration))
 }
 
 fn parse_share(text: &str) -> Result<f64, String> {

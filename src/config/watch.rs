@@ -96,12 +96,12 @@ where
 
     /// Polls the files every `interval` until `shutdown`, logging changes
     /// and bad versions (never their content); `after_check` then looks at
-    /// the value in use.
+    /// the value in use and whether this check switched to it.
     pub(crate) fn spawn_reloader(
         self: &Arc<Self>,
         interval: Duration,
         shutdown: CancellationToken,
-        after_check: impl Fn(&T) + Send + 'static,
+        after_check: impl Fn(&T, bool) + Send + 'static,
     ) {
         let watched = Arc::clone(self);
         tokio::spawn(async move {
@@ -112,16 +112,22 @@ where
                     () = shutdown.cancelled() => return,
                     _ = ticker.tick() => {}
                 }
-                match watched.reload() {
-                    Ok(true) => tracing::info!(what = watched.what, "reloaded from file"),
-                    Ok(false) => {}
-                    Err(error) => tracing::warn!(
-                        what = watched.what,
-                        %error,
-                        "file unusable; keeping the previous version"
-                    ),
-                }
-                after_check(&watched.current());
+                let changed = match watched.reload() {
+                    Ok(true) => {
+                        tracing::info!(what = watched.what, "reloaded from file");
+                        true
+                    }
+                    Ok(false) => false,
+                    Err(error) => {
+                        tracing::warn!(
+                            what = watched.what,
+                            %error,
+                            "file unusable; keeping the previous version"
+                        );
+                        false
+                    }
+                };
+                after_check(&watched.current(), changed);
             }
         });
     }

@@ -92,7 +92,7 @@ impl ReloadingAcceptor {
 
     /// Polls the files every `interval` until `shutdown`.
     pub(crate) fn spawn_reloader(&self, interval: Duration, shutdown: CancellationToken) {
-        self.acceptor.spawn_reloader(interval, shutdown, |_| {});
+        self.acceptor.spawn_reloader(interval, shutdown, |_, _| {});
     }
 }
 

@@ -10,18 +10,16 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use tokio_util::sync::CancellationToken;
-
 use crate::metrics::Metrics;
+use crate::server::readiness::Readiness;
 
 /// The OpenMetrics content type Prometheus negotiates for.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// The admin endpoints as a service: `/readyz` answers 503 once
-/// `draining` is cancelled.
+/// The admin endpoints as a service; `/readyz` follows `readiness`.
 pub(crate) fn service(
     metrics: Arc<Metrics>,
-    draining: CancellationToken,
+    readiness: Readiness,
 ) -> impl tower::Service<
     Request<Incoming>,
     Response = Response<Full<Bytes>>,
@@ -31,23 +29,24 @@ pub(crate) fn service(
 + Send
 + 'static {
     tower::service_fn(move |request: Request<Incoming>| {
-        let ready = !draining.is_cancelled();
-        let response = route(&request, &metrics, ready);
+        let response = route(&request, &metrics, readiness.not_ready_because());
         std::future::ready(Ok::<_, Infallible>(response))
     })
 }
 
-fn route(request: &Request<Incoming>, metrics: &Metrics, ready: bool) -> Response<Full<Bytes>> {
+fn route(
+    request: &Request<Incoming>,
+    metrics: &Metrics,
+    not_ready_because: Option<&str>,
+) -> Response<Full<Bytes>> {
     const TEXT: &str = "text/plain; charset=utf-8";
     let (status, content_type, body) = match (request.method(), request.uri().path()) {
         (&Method::GET, "/metrics") => (StatusCode::OK, OPENMETRICS, metrics.encode()),
         (&Method::GET, "/healthz") => (StatusCode::OK, TEXT, "ok\n".to_owned()),
-        (&Method::GET, "/readyz") if ready => (StatusCode::OK, TEXT, "serving\n".to_owned()),
-        (&Method::GET, "/readyz") => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            TEXT,
-            "draining\n".to_owned(),
-        ),
+        (&Method::GET, "/readyz") => match not_ready_because {
+            None => (StatusCode::OK, TEXT, "serving\n".to_owned()),
+            Some(why) => (StatusCode::SERVICE_UNAVAILABLE, TEXT, format!("{why}\n")),
+        },
         (&Method::GET, "/") => (
             StatusCode::OK,
             TEXT,

@@ -15,6 +15,7 @@
 //! and metrics, so they must not be personal data.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -27,11 +28,13 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq as _;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tonic::Status;
+use tonic::service::Routes;
 use tower::{Layer, Service};
 
 use crate::config::watch::Watched;
+use crate::metrics::Metrics;
 use crate::server::error::{Error, Refusal};
+use crate::server::observe::{self, Refused};
 use crate::upstream::limit::{Gcra, Quota};
 
 /// The prefix of tokens `faceid-gateway token` makes.
@@ -93,12 +96,7 @@ pub(crate) fn parse_tokens(text: &str) -> Result<Vec<(Caller, [u8; 32])>, Tokens
         }
         let mut words = content.split_whitespace();
         let name = words.next().ok_or_else(|| fail("missing name"))?;
-        let valid_name = !name.is_empty()
-            && name.len() <= MAX_NAME_LEN
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-        if !valid_name {
+        if !is_valid_name(name) {
             return Err(fail(
                 "the name must be 1-64 letters, digits, '-', '_' or '.'",
             ));
@@ -138,13 +136,40 @@ pub(crate) fn parse_tokens(text: &str) -> Result<Vec<(Caller, [u8; 32])>, Tokens
     Ok(entries.into_iter().map(|e| (e.caller, e.hash)).collect())
 }
 
+/// Whether `name` may name a caller: it labels spans, log lines and
+/// metrics, so only a short run of safe characters.
+fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// Why `faceid-gateway token` could not make a token.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum NewTokenError {
+    /// The caller name is not usable.
+    #[error(
+        "--name must be 1-64 letters, digits, '-', '_' or '.' (it labels logs, spans and metrics)"
+    )]
+    InvalidName,
+    /// The OS random generator failed.
+    #[error("the operating system's random generator failed")]
+    Random,
+}
+
 /// A new random token and its tokens-file line.
-pub fn new_token(name: &str, quota: Option<u32>) -> Result<(String, String), TokensFileError> {
+///
+/// # Errors
+/// [`NewTokenError`] when the name is not usable or no randomness is
+/// available.
+pub fn new_token(name: &str, quota: Option<u32>) -> Result<(String, String), NewTokenError> {
+    if !is_valid_name(name) {
+        return Err(NewTokenError::InvalidName);
+    }
     let mut random = [0u8; 32];
-    getrandom::fill(&mut random).map_err(|_| TokensFileError::Line {
-        line: 0,
-        reason: "the random generator failed",
-    })?;
+    getrandom::fill(&mut random).map_err(|_| NewTokenError::Random)?;
     let token = format!(
         "{TOKEN_PREFIX}{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random)
@@ -153,8 +178,7 @@ pub fn new_token(name: &str, quota: Option<u32>) -> Result<(String, String), Tok
     if let Some(quota) = quota {
         line.push_str(&format!(" quota={quota}"));
     }
-    // Prove the line parses before handing it out.
-    parse_tokens(&line)?;
+    debug_assert!(parse_tokens(&line).is_ok(), "a made line parses");
     Ok((token, line))
 }
 
@@ -233,7 +257,7 @@ impl Authenticator {
 
     /// Polls the file every `interval` until `shutdown`.
     pub(crate) fn spawn_reloader(&self, interval: Duration, shutdown: CancellationToken) {
-        self.tokens.spawn_reloader(interval, shutdown, |_| {});
+        self.tokens.spawn_reloader(interval, shutdown, |_, _| {});
     }
 }
 
@@ -286,28 +310,58 @@ fn caller_quota(quota: u32) -> Quota {
     Quota::new(quota, Duration::from_secs(1), quota.saturating_sub(1))
 }
 
-/// Paths reachable without a token.
-fn is_open(path: &str, allow_reflection: bool) -> bool {
-    path.starts_with("/grpc.health.v1.Health/")
-        || (allow_reflection && path.starts_with("/grpc.reflection."))
+/// What a call asks for, as authentication sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Door {
+    /// Health checks: always open.
+    Health,
+    /// Server reflection: open with `--auth-allow-reflection`, otherwise
+    /// the full descriptors need a token and callers without one see the
+    /// health service only (so `grpcurl … grpc.health.v1.Health/Check`
+    /// works without a token).
+    Reflection,
+    /// Everything else: a token is required.
+    Guarded,
 }
 
-/// Checks the bearer token of every call (health, and reflection when
-/// allowed, stay open) and puts the [`Caller`] in the request extensions.
-/// Without an authenticator every call passes, with no caller.
+fn door(path: &str) -> Door {
+    if path.starts_with("/grpc.health.v1.Health/") {
+        Door::Health
+    } else if path.starts_with("/grpc.reflection.") {
+        Door::Reflection
+    } else {
+        Door::Guarded
+    }
+}
+
+/// Checks the bearer token of every call (health stays open, reflection as
+/// [`Door::Reflection`] says) and puts the [`Caller`] in the request
+/// extensions. Without an authenticator every call passes, with no caller.
 #[derive(Debug, Clone)]
 pub(crate) struct AuthLayer {
     authenticator: Option<Arc<Authenticator>>,
     allow_reflection: bool,
+    /// Health and reflection of the health service only, for callers
+    /// without a token.
+    open: Routes,
+    metrics: Arc<Metrics>,
 }
 
 impl AuthLayer {
     /// Authentication with `authenticator` (none: off); reflection open
-    /// when `allow_reflection`.
-    pub(crate) fn new(authenticator: Option<Arc<Authenticator>>, allow_reflection: bool) -> Self {
+    /// when `allow_reflection`; `open` answers reflection without a token;
+    /// refusals are counted in `metrics`.
+    pub(crate) fn new(
+        authenticator: Option<Arc<Authenticator>>,
+        allow_reflection: bool,
+        open: Routes,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             authenticator,
             allow_reflection,
+            open,
+            metrics,
         }
     }
 }
@@ -332,36 +386,46 @@ pub(crate) struct Auth<S> {
 
 impl<S, B> Service<http::Request<B>> for Auth<S>
 where
-    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+    S: Service<http::Request<B>, Response = http::Response<tonic::body::Body>, Error = Infallible>
         + Clone
         + Send
         + 'static,
     S::Future: Send + 'static,
-    B: Send + 'static,
+    B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<tonic::codegen::StdError>,
 {
     type Response = S::Response;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
     }
 
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
-        if let Some(authenticator) = &self.layer.authenticator
-            && !is_open(request.uri().path(), self.layer.allow_reflection)
-        {
-            let header = request
-                .headers()
-                .get(http::header::AUTHORIZATION)
-                .and_then(|value| value.to_str().ok());
-            match authenticator.authenticate(header) {
-                Ok(caller) => {
-                    request.extensions_mut().insert(caller);
-                }
-                Err(refusal) => {
-                    let status: Status = Error::Unauthenticated(refusal).into();
-                    return Box::pin(async move { Ok(status.into_http()) });
+        if let Some(authenticator) = &self.layer.authenticator {
+            let door = door(request.uri().path());
+            let open = door == Door::Health || (door == Door::Reflection && self.layer.allow_reflection);
+            if !open {
+                let header = request
+                    .headers()
+                    .get(http::header::AUTHORIZATION)
+                    .and_then(|value| value.to_str().ok());
+                match (authenticator.authenticate(header), door) {
+                    (Ok(caller), _) => {
+                        request.extensions_mut().insert(caller);
+                    }
+                    (Err(_), Door::Reflection) => {
+                        let mut open = self.layer.open.clone();
+                        return Box::pin(async move { open.call(request).await });
+                    }
+                    (Err(refusal), _) => {
+                        let method = observe::method_of(request.uri().path()).unwrap_or("other");
+                        let refused =
+                            Refused::of(method, Arc::from(caller_name(None)), request.headers());
+                        let answer = refused.answer(Error::Unauthenticated(refusal), &self.layer.metrics);
+                        return Box::pin(async move { Ok(answer) });
+                    }
                 }
             }
         }
@@ -398,6 +462,15 @@ mod tests {
                 .name,
             caller.name
         );
+    }
+
+    #[test]
+    fn a_token_for_an_unusable_name_is_refused_as_a_name_problem() {
+        for name in ["bad name", "", "名字", &"a".repeat(65)] {
+            let error = new_token(name, None).unwrap_err();
+            assert_eq!(error, NewTokenError::InvalidName);
+            assert!(!error.to_string().contains("tokens file"), "{error}");
+        }
     }
 
     #[test]

@@ -21,11 +21,12 @@
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{Stream, StreamExt as _};
+use futures_util::{FutureExt as _, Stream, StreamExt as _};
 use prost::Message as _;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::{Id, JoinSet};
@@ -96,7 +97,23 @@ pub(crate) fn start(
         id_hasher: RandomState::new(),
         counts: BatchCounts::default(),
     };
-    tokio::spawn(driver.run(inbound).instrument(span));
+    let last_word = driver.answers.clone();
+    let metrics = Arc::clone(&driver.settings.metrics);
+    tokio::spawn(
+        async move {
+            // A bug in the driver must not end the stream as if it were OK
+            // (which a silently closed answer channel would do).
+            if AssertUnwindSafe(driver.run(inbound))
+                .catch_unwind()
+                .await
+                .is_err()
+            {
+                metrics.panics.inc();
+                let _ = last_word.send(Err(Status::from(Error::Panicked))).await;
+            }
+        }
+        .instrument(span),
+    );
     Box::pin(ReceiverStream::new(receiver))
 }
 
@@ -156,7 +173,7 @@ impl Driver {
                 () = self.answers.closed() => {
                     // The client cancelled or went away: drop in-flight
                     // items, start nothing new.
-                    self.in_flight.abort_all();
+                    self.cancelled().await;
                     return;
                 }
                 () = tokio::time::sleep_until(deadline), if !matches!(cut, Some(Cut::Deadline)) => {
@@ -181,11 +198,18 @@ impl Driver {
                             answer
                         }
                         Err(failure) => {
-                            // A panicking item still gets its answer.
+                            // A panicking item still gets its answer (the
+                            // panic hook logged where it happened).
+                            self.settings.metrics.panics.inc();
                             let item = self.in_flight_ids.remove(&failure.id());
-                            tracing::error!("batch item task failed");
-                            let item_id = item.map(|item| item.item_id).unwrap_or_default();
-                            error_answer(item_id, Status::internal("the gateway failed on this item"))
+                            let item_id = match item {
+                                Some(item) => {
+                                    self.report_item(&item, &Error::Panicked);
+                                    item.item_id
+                                }
+                                None => String::new(),
+                            };
+                            error_answer(item_id, Status::from(Error::Panicked))
                         }
                     };
                     if !self.send(answer).await {
@@ -197,15 +221,17 @@ impl Driver {
                 {
                     permit = acquired.ok();
                 }
-                next = inbound.next(), if reading && has_room && permit.is_some() => match next {
-                    Some(Ok(item)) => {
-                        let taken = permit.take().expect("guarded by the branch condition");
+                next = inbound.next(), if reading && has_room && permit.is_some() => match (next, permit.take()) {
+                    (Some(Ok(item)), Some(taken)) => {
                         if !self.accept(item, taken).await {
                             return;
                         }
                     }
-                    Some(Err(status)) => cut = Some(Cut::Inbound(status)),
-                    None => half_closed = true,
+                    (Some(Ok(_)), None) => unreachable!("the branch runs only with a permit"),
+                    (Some(Err(status)), _) => {
+                        cut = Some(Cut::Inbound(inbound_failure(status, self.counts.received)));
+                    }
+                    (None, _) => half_closed = true,
                 },
             }
         }
@@ -319,19 +345,43 @@ impl Driver {
         let error = error();
         while self.in_flight.join_next().await.is_some() {}
         for (_, item) in std::mem::take(&mut self.in_flight_ids) {
-            let metrics = &self.settings.metrics;
-            observe::report(
-                &item.span,
-                BATCH_ITEM,
-                caller_name(self.caller.as_ref()),
-                observe::Outcome::failed(&error),
-                item.started.elapsed(),
-                metrics,
-            );
+            self.report_item(&item, &error);
             if !self.send(error_answer(item.item_id, status.clone())).await {
                 return;
             }
         }
+    }
+
+    /// Reports an item that ended without its task's own report.
+    fn report_item(&self, item: &InFlightItem, error: &Error) {
+        observe::report(
+            &item.span,
+            BATCH_ITEM,
+            caller_name(self.caller.as_ref()),
+            observe::Outcome::failed(error),
+            item.started.elapsed(),
+            &self.settings.metrics,
+        );
+    }
+
+    /// The client cancelled the call or went away: in-flight items are
+    /// dropped (no new upstream call starts), and items and stream are
+    /// reported `CANCELLED`.
+    async fn cancelled(mut self) {
+        self.in_flight.abort_all();
+        while self.in_flight.join_next().await.is_some() {}
+        for (_, item) in std::mem::take(&mut self.in_flight_ids) {
+            self.report_item(&item, &Error::Cancelled);
+            self.counts.failed += 1;
+        }
+        observe::report_stream(
+            &self.span,
+            caller_name(self.caller.as_ref()),
+            tonic::Code::Cancelled,
+            self.counts,
+            self.started.elapsed(),
+            &self.settings.metrics,
+        );
     }
 
     /// Sends one answer and counts it; false when the client has gone.
@@ -383,6 +433,21 @@ impl Drop for GaugeGuard {
     fn drop(&mut self) {
         self.0.dec();
     }
+}
+
+/// The gateway's error for a failure of the inbound stream at message
+/// `index` (0-based): tonic's decode and size errors become
+/// `MalformedMessage` / `MessageTooLarge` naming the message; anything else
+/// (the client's own status, a reset) is kept.
+fn inbound_failure(status: Status, index: u64) -> Status {
+    let error = match status.code() {
+        tonic::Code::Internal => Error::MalformedMessage { index: Some(index) },
+        tonic::Code::OutOfRange | tonic::Code::ResourceExhausted => {
+            Error::MessageTooLarge { index: Some(index) }
+        }
+        _ => return status,
+    };
+    Status::from(error)
 }
 
 /// An item's error answer, with the same code and details as the unary RPC.

@@ -14,7 +14,8 @@ use tonic_types::{
     RetryInfo, StatusExt,
 };
 
-use crate::server::validate::InvalidArgument;
+use crate::server::validate::{InvalidArgument, MAX_REQUEST_MESSAGE_BYTES};
+use crate::tencent::image::MAX_IMAGE_BYTES;
 use crate::tencent::{self, Class};
 use crate::upstream;
 
@@ -79,6 +80,25 @@ pub(crate) enum Error {
     /// gateway's own fault, nothing was sent.
     #[error("the answer's encryption could not be set up")]
     EncryptionSetup(#[source] crate::tencent::crypto::CryptoError),
+    /// The request's bytes are not a valid protobuf message of the method.
+    #[error("the request message does not decode")]
+    MalformedMessage {
+        /// Its position in a batch stream (0-based), for a batch.
+        index: Option<u64>,
+    },
+    /// The request message is larger than the largest valid one.
+    #[error("the request message is too large")]
+    MessageTooLarge {
+        /// Its position in a batch stream (0-based), for a batch.
+        index: Option<u64>,
+    },
+    /// The caller cancelled the call or went away.
+    #[error("the caller cancelled the call")]
+    Cancelled,
+    /// The gateway's own code panicked on this call; the call is answered
+    /// and the gateway goes on.
+    #[error("the gateway failed on this call")]
+    Panicked,
 }
 
 impl From<upstream::Error> for Error {
@@ -103,7 +123,10 @@ impl Error {
             Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::DeadlineExceeded => Code::DeadlineExceeded,
             Error::ShuttingDown => Code::Unavailable,
-            Error::EncryptionSetup(_) => Code::Internal,
+            Error::EncryptionSetup(_) | Error::Panicked => Code::Internal,
+            Error::MalformedMessage { .. } => Code::InvalidArgument,
+            Error::MessageTooLarge { .. } => Code::ResourceExhausted,
+            Error::Cancelled => Code::Cancelled,
         }
     }
 
@@ -128,6 +151,10 @@ impl Error {
             Error::CallerQuota { .. } => "CallerQuotaExceeded",
             Error::ShuttingDown => "GatewayShuttingDown",
             Error::EncryptionSetup(_) => "GatewayEncryptionFailed",
+            Error::MalformedMessage { .. } => "MalformedMessage",
+            Error::MessageTooLarge { .. } => "MessageTooLarge",
+            Error::Panicked => "GatewayPanic",
+            Error::Cancelled => "CallerCancelled",
         }
     }
 
@@ -244,8 +271,39 @@ impl From<Error> for Status {
             Error::EncryptionSetup(_) => {
                 "the gateway could not set up the encryption of Tencent's answer; nothing was sent; see the gateway logs".to_owned()
             }
+            Error::MalformedMessage { index } => format!(
+                "{} is not a valid protobuf message of this method; nothing was sent",
+                message_name(*index)
+            ),
+            Error::MessageTooLarge { index } => {
+                more.push(
+                    BadRequest::with_violation(
+                        "image",
+                        format!("the largest image accepted is {MAX_IMAGE_BYTES} bytes"),
+                    )
+                    .into(),
+                );
+                format!(
+                    "{} is larger than {MAX_REQUEST_MESSAGE_BYTES} bytes, the largest valid image \
+                     ({MAX_IMAGE_BYTES} bytes, Tencent's 7 MiB in base64) and its other fields; nothing was sent",
+                    message_name(*index)
+                )
+            }
+            Error::Panicked => {
+                "the gateway failed on this call (a bug, logged and counted); nothing more was sent".to_owned()
+            }
+            Error::Cancelled => "the caller cancelled the call".to_owned(),
         };
         with_details(code, message, reason, gateway_metadata(), more)
+    }
+}
+
+/// How an error message names the request message: "the request" for a
+/// unary call, "batch message #N" (0-based) in a stream.
+fn message_name(index: Option<u64>) -> String {
+    match index {
+        Some(index) => format!("batch message #{index}"),
+        None => "the request".to_owned(),
     }
 }
 

@@ -14,10 +14,12 @@ pub(crate) mod auth;
 pub(crate) mod batch;
 pub(crate) mod deadline;
 pub(crate) mod error;
+pub(crate) mod guard;
 pub(crate) mod observe;
+pub(crate) mod readiness;
 pub(crate) mod service;
 pub(crate) mod validate;
 pub(crate) mod verdict;
 pub(crate) mod verifier;
 
-pub use auth::{TokensFileError, new_token};
+pub use auth::{NewTokenError, TokensFileError, new_token};

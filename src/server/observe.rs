@@ -6,20 +6,102 @@
 
 use std::time::Duration;
 
-use tonic::Code;
-use tonic::metadata::MetadataMap;
+use std::sync::Arc;
+
+use tokio::time::Instant;
+use tonic::metadata::{MetadataMap, MetadataValue};
+use tonic::{Code, Status};
 use tracing::Span;
 use tracing::field::Empty;
 
 use crate::metrics::Metrics;
 use crate::proto::VerifyIdCardResponse;
-use crate::server::error::{Error, grpc_name};
+use crate::server::error::{Error, REQUEST_ID_METADATA, grpc_name};
 use crate::telemetry;
 
 /// The full name of the service, as `rpc.service` reports it.
 pub(crate) const SERVICE: &str = "faceid.v1.IdCardVerificationService";
 /// The method label of batch items in logs and metrics.
 pub(crate) const BATCH_ITEM: &str = "VerifyIdCardBatch.item";
+
+/// Response metadata naming the trace a call landed in (W3C Trace Context
+/// level 2).
+pub(crate) const TRACERESPONSE_METADATA: &str = "traceresponse";
+
+/// The method label of a path of this service, if it is one of its RPCs.
+pub(crate) fn method_of(path: &str) -> Option<&'static str> {
+    match path.strip_prefix("/faceid.v1.IdCardVerificationService/")? {
+        "VerifyIdCard" => Some("VerifyIdCard"),
+        "VerifyIdCardBatch" => Some("VerifyIdCardBatch"),
+        _ => None,
+    }
+}
+
+/// Adds `traceresponse` (and Tencent's request id, when known) to response
+/// or error metadata.
+pub(crate) fn tag(metadata: &mut MetadataMap, span: &Span, request_id: Option<&str>) {
+    if let Some(value) =
+        telemetry::traceresponse(span).and_then(|v| MetadataValue::try_from(v).ok())
+    {
+        metadata.insert(TRACERESPONSE_METADATA, value);
+    }
+    if let Some(value) = request_id
+        .filter(|id| !id.is_empty())
+        .and_then(|id| MetadataValue::try_from(id).ok())
+    {
+        metadata.insert(REQUEST_ID_METADATA, value);
+    }
+}
+
+/// What a call refused before its handler ran still reports: who called
+/// and the caller's trace context (the only request headers kept).
+#[derive(Debug, Clone)]
+pub(crate) struct Refused {
+    method: &'static str,
+    caller: Arc<str>,
+    trace_context: MetadataMap,
+    started: Instant,
+}
+
+impl Refused {
+    /// Captures what is needed from a request to `method` by `caller`.
+    pub(crate) fn of(method: &'static str, caller: Arc<str>, headers: &http::HeaderMap) -> Self {
+        let mut trace_context = MetadataMap::new();
+        for name in ["traceparent", "tracestate"] {
+            if let Some(value) = headers
+                .get(name)
+                .and_then(|value| MetadataValue::try_from(value.as_bytes()).ok())
+            {
+                trace_context.insert(name, value);
+            }
+        }
+        Self {
+            method,
+            caller,
+            trace_context,
+            started: Instant::now(),
+        }
+    }
+
+    /// Reports the call as failed with `error` (its span, its completion
+    /// line, its metrics) and returns the gRPC answer, with
+    /// `traceresponse` like every other answer.
+    pub(crate) fn answer(self, error: Error, metrics: &Metrics) -> http::Response<tonic::body::Body> {
+        let span = rpc_span(self.method, &self.trace_context);
+        record_caller(&span, &self.caller);
+        report(
+            &span,
+            self.method,
+            &self.caller,
+            Outcome::failed(&error),
+            self.started.elapsed(),
+            metrics,
+        );
+        let mut status = Status::from(error);
+        tag(status.metadata_mut(), &span, None);
+        status.into_http()
+    }
+}
 
 /// A server span for one RPC, child of the caller's `traceparent` if any.
 pub(crate) fn rpc_span(method: &'static str, metadata: &MetadataMap) -> Span {

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Request, Response, Status, Streaming};
 use tracing::Instrument as _;
 
@@ -17,14 +16,8 @@ use crate::proto::{VerifyIdCardBatchRequest, VerifyIdCardRequest, VerifyIdCardRe
 use crate::server::auth::{Caller, caller_name};
 use crate::server::batch::{self, BatchSettings, BatchStream};
 use crate::server::deadline;
-use crate::server::error::REQUEST_ID_METADATA;
-use crate::server::observe::{self, Outcome};
+use crate::server::observe::{self, Outcome, tag};
 use crate::server::verifier::Verifier;
-use crate::telemetry;
-
-/// Response metadata naming the trace a call landed in (W3C Trace Context
-/// level 2).
-pub(crate) const TRACERESPONSE_METADATA: &str = "traceresponse";
 
 /// The service implementation, shared by every connection.
 #[derive(Debug, Clone)]
@@ -50,22 +43,6 @@ impl VerificationService {
             shutdown,
             metrics,
         }
-    }
-}
-
-/// Adds `traceresponse` (and Tencent's request id, when known) to response
-/// or error metadata.
-fn tag(metadata: &mut MetadataMap, span: &tracing::Span, request_id: Option<&str>) {
-    if let Some(value) =
-        telemetry::traceresponse(span).and_then(|v| MetadataValue::try_from(v).ok())
-    {
-        metadata.insert(TRACERESPONSE_METADATA, value);
-    }
-    if let Some(value) = request_id
-        .filter(|id| !id.is_empty())
-        .and_then(|id| MetadataValue::try_from(id).ok())
-    {
-        metadata.insert(REQUEST_ID_METADATA, value);
     }
 }
 

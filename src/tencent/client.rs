@@ -165,7 +165,7 @@ impl Client {
         encryption: Option<&RequestEncryption>,
     ) -> Result<Reply, Error> {
         let timestamp = unix_now();
-        let headers = self.signed_headers(body, timestamp);
+        let headers = self.signed_headers(body, timestamp)?;
         let response = self
             .inner
             .http
@@ -183,13 +183,28 @@ impl Client {
             });
         }
         let bytes = read_capped(response).await?;
-        decode(&bytes, simulated, encryption)
+        let decoded = decode(&bytes, simulated, encryption);
+        // Whatever Tencent answered tells whether it accepts the keys.
+        match &decoded {
+            Ok(_) => self.inner.credentials.note_answer(false),
+            Err(Error::Api { code, .. }) => self
+                .inner
+                .credentials
+                .note_answer(code.starts_with("AuthFailure")),
+            Err(_) => {}
+        }
+        decoded
     }
 
     /// The headers of one attempt, signed for `timestamp`.
-    pub fn signed_headers(&self, body: &RequestBody, timestamp: i64) -> HeaderMap {
+    ///
+    /// # Errors
+    /// [`Error::Signing`] when the clock is outside the calendar or the keys
+    /// cannot go in a header (neither happens with keys that passed
+    /// [`Credentials::new`]).
+    pub fn signed_headers(&self, body: &RequestBody, timestamp: i64) -> Result<HeaderMap, Error> {
         let credentials = self.inner.credentials.current();
-        let date = sign::credential_date(timestamp).expect("the clock is within the calendar");
+        let date = sign::credential_date(timestamp).ok_or(Error::Signing)?;
         let canonical = CanonicalRequest {
             method: "POST",
             query: "",
@@ -211,10 +226,8 @@ impl Client {
 
         let mut headers = HeaderMap::with_capacity(9);
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(JSON_CONTENT_TYPE));
-        headers.insert(
-            AUTHORIZATION,
-            sensitive(HeaderValue::from_str(&authorization).expect("authorization is ASCII")),
-        );
+        let authorization = HeaderValue::from_str(&authorization).map_err(|_| Error::Signing)?;
+        headers.insert(AUTHORIZATION, sensitive(authorization));
         headers.insert(header("x-tc-action"), HeaderValue::from_static(ACTION));
         headers.insert(header("x-tc-version"), HeaderValue::from_static(VERSION));
         headers.insert(header("x-tc-timestamp"), HeaderValue::from(timestamp));
@@ -226,12 +239,11 @@ impl Client {
         if let Some(region) = &self.inner.region {
             headers.insert(header("x-tc-region"), region.clone());
         }
-        if let Some(token) = credentials.token()
-            && let Ok(value) = HeaderValue::from_str(token)
-        {
-            headers.insert(header("x-tc-token"), sensitive(value));
+        if let Some(token) = credentials.token() {
+            let token = HeaderValue::from_str(token).map_err(|_| Error::Signing)?;
+            headers.insert(header("x-tc-token"), sensitive(token));
         }
-        headers
+        Ok(headers)
     }
 
     /// Runs `f` with the signing key for `date`, deriving it only when the
@@ -247,17 +259,21 @@ impl Client {
             .key_cache
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let fresh = cache
-            .as_ref()
-            .is_some_and(|c| c.date == date && Arc::ptr_eq(&c.credentials, credentials));
-        if !fresh {
-            *cache = Some(CachedKey {
-                credentials: Arc::clone(credentials),
-                date: date.to_owned(),
-                key: SigningKey::derive(credentials.secret_key(), date, SERVICE),
-            });
+        match cache.as_ref() {
+            Some(cached)
+                if cached.date == date && Arc::ptr_eq(&cached.credentials, credentials) =>
+            {
+                f(&cached.key)
+            }
+            _ => {
+                let cached = cache.insert(CachedKey {
+                    credentials: Arc::clone(credentials),
+                    date: date.to_owned(),
+                    key: SigningKey::derive(credentials.secret_key(), date, SERVICE),
+                });
+                f(&cached.key)
+            }
         }
-        f(&cache.as_ref().expect("just filled").key)
     }
 }
 

@@ -4,11 +4,13 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::watch::Watched;
@@ -47,11 +49,15 @@ pub enum CredentialsError {
         /// The variable that is missing.
         missing: &'static str,
     },
-    /// A value is empty or has surrounding whitespace.
-    #[error("{name} is empty or has leading or trailing whitespace")]
+    /// A value is empty or holds a character that is not visible ASCII
+    /// (whitespace, a control character, a non-ASCII letter): it could not
+    /// be sent in a header, or would fail every signature.
+    #[error("{name}{} must be visible ASCII: not empty, no spaces, no control or non-ASCII characters", in_file(.file))]
     Malformed {
-        /// Which value is malformed.
+        /// The variable or INI key holding it.
         name: &'static str,
+        /// The credentials file, when it came from one.
+        file: Option<PathBuf>,
     },
     /// The credentials file could not be read.
     #[error("cannot read the credentials file {}", path.display())]
@@ -72,6 +78,34 @@ pub enum CredentialsError {
     },
 }
 
+fn in_file(file: &Option<PathBuf>) -> String {
+    file.as_ref()
+        .map(|path| format!(" in {}", path.display()))
+        .unwrap_or_default()
+}
+
+/// The names of the three values where they came from, for error messages.
+#[derive(Debug, Clone, Copy)]
+struct Names {
+    secret_id: &'static str,
+    secret_key: &'static str,
+    token: &'static str,
+}
+
+/// The values as environment variables.
+const ENV_NAMES: Names = Names {
+    secret_id: ENV_SECRET_ID,
+    secret_key: ENV_SECRET_KEY,
+    token: ENV_SESSION_TOKEN,
+};
+
+/// The values as keys of the INI file.
+const FILE_NAMES: Names = Names {
+    secret_id: "secret_id",
+    secret_key: "secret_key",
+    token: "token",
+};
+
 /// One SecretId/SecretKey pair and, for temporary keys, its session token.
 pub struct Credentials {
     secret_id: String,
@@ -85,19 +119,39 @@ impl Credentials {
     /// Checks and wraps a key pair.
     ///
     /// # Errors
-    /// [`CredentialsError::Malformed`] when a value is empty or padded with
-    /// whitespace (a frequent copy-paste mistake that would fail every call).
+    /// [`CredentialsError::Malformed`] when a value is empty or holds
+    /// anything but visible ASCII (a padded copy-paste, a newline from a
+    /// file, a non-ASCII letter: each would fail every call).
     pub fn new(
         secret_id: impl Into<String>,
         secret_key: impl Into<String>,
         token: Option<String>,
     ) -> Result<Self, CredentialsError> {
-        let secret_id = secret_id.into();
-        let secret_key = secret_key.into();
-        check_value(&secret_id, "secret_id")?;
-        check_value(&secret_key, "secret_key")?;
+        Self::checked(secret_id.into(), secret_key.into(), token, FILE_NAMES, None)
+    }
+
+    /// [`Self::new`], naming the values as `names` (and `file`) in errors.
+    fn checked(
+        secret_id: String,
+        secret_key: String,
+        token: Option<String>,
+        names: Names,
+        file: Option<&Path>,
+    ) -> Result<Self, CredentialsError> {
+        let check = |value: &str, name| {
+            if is_visible_ascii(value) {
+                Ok(())
+            } else {
+                Err(CredentialsError::Malformed {
+                    name,
+                    file: file.map(Path::to_owned),
+                })
+            }
+        };
+        check(&secret_id, names.secret_id)?;
+        check(&secret_key, names.secret_key)?;
         if let Some(token) = &token {
-            check_value(token, "session token")?;
+            check(token, names.token)?;
         }
         Ok(Self {
             secret_id,
@@ -155,17 +209,85 @@ impl fmt::Debug for Credentials {
     }
 }
 
-fn check_value(value: &str, name: &'static str) -> Result<(), CredentialsError> {
-    if value.is_empty() || value.trim() != value {
-        return Err(CredentialsError::Malformed { name });
-    }
-    Ok(())
+/// Non-empty, and every byte a visible ASCII character (`!` to `~`): what
+/// an HTTP header and Tencent's signature accept.
+fn is_visible_ascii(value: &str) -> bool {
+    !value.is_empty() && value.bytes().all(|byte| byte.is_ascii_graphic())
 }
 
+/// Whether the keys in use work, as far as Tencent's answers tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialState {
+    /// No reason to doubt them.
+    Usable,
+    /// Tencent answered `AuthFailure.*` to several calls in a row and to
+    /// none since: the keys (or their permissions) are wrong.
+    Refused,
+}
+
+/// Refused answers in a row, with no other answer between them, after
+/// which the keys count as refused (one could be a clock hiccup).
+const REFUSALS_IN_A_ROW: u32 = 3;
+
 /// Hands out the current credentials; re-reads a credentials file when it
-/// changes. Cheap to share (`Arc`) and to read on every call.
+/// changes; keeps track of whether Tencent accepts them. Cheap to share
+/// (`Arc`) and to read on every call.
 pub struct CredentialProvider {
     source: Source,
+    trust: Arc<Trust>,
+}
+
+/// What Tencent's answers say of the keys in use.
+struct Trust {
+    /// `AuthFailure` answers since the last other answer.
+    refusals_in_a_row: AtomicU32,
+    state: watch::Sender<CredentialState>,
+}
+
+impl Trust {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            refusals_in_a_row: AtomicU32::new(0),
+            state: watch::Sender::new(CredentialState::Usable),
+        })
+    }
+
+    fn note_answer(&self, refused: bool) {
+        if refused {
+            let in_a_row = self.refusals_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
+            if in_a_row >= REFUSALS_IN_A_ROW {
+                self.set(CredentialState::Refused);
+            }
+        } else {
+            self.refusals_in_a_row.store(0, Ordering::Relaxed);
+            self.set(CredentialState::Usable);
+        }
+    }
+
+    /// New keys get the benefit of the doubt.
+    fn keys_changed(&self) {
+        self.refusals_in_a_row.store(0, Ordering::Relaxed);
+        self.set(CredentialState::Usable);
+    }
+
+    fn set(&self, state: CredentialState) {
+        self.state.send_if_modified(|current| {
+            if *current == state {
+                return false;
+            }
+            match state {
+                CredentialState::Refused => tracing::error!(
+                    "Tencent refuses the credentials (AuthFailure on every call); \
+                     readiness is NOT_SERVING until a call succeeds or the keys change"
+                ),
+                CredentialState::Usable => {
+                    tracing::info!("Tencent accepts the credentials; readiness restored");
+                }
+            }
+            *current = state;
+            true
+        });
+    }
 }
 
 enum Source {
@@ -187,6 +309,7 @@ impl CredentialProvider {
     pub fn fixed(credentials: Credentials) -> Self {
         Self {
             source: Source::Fixed(Arc::new(credentials)),
+            trust: Trust::new(),
         }
     }
 
@@ -209,6 +332,7 @@ impl CredentialProvider {
         )?;
         Ok(Self {
             source: Source::File(Arc::new(watched)),
+            trust: Trust::new(),
         })
     }
 
@@ -225,7 +349,9 @@ impl CredentialProvider {
         let key = var(ENV_SECRET_KEY).filter(|v| !v.is_empty());
         let token = var(ENV_SESSION_TOKEN).filter(|v| !v.is_empty());
         match (id, key) {
-            (Some(id), Some(key)) => Ok(Self::fixed(Credentials::new(id, key, token)?)),
+            (Some(id), Some(key)) => Ok(Self::fixed(Credentials::checked(
+                id, key, token, ENV_NAMES, None,
+            )?)),
             (Some(_), None) => Err(CredentialsError::Incomplete {
                 present: ENV_SECRET_ID,
                 missing: ENV_SECRET_KEY,
@@ -239,6 +365,18 @@ impl CredentialProvider {
                 None => Err(CredentialsError::Missing),
             },
         }
+    }
+
+    /// Whether the keys work, and every later change of it.
+    pub fn state(&self) -> watch::Receiver<CredentialState> {
+        self.trust.state.subscribe()
+    }
+
+    /// Notes Tencent's verdict on the keys: `refused` for an `AuthFailure.*`
+    /// answer, otherwise any answer Tencent gave (it got past
+    /// authentication).
+    pub(crate) fn note_answer(&self, refused: bool) {
+        self.trust.note_answer(refused);
     }
 
     /// The credentials to sign the next call with.
@@ -255,10 +393,14 @@ impl CredentialProvider {
     /// # Errors
     /// The file became unreadable or invalid; the previous keys stay in use.
     pub fn reload(&self) -> Result<bool, CredentialsError> {
-        match &self.source {
-            Source::Fixed(_) => Ok(false),
-            Source::File(watched) => watched.reload(),
+        let changed = match &self.source {
+            Source::Fixed(_) => false,
+            Source::File(watched) => watched.reload()?,
+        };
+        if changed {
+            self.trust.keys_changed();
         }
+        Ok(changed)
     }
 
     /// Polls the credentials file every `interval` until `shutdown`, logging
@@ -270,7 +412,11 @@ impl CredentialProvider {
         };
         // The fingerprint of the keys last warned about, to warn once.
         let warned = Mutex::new(None::<String>);
-        watched.spawn_reloader(interval, shutdown, move |current: &Credentials| {
+        let trust = Arc::clone(&self.trust);
+        watched.spawn_reloader(interval, shutdown, move |current: &Credentials, changed| {
+            if changed {
+                trust.keys_changed();
+            }
             let left = current.expires_at().map(|at| {
                 at.duration_since(SystemTime::now())
                     .unwrap_or(Duration::ZERO)
@@ -310,7 +456,8 @@ fn parse_file(path: &Path, bytes: &[u8]) -> Result<Credentials, CredentialsError
         .get("secret_key")
         .ok_or_else(|| format_error("no secret_key"))?;
     let token = section.get("token").map(str::to_owned);
-    let credentials = Credentials::new(id, key, token)?;
+    let credentials =
+        Credentials::checked(id.to_owned(), key.to_owned(), token, FILE_NAMES, Some(path))?;
     match section.get("expired_time") {
         None => Ok(credentials),
         Some(seconds) => {
@@ -372,6 +519,53 @@ mod tests {
         ]))
         .unwrap_err();
         assert!(!error.to_string().contains("padded-secret"));
+    }
+
+    #[test]
+    fn keys_that_are_not_visible_ascii_are_refused_naming_the_variable() {
+        for bad in [
+            "AKID\n123",
+            "AKID\r\n",
+            "AKID\x01",
+            "AKID\x7f",
+            "AKIDé123",
+            "AK ID",
+            "",
+        ] {
+            let error =
+                CredentialProvider::from_env(env(&[(ENV_SECRET_ID, bad), (ENV_SECRET_KEY, "key")]));
+            // An empty variable counts as unset.
+            if bad.is_empty() {
+                assert!(matches!(error, Err(CredentialsError::Incomplete { .. })));
+                continue;
+            }
+            let error = error.unwrap_err();
+            assert!(error.to_string().starts_with(ENV_SECRET_ID), "{error}");
+            assert!(!error.to_string().contains("AKID"), "{error}");
+            let error = CredentialProvider::from_env(env(&[
+                (ENV_SECRET_ID, "AKID"),
+                (ENV_SECRET_KEY, bad),
+            ]))
+            .unwrap_err();
+            assert!(error.to_string().starts_with(ENV_SECRET_KEY), "{error}");
+        }
+    }
+
+    #[test]
+    fn a_file_with_a_control_character_is_refused_naming_the_file_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("credentials");
+        std::fs::write(
+            &path,
+            "[default]\nsecret_id = AKID1\nsecret_key = key1\x07\n",
+        )
+        .unwrap();
+        let error = CredentialProvider::from_file(&path)
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("secret_key in "), "{error}");
+        assert!(error.contains(path.to_str().unwrap()), "{error}");
+        assert!(!error.contains("key1"), "{error}");
     }
 
     #[test]

@@ -34,6 +34,11 @@ pub enum Error {
     /// The encrypted answer could not be opened.
     #[error("the encrypted answer could not be opened: {0}")]
     Decryption(#[source] super::encryption::DecryptError),
+    /// The request could not be signed: the clock is outside the calendar,
+    /// or a key cannot go in a header. The gateway's own setup, nothing was
+    /// sent.
+    #[error("the request could not be signed")]
+    Signing,
     /// Tencent answered with an error code (`Error.Code`, or a business
     /// `Result` that is not a verification outcome).
     #[error("Tencent answered {code}")]
@@ -63,6 +68,7 @@ impl Error {
     pub(crate) fn class(&self) -> Class {
         match self {
             Error::Api { class, .. } => *class,
+            Error::Signing => Class::GatewaySetup,
             Error::Connect(_)
             | Error::Timeout
             | Error::Transport(_)
@@ -82,6 +88,7 @@ impl Error {
             Error::HttpStatus { .. } => "UpstreamHttpError",
             Error::Malformed { .. } => "UpstreamMalformedResponse",
             Error::Decryption(_) => "UpstreamDecryptionFailed",
+            Error::Signing => "GatewaySigningFailed",
         }
     }
 

@@ -211,7 +211,9 @@ async fn personal_fields_never_cross_the_wire_in_clear() {
             let encryption = RequestEncryption::start(mode, &settings, &mut params).unwrap();
             let body = RequestBody::with_image(SAMPLE_PNG, &params);
             // The raw answer, as it travels.
-            let headers = client.signed_headers(&body, faceid_gateway::tencent::client::unix_now());
+            let headers = client
+                .signed_headers(&body, faceid_gateway::tencent::client::unix_now())
+                .expect("valid keys sign");
             let raw = reqwest::Client::new()
                 .post(simulator.endpoint())
                 .headers(headers)

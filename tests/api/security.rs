@@ -279,41 +279,70 @@ async fn tokens_let_in_known_callers_only_and_rotate_without_a_restart() {
     assert_eq!(old.code(), Code::Unauthenticated);
 }
 
+/// The services reflection lists to a caller with `token` (if any).
+async fn listed_services(channel: tonic::transport::Channel, token: Option<&str>) -> Vec<String> {
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let mut client =
+        tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient::new(channel);
+    let mut request = tonic::Request::new(tokio_stream::iter([
+        tonic_reflection::pb::v1::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        },
+    ]));
+    if let Some(token) = token {
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().unwrap(),
+        );
+    }
+    let mut stream = client
+        .server_reflection_info(request)
+        .await
+        .expect("reflection answers")
+        .into_inner();
+    let answer = stream.message().await.unwrap().expect("one answer");
+    let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+        panic!("not a service list: {answer:?}");
+    };
+    let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    names.sort();
+    names
+}
+
 #[tokio::test]
-async fn reflection_needs_a_token_unless_allowed() {
+async fn reflection_shows_only_health_without_a_token_unless_allowed() {
     let dir = tempfile::tempdir().unwrap();
-    let (_token, line) = faceid_gateway::server::new_token("ops", None).unwrap();
+    let (token, line) = faceid_gateway::server::new_token("ops", None).unwrap();
     let tokens = write(dir.path(), "tokens", &line);
     let simulator = spawn_simulator(0).await;
-    for (allow, expected_ok) in [(false, false), (true, true)] {
+    // Reflection always lists itself.
+    let health_only = vec![
+        "grpc.health.v1.Health".to_owned(),
+        "grpc.reflection.v1.ServerReflection".to_owned(),
+    ];
+    for allow in [false, true] {
         let mut flags = vec!["--auth-tokens-file".to_owned(), tokens.clone()];
         if allow {
             flags.push("--auth-allow-reflection".into());
         }
         let gateway = spawn_gateway(&simulator, options(flags)).await;
-        let mut client =
-            tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient::new(
-                gateway.channel().await,
-            );
-        let request = tonic_reflection::pb::v1::ServerReflectionRequest {
-            host: String::new(),
-            message_request: Some(
-                tonic_reflection::pb::v1::server_reflection_request::MessageRequest::ListServices(
-                    String::new(),
-                ),
-            ),
-        };
-        let answer = match client
-            .server_reflection_info(tokio_stream::iter([request]))
-            .await
-        {
-            Ok(response) => {
-                let mut stream = response.into_inner();
-                stream.message().await.map(|m| m.is_some())
-            }
-            Err(status) => Err(status),
-        };
-        assert_eq!(answer.is_ok(), expected_ok, "allow={allow}: {answer:?}");
+
+        let anonymous = listed_services(gateway.channel().await, None).await;
+        let with_token = listed_services(gateway.channel().await, Some(&token)).await;
+
+        assert!(
+            with_token.contains(&"faceid.v1.IdCardVerificationService".to_owned()),
+            "allow={allow}: {with_token:?}"
+        );
+        if allow {
+            assert_eq!(anonymous, with_token);
+        } else {
+            // Enough for `grpcurl ... grpc.health.v1.Health/Check` without a
+            // token, and nothing more.
+            assert_eq!(anonymous, health_only);
+        }
     }
 }
 
