@@ -171,6 +171,11 @@ impl Metrics {
             "Upstream retries by failure class",
             retries.clone(),
         );
+        // The only classes ever retried: present at zero from the start, so
+        // a dashboard's rate() has a series before the first retry.
+        for class in ["transient", "rate_limited"] {
+            drop(retries.get_or_create(&ClassLabels { class }));
+        }
         let rate_limit_wait_seconds = Histogram::new([
             0.0, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
         ]);
@@ -339,6 +344,10 @@ mod tests {
             r#"faceid_rpcs_total{method="VerifyIdCard",caller="billing",code="INVALID_ARGUMENT"} 1"#
         ));
         assert!(text.contains("faceid_upstream_rate_observed 42"), "{text}");
+        assert!(
+            text.contains(r#"faceid_upstream_retries_total{class="transient"} 0"#),
+            "{text}"
+        );
         assert!(text.ends_with("# EOF\n"));
     }
 }

@@ -6,12 +6,12 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use crate::metrics::Metrics;
+use crate::server::readiness::Readiness;
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::Full;
 use hyper::body::Incoming;
-use crate::metrics::Metrics;
-use crate::server::readiness::Readiness;
 
 /// The OpenMetrics content type Prometheus negotiates for.
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

@@ -405,7 +405,8 @@ where
     fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
         if let Some(authenticator) = &self.layer.authenticator {
             let door = door(request.uri().path());
-            let open = door == Door::Health || (door == Door::Reflection && self.layer.allow_reflection);
+            let open =
+                door == Door::Health || (door == Door::Reflection && self.layer.allow_reflection);
             if !open {
                 let header = request
                     .headers()
@@ -423,7 +424,8 @@ where
                         let method = observe::method_of(request.uri().path()).unwrap_or("other");
                         let refused =
                             Refused::of(method, Arc::from(caller_name(None)), request.headers());
-                        let answer = refused.answer(Error::Unauthenticated(refusal), &self.layer.metrics);
+                        let answer =
+                            refused.answer(Error::Unauthenticated(refusal), &self.layer.metrics);
                         return Box::pin(async move { Ok(answer) });
                     }
                 }

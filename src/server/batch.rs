@@ -183,13 +183,17 @@ impl Driver {
                     }
                     break;
                 }
-                () = tokio::time::sleep_until(drain_until), if matches!(cut, Some(Cut::Shutdown)) => {
+                () = tokio::time::sleep_until(drain_until), if drain_until != never => {
                     self.answer_all_in_flight(|| Error::ShuttingDown).await;
                     break;
                 }
-                () = self.shutdown.cancelled(), if reading => {
-                    cut = Some(Cut::Shutdown);
+                // Shutdown drains every stream, half-closed or not: items
+                // already read get the drain budget, then an answer.
+                () = self.shutdown.cancelled(), if drain_until == never => {
                     drain_until = Instant::now() + self.settings.drain_timeout;
+                    if reading {
+                        cut = Some(Cut::Shutdown);
+                    }
                 }
                 Some(joined) = self.in_flight.join_next_with_id(), if !self.in_flight.is_empty() => {
                     let answer = match joined {

@@ -163,13 +163,14 @@ mod tests {
 
         let status = status_of(&response);
         assert_eq!(status.code(), Code::Internal);
-        assert_eq!(status.get_details_error_info().unwrap().reason, "GatewayPanic");
-        assert_eq!(metrics.panics.get(), 1);
-        assert!(
-            metrics
-                .encode()
-                .contains(r#"faceid_rpcs_total{method="VerifyIdCard",caller="anonymous",code="INTERNAL"} 1"#)
+        assert_eq!(
+            status.get_details_error_info().unwrap().reason,
+            "GatewayPanic"
         );
+        assert_eq!(metrics.panics.get(), 1);
+        assert!(metrics.encode().contains(
+            r#"faceid_rpcs_total{method="VerifyIdCard",caller="anonymous",code="INTERNAL"} 1"#
+        ));
     }
 
     #[tokio::test]

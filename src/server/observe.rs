@@ -86,7 +86,11 @@ impl Refused {
     /// Reports the call as failed with `error` (its span, its completion
     /// line, its metrics) and returns the gRPC answer, with
     /// `traceresponse` like every other answer.
-    pub(crate) fn answer(self, error: Error, metrics: &Metrics) -> http::Response<tonic::body::Body> {
+    pub(crate) fn answer(
+        self,
+        error: Error,
+        metrics: &Metrics,
+    ) -> http::Response<tonic::body::Body> {
         let span = rpc_span(self.method, &self.trace_context);
         record_caller(&span, &self.caller);
         report(

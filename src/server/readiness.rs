@@ -53,9 +53,7 @@ impl Readiness {
                 None => ServingStatus::Serving,
                 Some(_) => ServingStatus::NotServing,
             };
-            health
-                .set_service_status("", status)
-                .await;
+            health.set_service_status("", status).await;
             match status {
                 ServingStatus::Serving => {
                     health

@@ -153,6 +153,17 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
 
 /// Starts a gateway calling `simulator`.
 pub async fn spawn_gateway(simulator: &Simulator, options: Options) -> Gateway {
+    let credentials =
+        Credentials::new(SECRET_ID, options.gateway_secret_key.clone(), None).unwrap();
+    spawn_gateway_with_credentials(simulator, options, CredentialProvider::fixed(credentials)).await
+}
+
+/// Starts a gateway calling `simulator` with the keys of `credentials`.
+pub async fn spawn_gateway_with_credentials(
+    simulator: &Simulator,
+    options: Options,
+    credentials: CredentialProvider,
+) -> Gateway {
     init_test_logging();
     let mut flags = vec![
         "--listen".to_owned(),
@@ -167,13 +178,9 @@ pub async fn spawn_gateway(simulator: &Simulator, options: Options) -> Gateway {
     }
     flags.extend(options.flags);
     let args = ServeArgs::from_flags(flags);
-    let credentials = Credentials::new(SECRET_ID, options.gateway_secret_key, None).unwrap();
-    let app = Application::build(
-        args,
-        UpstreamTarget::Tencent(Arc::new(CredentialProvider::fixed(credentials))),
-    )
-    .await
-    .expect("gateway builds");
+    let app = Application::build(args, UpstreamTarget::Tencent(Arc::new(credentials)))
+        .await
+        .expect("gateway builds");
     let addr = app.local_addr();
     let admin_addr = app.admin_addr();
     let (stop, stopped) = oneshot::channel::<()>();

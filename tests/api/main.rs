@@ -4,6 +4,7 @@ mod batch;
 mod cli;
 mod encryption;
 mod grpcurl;
+mod hardening;
 mod helpers;
 mod interop;
 mod leaks;

@@ -61,8 +61,19 @@ impl Running {
             .unwrap_or_else(|_| panic!("no {message:?} within 20 s"))
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
     /// Sends SIGTERM and waits for the exit; returns (success, remaining logs).
-    pub async fn terminate(mut self) -> (bool, String) {
+    pub async fn terminate(self) -> (bool, String) {
+        let (clean, _took, logs) = self.terminate_timed().await;
+        (clean, logs)
+    }
+
+    /// [`Self::terminate`], also returning how long the exit took.
+    pub async fn terminate_timed(mut self) -> (bool, Duration, String) {
         let pid = self.child.id().expect("running").to_string();
         let killed = Command::new("kill")
             .args(["-TERM", &pid])
@@ -70,13 +81,15 @@ impl Running {
             .await
             .unwrap();
         assert!(killed.success());
+        let signalled = std::time::Instant::now();
         let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
             .await
             .expect("exits within 20 s after SIGTERM")
             .unwrap();
+        let took = signalled.elapsed();
         while let Ok(Some(line)) = self.logs.next_line().await {
             self.seen.push(line);
         }
-        (status.success(), self.seen.join("\n"))
+        (status.success(), took, self.seen.join("\n"))
     }
 }

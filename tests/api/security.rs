@@ -292,10 +292,9 @@ async fn listed_services(channel: tonic::transport::Channel, token: Option<&str>
         },
     ]));
     if let Some(token) = token {
-        request.metadata_mut().insert(
-            "authorization",
-            format!("Bearer {token}").parse().unwrap(),
-        );
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
     }
     let mut stream = client
         .server_reflection_info(request)
