@@ -37,7 +37,8 @@ use crate::simulator::{Simulator, SimulatorConfig};
 use crate::tencent::crypto::{Algorithm, PrivateKeys, PublicKeys};
 use crate::tencent::{self, ClientConfig, CredentialProvider, Credentials};
 use crate::tencent::{EncryptionMode, EncryptionSettings};
-use crate::upstream::limit::{self, Limiter, RedisConfig, RedisLimiter};
+use crate::config::watch::Watched;
+use crate::upstream::limit::{self, Limiter, RedisConfig, RedisLimiter, Unusable};
 use crate::upstream::{self, StackConfig};
 
 /// The largest header block a call may send.
@@ -85,6 +86,21 @@ pub enum StartupError {
     /// The Redis URL of the shared rate limit is not usable.
     #[error("--rate-limit-redis is not a usable Redis URL")]
     Redis(#[source] redis::RedisError),
+    /// Redis refused the password of `--rate-limit-redis`.
+    #[error(
+        "Redis refused to authenticate (no password or a wrong one in --rate-limit-redis, \
+         e.g. rediss://:PASSWORD@host:6379/0)"
+    )]
+    RedisAuthentication,
+    /// The TLS handshake with Redis failed.
+    #[error(
+        "the TLS handshake with Redis failed: its certificate is not trusted (give its CA with \
+         --rate-limit-redis-ca) or it does not speak TLS on that port"
+    )]
+    RedisTls,
+    /// The CA bundle of `--rate-limit-redis-ca` cannot be read.
+    #[error("cannot read the Redis CA bundle {}", .0.display())]
+    RedisCa(std::path::PathBuf),
     /// A Tencent public key file is unusable.
     #[error("cannot load Tencent's encryption public keys")]
     PublicKeys(#[from] crate::tencent::crypto::CryptoError),
@@ -170,7 +186,15 @@ impl Application {
         metrics
             .rate_limit_configured
             .set(i64::from(args.rate_limit));
-        let limiter = build_limiter(&args, &metrics)?;
+        let redis = SharedRedis::of(&args)?;
+        let limiter = build_limiter(&args, redis.as_ref(), &metrics)?;
+        let shared_limiter = match &limiter {
+            Limiter::Redis(shared) => {
+                check_redis(shared, args.rate_limit_redis_timeout).await?;
+                Some(Arc::clone(shared))
+            }
+            Limiter::Local(_) => None,
+        };
         let client = tencent::Client::new(
             ClientConfig {
                 endpoint,
@@ -272,6 +296,9 @@ impl Application {
         }
         if let Some(authenticator) = &authenticator {
             authenticator.spawn_reloader(args.reload_interval, background.clone());
+        }
+        if let (Some(redis), Some(limiter)) = (redis, shared_limiter) {
+            redis.follow_ca(limiter, args.reload_interval, background.clone());
         }
         Ok(Self {
             grpc,
@@ -502,18 +529,111 @@ fn reflection_v1alpha() -> Result<
         .build_v1alpha()?)
 }
 
+/// The Redis shared by the replicas, when configured: its client and the
+/// CA bundle it trusts (followed on disk).
+struct SharedRedis {
+    url: String,
+    ca: Option<Arc<Watched<Vec<u8>, StartupError>>>,
+}
+
+impl SharedRedis {
+    fn of(args: &ServeArgs) -> Result<Option<Self>, StartupError> {
+        let Some(url) = &args.rate_limit_redis else {
+            return Ok(None);
+        };
+        let ca = match &args.rate_limit_redis_ca {
+            Some(path) => Some(Arc::new(Watched::load(
+                "Redis CA certificates",
+                vec![path.clone()],
+                |path| StartupError::RedisCa(path.to_owned()),
+                |contents| Ok(contents[0].clone()),
+            )?)),
+            None => None,
+        };
+        let shared = Self {
+            url: url.clone(),
+            ca,
+        };
+        shared.client()?;
+        Ok(Some(shared))
+    }
+
+    /// A client for the URL, trusting the current CA bundle.
+    fn client(&self) -> Result<redis::Client, StartupError> {
+        let ca = self.ca.as_ref().map(|ca| ca.current());
+        client_trusting(&self.url, ca.as_deref().map(Vec::as_slice)).map_err(StartupError::Redis)
+    }
+
+    /// Reconnects `limiter` with the CA bundle each time its file changes.
+    fn follow_ca(self, limiter: Arc<RedisLimiter>, interval: Duration, shutdown: CancellationToken) {
+        let Some(ca) = self.ca else {
+            return;
+        };
+        let url = self.url;
+        ca.spawn_reloader(interval, shutdown, move |pem: &Vec<u8>, changed| {
+            if !changed {
+                return;
+            }
+            match client_trusting(&url, Some(pem)).and_then(|client| limiter.reconnect(client)) {
+                Ok(()) => tracing::info!("Redis CA bundle changed; new connections trust it"),
+                Err(error) => tracing::warn!(
+                    kind = ?error.kind(),
+                    "the new Redis CA bundle is unusable; keeping the previous one"
+                ),
+            }
+        });
+    }
+}
+
+/// A Redis client for `url`, trusting `ca` (PEM) instead of the system's
+/// roots when given.
+fn client_trusting(url: &str, ca: Option<&[u8]>) -> redis::RedisResult<redis::Client> {
+    match ca {
+        None => redis::Client::open(url),
+        Some(ca) => redis::Client::build_with_tls(
+            url,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(ca.to_vec()),
+            },
+        ),
+    }
+}
+
+/// Refuses to start when Redis answers but refuses the gateway (a wrong
+/// password, an untrusted certificate); a Redis that does not answer only
+/// means starting on the fallback share, as if it went away later.
+async fn check_redis(redis: &RedisLimiter, timeout: Duration) -> Result<(), StartupError> {
+    match redis.probe(timeout.max(Duration::from_secs(2))).await {
+        Ok(()) => Ok(()),
+        Err(Unusable::Authentication) => Err(StartupError::RedisAuthentication),
+        Err(Unusable::Tls) => Err(StartupError::RedisTls),
+        Err(Unusable::Unreachable(why)) => {
+            tracing::warn!(
+                reason = why,
+                "Redis does not answer at start-up; starting on this replica's share of the limit"
+            );
+            Ok(())
+        }
+    }
+}
+
 /// The upstream rate limiter: shared through Redis when configured,
 /// otherwise this process's own.
-fn build_limiter(args: &ServeArgs, metrics: &Metrics) -> Result<Limiter, StartupError> {
+fn build_limiter(
+    args: &ServeArgs,
+    redis: Option<&SharedRedis>,
+    metrics: &Metrics,
+) -> Result<Limiter, StartupError> {
     let quota = limit::per_second(args.rate_limit, args.rate_burst);
-    let Some(url) = &args.rate_limit_redis else {
+    let Some(redis) = redis else {
         return Ok(Limiter::local(quota));
     };
     let share = (f64::from(args.rate_limit) * args.rate_limit_fallback_share).floor();
     // At least one call per second, so a replica never stops entirely.
     let fallback_rate = (share as u32).max(1);
     let redis = RedisLimiter::new(RedisConfig {
-        url: url.clone(),
+        client: redis.client()?,
         key: args.rate_limit_redis_key.clone(),
         quota,
         fallback_quota: limit::per_second(fallback_rate, 0),

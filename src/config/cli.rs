@@ -144,9 +144,16 @@ pub struct ServeArgs {
     #[arg(long, env = "FACEID_RATE_LIMIT_MAX_WAIT", default_value = "5s", value_parser = parse_duration)]
     pub rate_limit_max_wait: Duration,
 
-    /// Redis URL of a limit shared by all replicas (redis://host:6379/0).
+    /// Redis URL of a limit shared by all replicas: `redis://host:6379/0`,
+    /// or `rediss://:password@host:6379/0` for TLS (managed Redis).
     #[arg(long, env = "FACEID_RATE_LIMIT_REDIS")]
     pub rate_limit_redis: Option<String>,
+
+    /// PEM CA certificates that a `rediss://` Redis's certificate must chain
+    /// to (a private CA); re-read like the other watched files. Without it,
+    /// the system's trusted roots.
+    #[arg(long, env = "FACEID_RATE_LIMIT_REDIS_CA", requires = "rate_limit_redis")]
+    pub rate_limit_redis_ca: Option<std::path::PathBuf>,
 
     /// The Redis key of the shared limit (one per Tencent account).
     #[arg(

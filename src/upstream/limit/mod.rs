@@ -29,7 +29,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 
 pub(crate) use gcra::{Gcra, Quota, Rejected};
-pub(crate) use redis::{RedisConfig, RedisLimiter};
+pub(crate) use redis::{RedisConfig, RedisLimiter, Unusable};
 pub(crate) use window::SlidingWindow;
 
 /// The window the limit is enforced over: one second plus 1%, so calls

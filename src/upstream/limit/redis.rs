@@ -19,6 +19,7 @@
 //! falling back asks the script to hold the shared TAT (`ARGV[4]`), which
 //! pauses every replica until the fallback traffic has left the window.
 
+use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use prometheus_client::metrics::counter::Counter;
@@ -55,8 +56,8 @@ return {1, wait}
 /// Settings of the shared limiter.
 #[derive(Debug, Clone)]
 pub(crate) struct RedisConfig {
-    /// `redis://host:port/db` (or `rediss://`).
-    pub(crate) url: String,
+    /// The Redis client (`redis://` or `rediss://`, with its CA).
+    pub(crate) client: redis::Client,
     /// The key holding the TAT; replicas sharing a Tencent account share it.
     pub(crate) key: String,
     /// The shared limit.
@@ -74,7 +75,9 @@ pub(crate) struct RedisConfig {
 
 /// The shared limiter with its fallback.
 pub(crate) struct RedisLimiter {
-    connection: ConnectionManager,
+    /// Replaced when the client changes (a rotated CA bundle).
+    connection: RwLock<ConnectionManager>,
+    manager_config: ConnectionManagerConfig,
     script: redis::Script,
     key: String,
     quota: Quota,
@@ -102,15 +105,16 @@ impl RedisLimiter {
     /// # Errors
     /// The URL is not a Redis URL.
     pub(crate) fn new(config: RedisConfig) -> Result<Self, redis::RedisError> {
-        let client = redis::Client::open(config.url.as_str())?;
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.timeout))
             .set_response_timeout(Some(config.timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_secs(2));
-        let connection = ConnectionManager::new_lazy_with_config(client, manager_config)?;
+        let connection =
+            ConnectionManager::new_lazy_with_config(config.client, manager_config.clone())?;
         Ok(Self {
-            connection,
+            connection: RwLock::new(connection),
+            manager_config,
             script: redis::Script::new(GCRA_SCRIPT),
             key: config.key,
             quota: config.quota,
@@ -139,7 +143,7 @@ impl RedisLimiter {
             .arg(micros(self.quota.burst_tolerance))
             .arg(micros(max_wait))
             .arg(micros(hold));
-        let mut connection = self.connection.clone();
+        let mut connection = self.connection();
         let answer = tokio::time::timeout(
             self.timeout,
             invocation.invoke_async::<(i64, i64)>(&mut connection),
@@ -159,8 +163,45 @@ impl RedisLimiter {
                     })
                 }
             }
-            Ok(Err(error)) => self.fall_back(max_wait, &format!("{:?}", error.kind())),
+            Ok(Err(error)) => self.fall_back(max_wait, failure(&error)),
             Err(_) => self.fall_back(max_wait, "timed out"),
+        }
+    }
+
+    /// A connection to use now.
+    fn connection(&self) -> ConnectionManager {
+        self.connection
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Connects through `client` from now on (its CA bundle changed).
+    ///
+    /// # Errors
+    /// The client's settings are unusable; the previous connection stays.
+    pub(crate) fn reconnect(&self, client: redis::Client) -> Result<(), redis::RedisError> {
+        let connection = ConnectionManager::new_lazy_with_config(client, self.manager_config.clone())?;
+        *self
+            .connection
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = connection;
+        Ok(())
+    }
+
+    /// One round trip to Redis (`PING`) within `timeout`, to tell at
+    /// start-up a refused password or certificate from a Redis that is
+    /// only down.
+    ///
+    /// # Errors
+    /// What Redis or the connection answered.
+    pub(crate) async fn probe(&self, timeout: Duration) -> Result<(), Unusable> {
+        let mut connection = self.connection();
+        let ping = redis::cmd("PING");
+        match tokio::time::timeout(timeout, ping.query_async::<String>(&mut connection)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(Unusable::of(&error)),
+            Err(_) => Err(Unusable::Unreachable("timed out".to_owned())),
         }
     }
 
@@ -171,7 +212,7 @@ impl RedisLimiter {
             tracing::warn!(
                 reason = why,
                 fallback_interval = ?self.fallback.quota().emission_interval,
-                "Redis rate limiter unreachable; falling back to this replica's share of the limit"
+                "Redis rate limiter unusable; falling back to this replica's share of the limit"
             );
         }
         self.fallback.reserve(Instant::now(), max_wait)
@@ -180,6 +221,59 @@ impl RedisLimiter {
     /// Whether the last decision came from the fallback limiter.
     pub(crate) fn is_falling_back(&self) -> bool {
         self.falling_back.load(Ordering::Relaxed)
+    }
+}
+
+/// Why Redis could not be used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Unusable {
+    /// Redis refused the password (or asked for one).
+    Authentication,
+    /// The TLS handshake failed: Redis's certificate is not trusted, or
+    /// Redis does not speak TLS there.
+    Tls,
+    /// Redis did not answer (down, unreachable, too slow).
+    Unreachable(String),
+}
+
+impl Unusable {
+    fn of(error: &redis::RedisError) -> Self {
+        match failure(error) {
+            AUTHENTICATION_FAILED => Self::Authentication,
+            TLS_FAILED => Self::Tls,
+            other => Self::Unreachable(other.to_owned()),
+        }
+    }
+}
+
+const AUTHENTICATION_FAILED: &str = "authentication failed";
+const TLS_FAILED: &str = "TLS handshake failed";
+
+/// A few words on why a Redis call failed, for log lines: never the URL
+/// or the password.
+fn failure(error: &redis::RedisError) -> &'static str {
+    let refused_password = error.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(error.code(), Some("NOAUTH" | "WRONGPASS"));
+    if refused_password {
+        return AUTHENTICATION_FAILED;
+    }
+    let mut source: Option<&dyn std::error::Error> = Some(error);
+    while let Some(cause) = source {
+        if cause.downcast_ref::<rustls::Error>().is_some()
+            || cause.to_string().contains("certificate")
+        {
+            return TLS_FAILED;
+        }
+        source = cause.source();
+    }
+    if error.is_timeout() {
+        "timed out"
+    } else if error.is_connection_refusal() {
+        "connection refused"
+    } else if error.is_io_error() {
+        "connection failed"
+    } else {
+        "unexpected answer"
     }
 }
 
