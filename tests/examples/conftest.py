@@ -1,6 +1,6 @@
 """Shared fixtures for the example tests: a gateway in simulator mode, the
-generated Python stubs, the Node example's packages, and a PATH that has
-grpcurl and buf on it.
+generated Python stubs, the Node example's packages, the Go and Java clients
+built once per session, and a PATH that has grpcurl and buf on it.
 
 The gateway binary comes from FACEID_GATEWAY_BIN (default
 target/debug/faceid-gateway, relative to the repository root).
@@ -104,3 +104,28 @@ def node_packages() -> None:
         pytest.fail("node is not installed")
     if not (REPO / "examples" / "node" / "node_modules" / "@grpc" / "grpc-js").is_dir():
         pytest.fail("the Node example's packages are missing: run `npm ci` in examples/node")
+
+
+BUILD_TIMEOUT = 600  # seconds for one example build (a cold Go or javac build on 2 cores)
+
+
+def build_example(language: str, tmp_path_factory) -> Path:
+    """Runs examples/<language>/build.sh into a temporary folder and returns its launcher."""
+    out = tmp_path_factory.mktemp(f"{language}-client")
+    result = run(["bash", f"examples/{language}/build.sh", str(out)], timeout=BUILD_TIMEOUT)
+    if result.returncode != 0:
+        pytest.fail(f"examples/{language}/build.sh failed (exit {result.returncode}); "
+                    f"see examples/{language}/README.md for the packages it needs:\n{result.stderr}")
+    return out / "faceid-verify"
+
+
+@pytest.fixture(scope="session")
+def go_client(tmp_path_factory) -> Path:
+    """The Go example, built from proto/ with Debian's Go toolchain (GOPATH mode)."""
+    return build_example("go", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def java_client(tmp_path_factory) -> Path:
+    """The Java example, built from proto/ with protoc, the grpc-java plugin and javac."""
+    return build_example("java", tmp_path_factory)

@@ -8,10 +8,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 SAMPLE_IMAGE = REPO / "examples" / "images" / "id-card.png"
-COMMAND_TIMEOUT = 60  # seconds for any one example command
+COMMAND_TIMEOUT = 60  # seconds for any one example command, unless `timeout` says otherwise
 
 
 def run(args, **kwargs) -> subprocess.CompletedProcess:
     """Runs a command (from the repository root unless `cwd` says otherwise), capturing text output."""
     kwargs.setdefault("cwd", REPO)
-    return subprocess.run(args, capture_output=True, text=True, timeout=COMMAND_TIMEOUT, **kwargs)
+    kwargs.setdefault("timeout", COMMAND_TIMEOUT)
+    return subprocess.run(args, capture_output=True, text=True, **kwargs)
