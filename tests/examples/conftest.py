@@ -1,6 +1,7 @@
 """Shared fixtures for the example tests: a gateway in simulator mode, the
-generated Python stubs, the Node example's packages, the Go and Java clients
-built once per session, and a PATH that has grpcurl and buf on it.
+generated Python stubs, the Node example's packages, php with curl, the Go
+and Java clients built once per session, and a PATH that has grpcurl and buf
+on it.
 
 The gateway binary comes from FACEID_GATEWAY_BIN (default
 target/debug/faceid-gateway, relative to the repository root).
@@ -89,6 +90,15 @@ def tool_env() -> dict[str, str]:
         if shutil.which(tool, path=path) is None:
             pytest.fail(f"{tool} is not installed: {install}")
     return {**os.environ, "PATH": path}
+
+
+@pytest.fixture(scope="session")
+def php_curl() -> None:
+    """php-cli with the curl extension, which the PHP example uses for HTTP/JSON."""
+    if shutil.which("php") is None:
+        pytest.fail("php is not installed: apt-get install php-cli php-curl")
+    if run(["php", "-r", "exit(extension_loaded('curl') ? 0 : 1);"]).returncode != 0:
+        pytest.fail("PHP's curl extension is missing: apt-get install php-curl")
 
 
 @pytest.fixture(scope="session")

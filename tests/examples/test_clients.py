@@ -1,5 +1,5 @@
 """Every example client against a live gateway in simulator mode: Python,
-Node, Go and Java over gRPC.
+Node, Go and Java over gRPC, PHP over HTTP/JSON (the same port).
 
 Each test runs for every language: the clients are run as their READMEs say
 and their JSON output is checked, so all of them stay in step with the
@@ -20,7 +20,7 @@ import pytest
 
 from example_helpers import SAMPLE_IMAGE, run
 
-LANGUAGES = ("go", "java", "node", "python")
+LANGUAGES = ("go", "java", "node", "php", "python")
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
@@ -32,6 +32,9 @@ def commands(language: str, request) -> tuple[list[str], list[str]]:
     if language == "node":
         request.getfixturevalue("node_packages")
         return ["node", "examples/node/verify.js"], ["node", "examples/node/verify_batch.js"]
+    if language == "php":
+        request.getfixturevalue("php_curl")
+        return ["php", "examples/php/verify.php"], ["php", "examples/php/verify_batch.php"]
     # Go and Java: one program; --batch takes a folder.
     launcher = str(request.getfixturevalue(f"{language}_client"))
     return [launcher], [launcher, "--batch"]
