@@ -93,6 +93,15 @@ def tool_env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
+def curl_env() -> dict[str, str]:
+    """The environment, once curl and jq (the HTTP/JSON page's tools) are found on PATH."""
+    for tool in ("curl", "jq"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} is not installed: apt-get install {tool}")
+    return dict(os.environ)
+
+
+@pytest.fixture(scope="session")
 def php_curl() -> None:
     """php-cli with the curl extension, which the PHP example uses for HTTP/JSON."""
     if shutil.which("php") is None:
