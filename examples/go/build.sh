@@ -47,7 +47,9 @@ if [[ -z ${GOCACHE:-} && -z ${XDG_CACHE_HOME:-} && -z ${HOME:-} ]]; then
 fi
 (
     cd "$gopath/src/faceidexample/cmd/faceid-verify"
-    GO111MODULE=off GOPATH="$gopath:/usr/share/gocode" GOFLAGS= CGO_ENABLED=0 \
-        sh -c 'go vet . && go build -o "$0" .' "$out/faceid-verify"
+    # GOPATH mode: our GOPATH first, then Debian's libraries. No cgo, so no C compiler.
+    export GO111MODULE=off GOPATH="$gopath:/usr/share/gocode" GOFLAGS= CGO_ENABLED=0
+    go vet .
+    go build -o "$out/faceid-verify" .
 )
 echo "built $out/faceid-verify" >&2
