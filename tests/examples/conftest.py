@@ -1,6 +1,7 @@
 """Shared fixtures for the example tests: a gateway in simulator mode, the
-generated Python stubs, the Node example's packages, and a PATH that has
-grpcurl and buf on it.
+generated Python stubs, the Node example's packages, php with curl, the Go
+and Java clients built once per session, and a PATH that has grpcurl and buf
+on it.
 
 The gateway binary comes from FACEID_GATEWAY_BIN (default
 target/debug/faceid-gateway, relative to the repository root).
@@ -92,6 +93,24 @@ def tool_env() -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
+def curl_env() -> dict[str, str]:
+    """The environment, once curl and jq (the HTTP/JSON page's tools) are found on PATH."""
+    for tool in ("curl", "jq"):
+        if shutil.which(tool) is None:
+            pytest.fail(f"{tool} is not installed: apt-get install {tool}")
+    return dict(os.environ)
+
+
+@pytest.fixture(scope="session")
+def php_curl() -> None:
+    """php-cli with the curl extension, which the PHP example uses for HTTP/JSON."""
+    if shutil.which("php") is None:
+        pytest.fail("php is not installed: apt-get install php-cli php-curl")
+    if run(["php", "-r", "exit(extension_loaded('curl') ? 0 : 1);"]).returncode != 0:
+        pytest.fail("PHP's curl extension is missing: apt-get install php-curl")
+
+
+@pytest.fixture(scope="session")
 def python_stubs() -> None:
     """Generates the Python stubs with this interpreter (examples/python/generate.sh)."""
     result = run(["bash", "examples/python/generate.sh"], env={**os.environ, "PYTHON": sys.executable})
@@ -104,3 +123,28 @@ def node_packages() -> None:
         pytest.fail("node is not installed")
     if not (REPO / "examples" / "node" / "node_modules" / "@grpc" / "grpc-js").is_dir():
         pytest.fail("the Node example's packages are missing: run `npm ci` in examples/node")
+
+
+BUILD_TIMEOUT = 600  # seconds for one example build (a cold Go or javac build on 2 cores)
+
+
+def build_example(language: str, tmp_path_factory) -> Path:
+    """Runs examples/<language>/build.sh into a temporary folder and returns its launcher."""
+    out = tmp_path_factory.mktemp(f"{language}-client")
+    result = run(["bash", f"examples/{language}/build.sh", str(out)], timeout=BUILD_TIMEOUT)
+    if result.returncode != 0:
+        pytest.fail(f"examples/{language}/build.sh failed (exit {result.returncode}); "
+                    f"see examples/{language}/README.md for the packages it needs:\n{result.stderr}")
+    return out / "faceid-verify"
+
+
+@pytest.fixture(scope="session")
+def go_client(tmp_path_factory) -> Path:
+    """The Go example, built from proto/ with Debian's Go toolchain (GOPATH mode)."""
+    return build_example("go", tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def java_client(tmp_path_factory) -> Path:
+    """The Java example, built from proto/ with protoc, the grpc-java plugin and javac."""
+    return build_example("java", tmp_path_factory)

@@ -1,7 +1,11 @@
-"""The Python and Node example clients against a live gateway in simulator mode.
+"""Every example client against a live gateway in simulator mode: Python,
+Node, Go and Java over gRPC, PHP over HTTP/JSON (the same port).
 
-Each test runs for both languages: the scripts are run as the docs say and
-their JSON output is checked, so both stay in step with the contract.
+Each test runs for every language: the clients are run as their READMEs say
+and their JSON output is checked, so all of them stay in step with the
+contract (they print the same JSON: .proto field names, the error code by
+name, the google.rpc details decoded under the same keys). The Go and Java
+clients are built once per session from proto/ (conftest.py).
 """
 
 from __future__ import annotations
@@ -16,33 +20,44 @@ import pytest
 
 from example_helpers import SAMPLE_IMAGE, run
 
-SCRIPTS = {
-    "python": (sys.executable, "examples/python/verify.py", "examples/python/verify_batch.py"),
-    "node": ("node", "examples/node/verify.js", "examples/node/verify_batch.js"),
-}
+LANGUAGES = ("go", "java", "node", "php", "python")
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+
+def commands(language: str, request) -> tuple[list[str], list[str]]:
+    """The commands of one language's example that verify one image and a folder."""
+    if language == "python":
+        request.getfixturevalue("python_stubs")
+        return [sys.executable, "examples/python/verify.py"], [sys.executable, "examples/python/verify_batch.py"]
+    if language == "node":
+        request.getfixturevalue("node_packages")
+        return ["node", "examples/node/verify.js"], ["node", "examples/node/verify_batch.js"]
+    if language == "php":
+        request.getfixturevalue("php_curl")
+        return ["php", "examples/php/verify.php"], ["php", "examples/php/verify_batch.php"]
+    # Go and Java: one program; --batch takes a folder.
+    launcher = str(request.getfixturevalue(f"{language}_client"))
+    return [launcher], [launcher, "--batch"]
 
 
 @dataclass
 class Client:
-    """One language's example scripts, pointed at a gateway."""
+    """One language's example, pointed at a gateway."""
 
-    interpreter: str
-    unary: str
-    batch: str
+    unary: list[str]
+    batch: list[str]
     target: str
 
     def verify(self, *args: str):
-        return run([self.interpreter, self.unary, "--target", self.target, *args])
+        return run([*self.unary, "--target", self.target, *args])
 
     def verify_batch(self, *args: str, target: str | None = None):
-        return run([self.interpreter, self.batch, "--target", target or self.target, *args])
+        return run([*self.batch, "--target", target or self.target, *args])
 
 
-@pytest.fixture(params=sorted(SCRIPTS))
+@pytest.fixture(params=LANGUAGES)
 def client(request, gateway) -> Client:
-    request.getfixturevalue("python_stubs" if request.param == "python" else "node_packages")
-    return Client(*SCRIPTS[request.param], target=gateway.target)
+    return Client(*commands(request.param, request), target=gateway.target)
 
 
 def image_with(folder, name: str, directive: str | None = None, content: bytes | None = None):
