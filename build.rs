@@ -21,10 +21,18 @@ const REDACTED_MESSAGES: &[&str] = &[
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     let file_descriptors = protox::compile(PROTOS, ["proto"])?;
-    std::fs::write(
-        out_dir.join("faceid_descriptor.bin"),
-        protox::prost::Message::encode_to_vec(&file_descriptors),
-    )?;
+    let encoded = protox::prost::Message::encode_to_vec(&file_descriptors);
+    std::fs::write(out_dir.join("faceid_descriptor.bin"), &encoded)?;
+    // The proto3 JSON mapping of our messages (HTTP/JSON on the gRPC port):
+    // camelCase and original names read, bytes as base64, enums by name or
+    // number, unknown fields refused. The batch answer holds a
+    // google.rpc.Status (tonic-types, which has no serde), so it is written
+    // by hand in src/server/json.rs.
+    pbjson_build::Builder::new()
+        .register_descriptors(&encoded)?
+        .out_dir(&out_dir)
+        .exclude([".faceid.v1.VerifyIdCardBatchResponse"])
+        .build(&[".faceid.v1"])?;
     tonic_prost_build::configure()
         .build_server(true)
         .build_client(true)

@@ -4,6 +4,8 @@
 #![allow(missing_docs, clippy::all, clippy::pedantic)]
 
 tonic::include_proto!("faceid.v1");
+// serde for the proto3 JSON mapping (HTTP/JSON).
+include!(concat!(env!("OUT_DIR"), "/faceid.v1.serde.rs"));
 
 /// Descriptors of `faceid/v1/faceid.proto` and everything it imports, plus
 /// `google/rpc/error_details.proto` so dynamic clients can decode details.
