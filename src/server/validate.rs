@@ -229,10 +229,8 @@ fn check_url(url: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tencent::image::samples::{CARD, JPEG, PNG};
     use crate::tencent::image::{ImageFormat, MAX_IMAGE_BASE64_LEN};
-
-    const PNG: &[u8] = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR";
-    const JPEG: &[u8] = &[0xFF, 0xD8, 0xFF, 0xE0, 0, 0x10, b'J', b'F', b'I', b'F'];
 
     fn image_request(bytes: &[u8]) -> VerifyIdCardRequest {
         VerifyIdCardRequest {
@@ -256,27 +254,31 @@ mod tests {
     }
 
     #[test]
-    fn png_and_jpeg_are_accepted() {
-        for bytes in [PNG, JPEG] {
+    fn real_png_and_jpeg_are_accepted() {
+        for bytes in [PNG, JPEG, CARD] {
             assert!(Verification::parse(image_request(bytes), "").is_ok());
         }
     }
 
     #[test]
-    fn other_formats_are_refused_by_name() {
+    fn other_formats_and_fake_headers_are_refused_by_name() {
         let gif = b"GIF89a\x01\x00\x01\x00";
         let webp = b"RIFF\x00\x00\x00\x00WEBPVP8 ";
         let bmp = b"BM\x00\x00\x00\x00";
-        for (bytes, word) in [
+        for (bytes, words) in [
             (&gif[..], "Gif"),
             (&webp[..], "Webp"),
             (&bmp[..], "Bmp"),
             (b"random bytes", "PNG or JPEG"),
+            (b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR", "runs past the end"),
+            (&[0xFF, 0xD8, 0xFF][..], "without an EOI marker"),
+            (&PNG[..PNG.len() - 12], "without an IEND chunk"),
+            (&PNG[..PNG.len() - 1], "truncated"),
         ] {
             let v = violation(image_request(bytes));
             assert_eq!(v.field, "image");
             assert_eq!(v.code, "FailedOperation.ImageDecodeFailed");
-            assert!(v.description.contains(word), "{}", v.description);
+            assert!(v.description.contains(words), "{}", v.description);
         }
     }
 
@@ -289,6 +291,7 @@ mod tests {
         big.resize(MAX_IMAGE_BYTES + 1, 0);
         let v = violation(image_request(&big));
         assert_eq!(v.code, "FailedOperation.ImageSizeTooLarge");
+        assert!(v.description.contains("bytes"), "{}", v.description);
 
         big.truncate(MAX_IMAGE_BYTES);
         assert!(Verification::parse(image_request(&big), "").is_ok());
@@ -319,6 +322,7 @@ mod tests {
         ] {
             let v = violation(url_request(url));
             assert_eq!(v.field, "image_url", "{url}");
+            assert_eq!(v.code, "InvalidParameterValue", "{url}");
             assert!(!v.description.contains("passwd"));
         }
     }
@@ -355,11 +359,18 @@ mod tests {
 
         use super::*;
 
+        fn whole_image() -> impl Strategy<Value = &'static [u8]> {
+            prop_oneof![Just(PNG), Just(JPEG), Just(CARD)]
+        }
+
         proptest! {
+            /// Signatures followed by anything that is not a real image
+            /// structure (fake headers, random data) are refused.
             #[test]
-            fn any_image_bytes_are_accepted_only_as_png_or_jpeg(
+            fn fake_headers_and_random_bytes_are_refused(
                 head in prop_oneof![
                     Just(b"\x89PNG\r\n\x1a\n".to_vec()),
+                    Just(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec()),
                     Just(vec![0xFF, 0xD8, 0xFF]),
                     Just(b"GIF89a".to_vec()),
                     Just(Vec::new()),
@@ -368,13 +379,57 @@ mod tests {
             ) {
                 let mut bytes = head;
                 bytes.extend(tail);
-                let accepted = ImageFormat::sniff(&bytes).is_supported();
+                let error = Verification::parse(image_request(&bytes), "").unwrap_err();
+                prop_assert_eq!(error.violations[0].field.as_str(), "image");
+            }
+
+            /// A whole image stays whole whatever follows its end.
+            #[test]
+            fn whole_images_with_any_trailing_bytes_are_accepted(
+                image in whole_image(),
+                tail in proptest::collection::vec(any::<u8>(), 0..256),
+            ) {
+                let mut bytes = image.to_vec();
+                bytes.extend(tail);
+                prop_assert!(Verification::parse(image_request(&bytes), "").is_ok());
+            }
+
+            /// Any image cut before its end marker is refused.
+            #[test]
+            fn cut_images_are_refused(image in whole_image(), cut in any::<prop::sample::Index>()) {
+                let cut = cut.index(image.len());
+                let error = Verification::parse(image_request(&image[..cut]), "").unwrap_err();
+                prop_assert_eq!(error.violations[0].field.as_str(), "image");
+            }
+
+            /// Damaged images never panic; what is accepted is a PNG or
+            /// JPEG, and what is refused is refused as an image.
+            #[test]
+            fn damaged_images_never_panic_and_classify(
+                image in whole_image(),
+                damage in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+            ) {
+                let mut bytes = image.to_vec();
+                for (at, byte) in damage {
+                    let at = at.index(bytes.len());
+                    bytes[at] = byte;
+                }
                 match Verification::parse(image_request(&bytes), "") {
-                    Ok(_) => prop_assert!(accepted),
+                    Ok(_) => prop_assert!(matches!(
+                        ImageFormat::sniff(&bytes),
+                        ImageFormat::Png | ImageFormat::Jpeg
+                    )),
                     Err(error) => {
-                        prop_assert!(!accepted);
                         prop_assert_eq!(error.violations[0].field.as_str(), "image");
+                        prop_assert_eq!(error.violations[0].code, "FailedOperation.ImageDecodeFailed");
                     }
+                }
+            }
+
+            #[test]
+            fn any_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+                if let Err(error) = Verification::parse(image_request(&bytes), "") {
+                    prop_assert_eq!(error.violations[0].field.as_str(), "image");
                 }
             }
 

@@ -13,3 +13,4 @@ mod server;
 mod telemetry;
 mod unary;
 mod upstream_stack;
+mod validation;
