@@ -113,16 +113,25 @@ impl Verification {
     /// field names so batch items point at the right path.
     ///
     /// # Errors
-    /// [`InvalidArgument`] naming each broken rule.
+    /// [`InvalidArgument`] naming the first broken rule.
     pub(crate) fn parse(
         request: VerifyIdCardRequest,
         field_prefix: &str,
     ) -> Result<Self, InvalidArgument> {
-        let encryption = match request.upstream_encryption() {
-            UpstreamEncryption::Unspecified => EncryptionChoice::GatewayDefault,
-            UpstreamEncryption::Off => EncryptionChoice::Off,
-            UpstreamEncryption::Response => EncryptionChoice::On(EncryptionMode::Response),
-            UpstreamEncryption::Fields => EncryptionChoice::On(EncryptionMode::Fields),
+        // prost keeps enum fields as raw numbers: a value this gateway does
+        // not know must not silently mean "unset".
+        let encryption = match UpstreamEncryption::try_from(request.upstream_encryption) {
+            Ok(UpstreamEncryption::Unspecified) => EncryptionChoice::GatewayDefault,
+            Ok(UpstreamEncryption::Off) => EncryptionChoice::Off,
+            Ok(UpstreamEncryption::Response) => EncryptionChoice::On(EncryptionMode::Response),
+            Ok(UpstreamEncryption::Fields) => EncryptionChoice::On(EncryptionMode::Fields),
+            Err(_) => {
+                return Err(InvalidArgument::new(
+                    format!("{field_prefix}upstream_encryption"),
+                    "is not a known UpstreamEncryption value",
+                    "InvalidParameterValue",
+                ));
+            }
         };
         let source = match request.source {
             Some(Source::Image(image)) => {
@@ -324,6 +333,24 @@ mod tests {
             assert_eq!(v.field, "image_url", "{url}");
             assert_eq!(v.code, "InvalidParameterValue", "{url}");
             assert!(!v.description.contains("passwd"));
+        }
+    }
+
+    #[test]
+    fn unknown_encryption_values_are_refused() {
+        for value in [4, 99, -1, i32::MAX] {
+            let mut request = image_request(PNG);
+            request.upstream_encryption = value;
+            let error = Verification::parse(request, "request.").unwrap_err();
+            let v = &error.violations[0];
+            assert_eq!(v.field, "request.upstream_encryption");
+            assert_eq!(v.code, "InvalidParameterValue");
+            assert!(!v.description.contains(&value.to_string()));
+        }
+        for known in [0, 1, 2, 3] {
+            let mut request = image_request(PNG);
+            request.upstream_encryption = known;
+            assert!(Verification::parse(request, "").is_ok(), "{known}");
         }
     }
 

@@ -288,3 +288,30 @@ async fn a_broken_image_in_a_batch_is_refused_alone() {
     assert!(matches!(answers["whole"].outcome, Some(Outcome::Result(_))));
     assert_eq!(app.upstream_stats().received, 1, "only the whole image");
 }
+
+#[tokio::test]
+async fn unknown_upstream_encryption_values_are_refused_before_any_upstream_call() {
+    let mut app = spawn_app().await;
+
+    for value in [4, 99, -1] {
+        let mut request = image_request(Bytes::from_static(PIXEL_PNG));
+        request.upstream_encryption = value;
+        refused(
+            &mut app,
+            request,
+            "upstream_encryption",
+            "InvalidParameterValue",
+        )
+        .await;
+    }
+    let mut in_a_batch = image_request(Bytes::from_static(PIXEL_PNG));
+    in_a_batch.upstream_encryption = 99;
+    let answers = batch(&mut app, vec![item("unknown", in_a_batch)]).await;
+    item_refusal(
+        &answers["unknown"],
+        "request.upstream_encryption",
+        "InvalidParameterValue",
+    );
+
+    assert_eq!(app.upstream_stats().received, 0);
+}
