@@ -309,7 +309,7 @@ impl Driver {
         }
         let request = request
             .ok_or_else(|| InvalidArgument::new("request", "is required", "MissingParameter"))?;
-        Ok(Verification::parse(request, "request.")?)
+        Ok(self.verifier.parse(request, "request.")?)
     }
 
     /// Aborts every in-flight item and answers it with `error`.

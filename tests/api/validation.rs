@@ -9,6 +9,7 @@ use bytes::Bytes;
 use faceid_gateway::proto::verify_id_card_batch_response::Outcome;
 use faceid_gateway::proto::{
     Verdict, VerifyIdCardBatchRequest, VerifyIdCardBatchResponse, VerifyIdCardRequest,
+    verify_id_card_request::Source,
 };
 use faceid_gateway::tencent::model::CheckIdCardInformationRequest;
 use faceid_gateway::tencent::{self, CredentialProvider, Credentials, RequestBody};
@@ -16,8 +17,8 @@ use tonic::Code;
 use tonic_types::{ErrorDetails, RpcStatusExt, StatusExt};
 
 use crate::helpers::{
-    PIXEL_JPEG, PIXEL_PNG, SAMPLE_PNG, SECRET_ID, SECRET_KEY, TestApp, image_request, spawn_app,
-    spawn_simulator, verified,
+    Options, PIXEL_JPEG, PIXEL_PNG, SAMPLE_PNG, SECRET_ID, SECRET_KEY, TestApp, image_request,
+    spawn_app, spawn_app_with, spawn_simulator, verified,
 };
 
 /// Checks the details of a gateway refusal of `field` with `reason` and
@@ -314,4 +315,110 @@ async fn unknown_upstream_encryption_values_are_refused_before_any_upstream_call
     );
 
     assert_eq!(app.upstream_stats().received, 0);
+}
+
+fn url_request(url: &str) -> VerifyIdCardRequest {
+    VerifyIdCardRequest {
+        source: Some(Source::ImageUrl(url.to_owned())),
+        ..Default::default()
+    }
+}
+
+/// URLs no caller may make the Tencent account fetch, and a word of each
+/// refusal.
+const INTERNAL_URLS: &[(&str, &str)] = &[
+    ("http://127.0.0.1/a.jpg", "loopback"),
+    ("http://2130706433/a.jpg", "loopback"),
+    ("http://0x7f.0.0.1/a.jpg", "loopback"),
+    ("http://[::1]/a.jpg", "loopback"),
+    ("http://[::ffff:127.0.0.1]/a.jpg", "loopback"),
+    ("http://10.0.0.8/a.jpg", "private"),
+    ("http://172.16.5.4/a.jpg", "private"),
+    ("http://192.168.0.10/a.jpg", "private"),
+    ("http://[::ffff:192.168.0.10]/a.jpg", "private"),
+    ("http://169.254.169.254/latest/meta-data/", "link-local"),
+    ("http://[fe80::1]/a.jpg", "link-local"),
+    ("http://0.0.0.0/a.jpg", "unspecified"),
+    ("http://[::]/a.jpg", "unspecified"),
+    ("http://100.64.0.1/a.jpg", "CGNAT"),
+    ("http://[fd00::1]/a.jpg", "unique-local"),
+    ("http://localhost:9000/a.jpg", "localhost"),
+    ("http://cards.localhost/a.jpg", "localhost"),
+];
+
+/// URLs that are not what they look like, and a word of each refusal.
+const MALFORMED_URLS: &[(&str, &str)] = &[
+    ("http:///a.jpg", "right after http://"),
+    ("https:///example.com/a.jpg", "right after http://"),
+    ("http:/example.com/a.jpg", "right after http://"),
+    ("http:example.com/a.jpg", "right after http://"),
+    ("https://example.com/a b.jpg", "whitespace"),
+    ("https://example.com/a.jpg ", "whitespace"),
+    (
+        "https://example.com/a\r\nX-Injected: 1",
+        "control characters",
+    ),
+    ("https://exam\tple.com/a.jpg", "control characters"),
+    ("https://example.com/a\0.jpg", "control characters"),
+];
+
+#[tokio::test]
+async fn internal_and_malformed_image_urls_are_refused_before_any_upstream_call() {
+    let mut app = spawn_app().await;
+
+    for (url, words) in INTERNAL_URLS.iter().chain(MALFORMED_URLS) {
+        let description = refused(
+            &mut app,
+            url_request(url),
+            "image_url",
+            "InvalidParameterValue",
+        )
+        .await;
+
+        assert!(description.contains(words), "{url:?}: {description}");
+        assert!(!description.contains("a.jpg") && !description.contains("example"));
+    }
+    let answers = batch(
+        &mut app,
+        vec![
+            item("no-host", url_request("http:///a.jpg")),
+            item("metadata", url_request("http://169.254.169.254/")),
+        ],
+    )
+    .await;
+    for id in ["no-host", "metadata"] {
+        item_refusal(&answers[id], "request.image_url", "InvalidParameterValue");
+    }
+
+    assert_eq!(
+        app.upstream_stats().received,
+        0,
+        "nothing may reach the billed API"
+    );
+}
+
+#[tokio::test]
+async fn internal_image_urls_pass_only_with_allow_private_image_urls() {
+    let mut app = spawn_app_with(Options {
+        flags: vec!["--allow-private-image-urls".into()],
+        ..Options::default()
+    })
+    .await;
+
+    for (url, _) in INTERNAL_URLS {
+        let answer = verified(&mut app.client, url_request(url)).await;
+        assert_eq!(answer.verdict(), Verdict::Match, "{url}");
+    }
+    for (url, words) in MALFORMED_URLS {
+        let description = refused(
+            &mut app,
+            url_request(url),
+            "image_url",
+            "InvalidParameterValue",
+        )
+        .await;
+        assert!(description.contains(words), "{url:?}: {description}");
+    }
+
+    assert_eq!(app.upstream_stats().received, INTERNAL_URLS.len() as u64);
 }
