@@ -45,7 +45,7 @@ use crate::server::observe::{self, BATCH_ITEM, BatchCounts};
 use crate::server::validate::{InvalidArgument, Verification};
 use crate::server::verifier::Verifier;
 
-/// The longest `item_id` accepted.
+/// The longest `item_id` accepted, in characters.
 pub(crate) const MAX_ITEM_ID_LEN: usize = 128;
 /// How long before the call's deadline unfinished items are answered, so the
 /// answers reach the client before it stops listening.
@@ -286,7 +286,7 @@ impl Driver {
         if item_id.is_empty() {
             return Err(InvalidArgument::new("item_id", "is required", "MissingParameter").into());
         }
-        if item_id.len() > MAX_ITEM_ID_LEN {
+        if item_id.chars().count() > MAX_ITEM_ID_LEN {
             return Err(InvalidArgument::new(
                 "item_id",
                 format!("is longer than {MAX_ITEM_ID_LEN} characters"),

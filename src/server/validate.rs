@@ -15,7 +15,7 @@ use crate::tencent::image::{MAX_IMAGE_BYTES, check_image};
 use crate::tencent::model::{CheckIdCardInformationRequest, Config};
 use crate::tencent::{EncryptionMode, EncryptionSettings, RequestBody, RequestEncryption};
 
-/// The longest `image_url` accepted.
+/// The longest `image_url` accepted, in characters.
 pub(crate) const MAX_IMAGE_URL_LEN: usize = 2048;
 /// The largest gRPC message the server decodes: the largest valid image plus
 /// room for the other fields of a batch item, and no more.
@@ -236,10 +236,10 @@ fn check_url(url: &str, rules: InputRules) -> Result<(), String> {
     if url.is_empty() {
         return Err("must not be empty".to_owned());
     }
-    if url.len() > MAX_IMAGE_URL_LEN {
+    let chars = url.chars().count();
+    if chars > MAX_IMAGE_URL_LEN {
         return Err(format!(
-            "is {} characters; the limit is {MAX_IMAGE_URL_LEN}",
-            url.len()
+            "is {chars} characters; the limit is {MAX_IMAGE_URL_LEN}"
         ));
     }
     if url.chars().any(char::is_control) {
@@ -452,6 +452,17 @@ mod tests {
             assert_eq!(v.code, "InvalidParameterValue", "{url}");
             assert!(!v.description.contains("passwd"));
         }
+    }
+
+    #[test]
+    fn the_url_length_counts_characters() {
+        let prefix = "https://example.com/";
+        let fill = |n: usize| format!("{prefix}{}", "证".repeat(n - prefix.len()));
+        let at_limit = fill(MAX_IMAGE_URL_LEN);
+        assert!(at_limit.len() > 3 * (MAX_IMAGE_URL_LEN - prefix.len()));
+        assert!(Verification::parse(url_request(&at_limit), "", STRICT).is_ok());
+        let v = url_violation(&fill(MAX_IMAGE_URL_LEN + 1));
+        assert_eq!(v.description, "is 2049 characters; the limit is 2048");
     }
 
     #[test]

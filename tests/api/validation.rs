@@ -422,3 +422,62 @@ async fn internal_image_urls_pass_only_with_allow_private_image_urls() {
 
     assert_eq!(app.upstream_stats().received, INTERNAL_URLS.len() as u64);
 }
+
+#[tokio::test]
+async fn the_image_url_limit_counts_characters_not_bytes() {
+    let mut app = spawn_app().await;
+    let prefix = "https://example.com/";
+    // 证 is three bytes in UTF-8.
+    let url_of = |chars: usize| format!("{prefix}{}", "证".repeat(chars - prefix.len()));
+    let at_limit = url_of(2048);
+    assert!(at_limit.len() > 6000);
+
+    let answer = verified(&mut app.client, url_request(&at_limit)).await;
+    let description = refused(
+        &mut app,
+        url_request(&url_of(2049)),
+        "image_url",
+        "InvalidParameterValue",
+    )
+    .await;
+
+    assert_eq!(answer.verdict(), Verdict::Match);
+    assert_eq!(description, "is 2049 characters; the limit is 2048");
+    assert_eq!(
+        app.upstream_stats().received,
+        1,
+        "only the URL at the limit"
+    );
+}
+
+#[tokio::test]
+async fn the_item_id_limit_counts_characters_not_bytes() {
+    let mut app = spawn_app().await;
+    let image = || image_request(Bytes::from_static(PIXEL_PNG));
+    // 43 Chinese characters are 129 bytes; 128 of them are 384.
+    let short = "证".repeat(43);
+    let at_limit = "证".repeat(128);
+    let over = "证".repeat(129);
+
+    let answers = batch(
+        &mut app,
+        vec![
+            item(&short, image()),
+            item(&at_limit, image()),
+            item(&over, image()),
+        ],
+    )
+    .await;
+
+    for accepted in [&short, &at_limit] {
+        assert!(
+            matches!(answers[accepted].outcome, Some(Outcome::Result(_))),
+            "{} characters: {:?}",
+            accepted.chars().count(),
+            answers[accepted].outcome
+        );
+    }
+    let description = item_refusal(&answers[&over], "item_id", "InvalidParameterValue");
+    assert_eq!(description, "is longer than 128 characters");
+    assert_eq!(app.upstream_stats().received, 2);
+}
