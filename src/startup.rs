@@ -31,7 +31,7 @@ use crate::server::batch::BatchSettings;
 use crate::server::guard::{Guard, GuardLayer};
 use crate::server::readiness::Readiness;
 use crate::server::service::VerificationService;
-use crate::server::validate::MAX_REQUEST_MESSAGE_BYTES;
+use crate::server::validate::{InputRules, MAX_REQUEST_MESSAGE_BYTES};
 use crate::server::verifier::{EncryptionPolicy, Verifier};
 use crate::simulator::{Simulator, SimulatorConfig};
 use crate::tencent::crypto::{Algorithm, PrivateKeys, PublicKeys};
@@ -225,6 +225,9 @@ impl Application {
                 upstream::build(client, limiter, &stack_config(&args), Arc::clone(&metrics)),
                 args.match_threshold,
                 encryption_policy(&args, public_keys),
+                InputRules {
+                    allow_private_image_urls: args.allow_private_image_urls,
+                },
             ),
             BatchSettings {
                 per_stream: args.batch_concurrency as usize,

@@ -218,6 +218,13 @@ pub struct ServeArgs {
     #[arg(long, env = "FACEID_TENCENT_SM2_PUBLIC_KEY")]
     pub tencent_sm2_public_key: Option<std::path::PathBuf>,
 
+    /// Let `image_url` name internal addresses: private, loopback,
+    /// link-local, CGNAT and unique-local IPs, the unspecified address and
+    /// `localhost`. Off by default, so no caller can make the Tencent account
+    /// fetch them; for test setups whose images are served locally.
+    #[arg(long, env = "FACEID_ALLOW_PRIVATE_IMAGE_URLS")]
+    pub allow_private_image_urls: bool,
+
     /// Similarity (0-100) at or above which a Success is VERDICT_MATCH.
     #[arg(long, env = "FACEID_MATCH_THRESHOLD", default_value_t = DEFAULT_MATCH_THRESHOLD, value_parser = parse_threshold)]
     pub match_threshold: f64,
@@ -414,6 +421,7 @@ mod tests {
         );
         assert_eq!(args.match_threshold, 70.0);
         assert!(!args.simulate);
+        assert!(!args.allow_private_image_urls);
     }
 
     #[test]

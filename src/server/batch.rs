@@ -46,7 +46,7 @@ use crate::server::observe::{self, BATCH_ITEM, BatchCounts};
 use crate::server::validate::{InvalidArgument, Verification};
 use crate::server::verifier::Verifier;
 
-/// The longest `item_id` accepted.
+/// The longest `item_id` accepted, in characters.
 pub(crate) const MAX_ITEM_ID_LEN: usize = 128;
 /// How long before the call's deadline unfinished items are answered, so the
 /// answers reach the client before it stops listening.
@@ -316,7 +316,7 @@ impl Driver {
         if item_id.is_empty() {
             return Err(InvalidArgument::new("item_id", "is required", "MissingParameter").into());
         }
-        if item_id.len() > MAX_ITEM_ID_LEN {
+        if item_id.chars().count() > MAX_ITEM_ID_LEN {
             return Err(InvalidArgument::new(
                 "item_id",
                 format!("is longer than {MAX_ITEM_ID_LEN} characters"),
@@ -339,7 +339,7 @@ impl Driver {
         }
         let request = request
             .ok_or_else(|| InvalidArgument::new("request", "is required", "MissingParameter"))?;
-        Ok(Verification::parse(request, "request.")?)
+        Ok(self.verifier.parse(request, "request.")?)
     }
 
     /// Aborts every in-flight item and answers it with `error`.

@@ -10,7 +10,7 @@ use tower::ServiceExt as _;
 use crate::proto::{VerifyIdCardRequest, VerifyIdCardResponse};
 use crate::server::auth::{Caller, CallerQuotas};
 use crate::server::error::Error;
-use crate::server::validate::{EncryptionChoice, Verification};
+use crate::server::validate::{EncryptionChoice, InputRules, InvalidArgument, Verification};
 use crate::server::verdict;
 use crate::tencent::{EncryptionMode, EncryptionSettings};
 use crate::upstream::{Stack, UpstreamRequest};
@@ -21,6 +21,7 @@ pub(crate) struct Verifier {
     upstream: Stack,
     match_threshold: f64,
     encryption: EncryptionPolicy,
+    rules: InputRules,
     quotas: Arc<CallerQuotas>,
 }
 
@@ -37,20 +38,41 @@ impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Verifier")
             .field("match_threshold", &self.match_threshold)
+            .field("rules", &self.rules)
             .finish_non_exhaustive()
     }
 }
 
 impl Verifier {
     /// A verifier calling `upstream`, matching at `match_threshold`,
-    /// asking for encrypted answers per `encryption`.
-    pub(crate) fn new(upstream: Stack, match_threshold: f64, encryption: EncryptionPolicy) -> Self {
+    /// asking for encrypted answers per `encryption`, validating input
+    /// under `rules`.
+    pub(crate) fn new(
+        upstream: Stack,
+        match_threshold: f64,
+        encryption: EncryptionPolicy,
+        rules: InputRules,
+    ) -> Self {
         Self {
             upstream,
             match_threshold,
             encryption,
+            rules,
             quotas: Arc::new(CallerQuotas::default()),
         }
+    }
+
+    /// Validates `request` under this gateway's input rules (field paths
+    /// prefixed with `field_prefix`).
+    ///
+    /// # Errors
+    /// [`InvalidArgument`] naming the first broken rule.
+    pub(crate) fn parse(
+        &self,
+        request: VerifyIdCardRequest,
+        field_prefix: &str,
+    ) -> Result<Verification, InvalidArgument> {
+        Verification::parse(request, field_prefix, self.rules)
     }
 
     /// Validates `request` (field paths prefixed with `field_prefix`) and
@@ -65,7 +87,7 @@ impl Verifier {
         caller: Option<&Caller>,
         deadline: Option<Instant>,
     ) -> Result<VerifyIdCardResponse, Error> {
-        let verification = Verification::parse(request, field_prefix)?;
+        let verification = self.parse(request, field_prefix)?;
         self.verify_valid(verification, caller, deadline).await
     }
 

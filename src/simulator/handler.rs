@@ -21,7 +21,7 @@ use super::stats::Stats;
 use crate::tencent::EncryptionMode;
 use crate::tencent::client::{SIMULATED_HEADER, unix_now};
 use crate::tencent::crypto::{self, Algorithm, Iv, PrivateKeys, SessionKey};
-use crate::tencent::image::{ImageFormat, MAX_IMAGE_BASE64_LEN};
+use crate::tencent::image::{self, MAX_IMAGE_BASE64_LEN};
 use crate::tencent::model::{ACTION, CheckIdCardInformationRequest, Config, SERVICE, VERSION};
 use crate::tencent::sign::{self, CanonicalRequest, SigningKey};
 use crate::upstream::limit::window::SlidingWindow;
@@ -536,7 +536,7 @@ fn decode_image(encoded: &str) -> Result<Bytes, ApiError> {
             "Image content is empty.",
         ));
     }
-    if !ImageFormat::sniff(&image).is_supported() {
+    if image::check_structure(&image).is_err() {
         return Err(ApiError::new(
             "FailedOperation.ImageDecodeFailed",
             "Image decoding failed.",

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use faceid_gateway::proto::Verdict;
 use faceid_gateway::proto::id_card_verification_service_client::IdCardVerificationServiceClient;
+use faceid_gateway::proto::{Verdict, VerifyIdCardRequest, verify_id_card_request::Source};
 
 use crate::helpers::request_with;
 use crate::process::{Running, command};
@@ -125,4 +125,32 @@ async fn the_standalone_simulator_serves_a_gateway_with_env_or_file_credentials(
             "the secret key leaked into a log: {logs}"
         );
     }
+}
+
+#[tokio::test]
+async fn internal_image_urls_can_be_allowed_through_the_environment() {
+    let mut simulate = command(&["--simulate", "--listen", "127.0.0.1:0"]);
+    simulate.env("FACEID_ALLOW_PRIVATE_IMAGE_URLS", "true");
+    let mut gateway = Running::start(simulate);
+    let addr = gateway.wait_for("faceid-gateway serving").await["listen"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut client = IdCardVerificationServiceClient::connect(format!("http://{addr}"))
+        .await
+        .expect("connect");
+
+    let answer = client
+        .verify_id_card(VerifyIdCardRequest {
+            source: Some(Source::ImageUrl("http://127.0.0.1:8080/card.jpg".into())),
+            ..Default::default()
+        })
+        .await;
+
+    let (clean, logs) = gateway.terminate().await;
+    assert_eq!(
+        answer.expect("allowed").into_inner().verdict(),
+        Verdict::Match
+    );
+    assert!(clean, "{logs}");
 }

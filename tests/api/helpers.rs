@@ -24,6 +24,10 @@ pub const SECRET_KEY: &str = "gatewayTestsSecretKey000000000000";
 
 /// A small valid PNG (the sample card of the README).
 pub const SAMPLE_PNG: &[u8] = include_bytes!("../../examples/images/id-card.png");
+/// The smallest real PNG: 1×1 (see tests/data/make_tiny_images.py).
+pub const PIXEL_PNG: &[u8] = include_bytes!("../data/images/pixel.png");
+/// The smallest real baseline JPEG: 1×1.
+pub const PIXEL_JPEG: &[u8] = include_bytes!("../data/images/pixel.jpg");
 
 static TRACING: Once = Once::new();
 

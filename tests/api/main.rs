@@ -14,3 +14,4 @@ mod server;
 mod telemetry;
 mod unary;
 mod upstream_stack;
+mod validation;

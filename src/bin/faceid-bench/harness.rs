@@ -248,11 +248,16 @@ pub async fn start_redis() -> anyhow::Result<Redis> {
     bail!("redis-server did not start")
 }
 
-/// A PNG of exactly `size` bytes: a real header, then filler bytes.
+/// The smallest real PNG (1×1), which the gateway's structure check accepts.
+const PIXEL_PNG: &[u8] = include_bytes!("../../../tests/data/images/pixel.png");
+
+/// A PNG of `size` bytes (at least the 1×1 image's): a real image, then
+/// filler bytes after its IEND chunk, which decoders (and the gateway) ignore.
 pub fn image_of(size: usize) -> bytes::Bytes {
-    let mut image = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR".to_vec();
-    image.resize(size.max(image.len()), 0);
-    for (i, byte) in image.iter_mut().enumerate().skip(16) {
+    let mut image = PIXEL_PNG.to_vec();
+    let end = image.len();
+    image.resize(size.max(end), 0);
+    for (i, byte) in image.iter_mut().enumerate().skip(end) {
         *byte = (i * 31 % 251) as u8;
     }
     bytes::Bytes::from(image)
