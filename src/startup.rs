@@ -18,6 +18,7 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tower::ServiceBuilder;
 
+use crate::config::watch::Watched;
 use crate::config::{EncryptionAlgorithm, EncryptionDefault, ServeArgs};
 use crate::metrics::{ClosedLabels, Metrics, PortLabels};
 use crate::net::http::{ConnectionMetrics, Http2Settings, HttpServer, HttpSettings};
@@ -29,6 +30,7 @@ use crate::server::admin;
 use crate::server::auth::{self, AuthLayer, Authenticator};
 use crate::server::batch::BatchSettings;
 use crate::server::guard::{Guard, GuardLayer};
+use crate::server::json::Transcode;
 use crate::server::readiness::Readiness;
 use crate::server::service::VerificationService;
 use crate::server::validate::{InputRules, MAX_REQUEST_MESSAGE_BYTES};
@@ -37,7 +39,6 @@ use crate::simulator::{Simulator, SimulatorConfig};
 use crate::tencent::crypto::{Algorithm, PrivateKeys, PublicKeys};
 use crate::tencent::{self, ClientConfig, CredentialProvider, Credentials};
 use crate::tencent::{EncryptionMode, EncryptionSettings};
-use crate::config::watch::Watched;
 use crate::upstream::limit::{self, Limiter, RedisConfig, RedisLimiter, Unusable};
 use crate::upstream::{self, StackConfig};
 
@@ -112,9 +113,9 @@ pub enum StartupError {
     Tokens(#[from] auth::TokensFileError),
 }
 
-/// The gRPC port's service: our RPCs, health and reflection behind caller
-/// authentication.
-type GrpcService = auth::Auth<Guard<Routes>>;
+/// The gRPC port's service: our RPCs (over gRPC and HTTP/JSON), health and
+/// reflection behind caller authentication.
+type GrpcService = auth::Auth<Guard<Transcode<Routes>>>;
 
 /// A bound, ready-to-run gateway.
 pub struct Application {
@@ -257,7 +258,7 @@ impl Application {
             .add_service(reflection_v1()?)
             .add_service(reflection_v1alpha()?)
             .add_service(
-                IdCardVerificationServiceServer::new(verification)
+                IdCardVerificationServiceServer::new(verification.clone())
                     .max_decoding_message_size(MAX_REQUEST_MESSAGE_BYTES)
                     .max_encoding_message_size(MAX_RESPONSE_MESSAGE_BYTES)
                     // Many clients compress; the size limit applies once
@@ -274,7 +275,7 @@ impl Application {
                 Arc::clone(&metrics),
             ))
             .layer(GuardLayer::new(Arc::clone(&metrics)))
-            .service(routes);
+            .service(Transcode::new(routes, verification, Arc::clone(&metrics)));
 
         let simulator = match bound_simulator {
             Some(bound) => {
@@ -487,7 +488,8 @@ fn connection_metrics(metrics: &Metrics, port: &'static str) -> ConnectionMetric
 /// How the gRPC port serves its connections.
 fn grpc_settings(args: &ServeArgs) -> HttpSettings {
     HttpSettings {
-        http1: false,
+        // HTTP/1.1 too: the HTTP/JSON routes answer on this port.
+        http1: true,
         http2: Http2Settings {
             // A 200 KB image needs no WINDOW_UPDATE round trips with a 1 MiB
             // stream window; 8 MiB per connection bounds what one client can
@@ -568,7 +570,12 @@ impl SharedRedis {
     }
 
     /// Reconnects `limiter` with the CA bundle each time its file changes.
-    fn follow_ca(self, limiter: Arc<RedisLimiter>, interval: Duration, shutdown: CancellationToken) {
+    fn follow_ca(
+        self,
+        limiter: Arc<RedisLimiter>,
+        interval: Duration,
+        shutdown: CancellationToken,
+    ) {
         let Some(ca) = self.ca else {
             return;
         };

@@ -152,7 +152,11 @@ pub struct ServeArgs {
     /// PEM CA certificates that a `rediss://` Redis's certificate must chain
     /// to (a private CA); re-read like the other watched files. Without it,
     /// the system's trusted roots.
-    #[arg(long, env = "FACEID_RATE_LIMIT_REDIS_CA", requires = "rate_limit_redis")]
+    #[arg(
+        long,
+        env = "FACEID_RATE_LIMIT_REDIS_CA",
+        requires = "rate_limit_redis"
+    )]
     pub rate_limit_redis_ca: Option<std::path::PathBuf>,
 
     /// The Redis key of the shared limit (one per Tencent account).

@@ -139,6 +139,7 @@ fn build(files: &TlsFiles, contents: &[Vec<u8>]) -> Result<TlsAcceptor, TlsError
     let mut config = builder
         .with_single_cert(chain, key)
         .map_err(|error| TlsError::Config(error.to_string()))?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    // HTTP/2 for gRPC, HTTP/1.1 for HTTP/JSON clients that speak only it.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }

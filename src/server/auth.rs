@@ -421,11 +421,16 @@ where
                         return Box::pin(async move { open.call(request).await });
                     }
                     (Err(refusal), _) => {
-                        let method = observe::method_of(request.uri().path()).unwrap_or("other");
-                        let refused =
-                            Refused::of(method, Arc::from(caller_name(None)), request.headers());
-                        let answer =
-                            refused.answer(Error::Unauthenticated(refusal), &self.layer.metrics);
+                        let error = Error::Unauthenticated(refusal);
+                        // Our RPCs are reported like every call; any other
+                        // path only gets the refusal.
+                        let answer = match observe::rpc_of(request.uri().path()) {
+                            Some(rpc) => {
+                                Refused::of(rpc, Arc::from(caller_name(None)), request.headers())
+                                    .answer(error, &self.layer.metrics)
+                            }
+                            None => tonic::Status::from(error).into_http(),
+                        };
                         return Box::pin(async move { Ok(answer) });
                     }
                 }

@@ -33,8 +33,8 @@ use tokio::task::{Id, JoinSet};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+use tonic::Status;
 use tonic::metadata::MetadataValue;
-use tonic::{Status, Streaming};
 use tracing::{Instrument as _, Span};
 
 use crate::metrics::Metrics;
@@ -42,7 +42,7 @@ use crate::proto::verify_id_card_batch_response::Outcome;
 use crate::proto::{VerifyIdCardBatchRequest, VerifyIdCardBatchResponse};
 use crate::server::auth::{Caller, caller_name};
 use crate::server::error::Error;
-use crate::server::observe::{self, BATCH_ITEM, BatchCounts};
+use crate::server::observe::{self, BatchCounts, Rpc};
 use crate::server::validate::{InvalidArgument, Verification};
 use crate::server::verifier::Verifier;
 
@@ -51,6 +51,11 @@ pub(crate) const MAX_ITEM_ID_LEN: usize = 128;
 /// How long before the call's deadline unfinished items are answered, so the
 /// answers reach the client before it stops listening.
 const DEADLINE_MARGIN: Duration = Duration::from_millis(50);
+
+/// The items of one batch stream, as decoded by its transport (gRPC
+/// messages, or NDJSON lines); a decode failure is the stream's last item.
+pub(crate) type Inbound =
+    Pin<Box<dyn Stream<Item = Result<VerifyIdCardBatchRequest, Status>> + Send + 'static>>;
 
 /// The answer stream of `VerifyIdCardBatch`.
 pub(crate) type BatchStream =
@@ -71,20 +76,37 @@ pub(crate) struct BatchSettings {
     pub(crate) metrics: Arc<Metrics>,
 }
 
+/// Who opened one stream, how, and until when.
+pub(crate) struct StreamCall {
+    /// The stream's RPC span; item spans are its children.
+    pub(crate) span: Span,
+    /// The stream's method and transport, for reports.
+    pub(crate) rpc: Rpc,
+    /// The caller's deadline for the whole stream.
+    pub(crate) deadline: Option<Instant>,
+    /// Who opened the stream (items count against its share).
+    pub(crate) caller: Option<Caller>,
+}
+
 /// Starts the driver for one stream and returns its answers.
 pub(crate) fn start(
     verifier: Verifier,
     settings: BatchSettings,
-    inbound: Streaming<VerifyIdCardBatchRequest>,
-    deadline: Option<Instant>,
-    caller: Option<Caller>,
+    inbound: Inbound,
     shutdown: CancellationToken,
-    span: Span,
+    call: StreamCall,
 ) -> BatchStream {
+    let StreamCall {
+        span,
+        rpc,
+        deadline,
+        caller,
+    } = call;
     let (answers, receiver) = mpsc::channel(settings.per_stream.max(1));
     let driver = Driver {
         started: Instant::now(),
         span: span.clone(),
+        rpc,
         caller,
         verifier,
         settings,
@@ -131,6 +153,8 @@ struct Driver {
     started: Instant,
     /// The stream's RPC span; item spans are its children.
     span: Span,
+    /// The stream's method and transport, for reports.
+    rpc: Rpc,
     /// Who opened the stream (items count against its share).
     caller: Option<Caller>,
     verifier: Verifier,
@@ -154,7 +178,7 @@ struct InFlightItem {
 }
 
 impl Driver {
-    async fn run(mut self, mut inbound: Streaming<VerifyIdCardBatchRequest>) {
+    async fn run(mut self, mut inbound: Inbound) {
         let mut permit: Option<OwnedSemaphorePermit> = None;
         let mut half_closed = false;
         let mut cut: Option<Cut> = None;
@@ -262,7 +286,7 @@ impl Driver {
                 let caller = caller_name(self.caller.as_ref());
                 observe::report(
                     &span,
-                    BATCH_ITEM,
+                    self.rpc.item(),
                     caller,
                     outcome,
                     started.elapsed(),
@@ -275,6 +299,7 @@ impl Driver {
         let deadline = self.deadline;
         let caller = self.caller.clone();
         let answer_id = item_id.clone();
+        let rpc = self.rpc;
         let task = async move {
             let _in_flight = GaugeGuard::up(&metrics.batch_items_in_flight);
             let result = verifier
@@ -284,7 +309,7 @@ impl Driver {
             let outcome = observe::Outcome::of(&result);
             observe::report(
                 &Span::current(),
-                BATCH_ITEM,
+                rpc.item(),
                 caller_name(caller.as_ref()),
                 outcome,
                 started.elapsed(),
@@ -360,7 +385,7 @@ impl Driver {
     fn report_item(&self, item: &InFlightItem, error: &Error) {
         observe::report(
             &item.span,
-            BATCH_ITEM,
+            self.rpc.item(),
             caller_name(self.caller.as_ref()),
             observe::Outcome::failed(error),
             item.started.elapsed(),
@@ -380,6 +405,7 @@ impl Driver {
         }
         observe::report_stream(
             &self.span,
+            self.rpc,
             caller_name(self.caller.as_ref()),
             tonic::Code::Cancelled,
             self.counts,
@@ -412,6 +438,7 @@ impl Driver {
         metadata.insert("x-batch-failed", MetadataValue::from(counts.failed));
         observe::report_stream(
             &self.span,
+            self.rpc,
             caller_name(self.caller.as_ref()),
             status.code(),
             counts,

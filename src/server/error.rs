@@ -86,6 +86,15 @@ pub(crate) enum Error {
         /// Its position in a batch stream (0-based), for a batch.
         index: Option<u64>,
     },
+    /// An HTTP/JSON body (or NDJSON line, or header) that is not what the
+    /// route takes.
+    #[error("the JSON request does not decode")]
+    InvalidJson {
+        /// Where: `body`, `line N`, a field name, or a header.
+        field: String,
+        /// What is wrong, never the value.
+        description: String,
+    },
     /// The request message is larger than the largest valid one.
     #[error("the request message is too large")]
     MessageTooLarge {
@@ -124,7 +133,7 @@ impl Error {
             Error::DeadlineExceeded => Code::DeadlineExceeded,
             Error::ShuttingDown => Code::Unavailable,
             Error::EncryptionSetup(_) | Error::Panicked => Code::Internal,
-            Error::MalformedMessage { .. } => Code::InvalidArgument,
+            Error::MalformedMessage { .. } | Error::InvalidJson { .. } => Code::InvalidArgument,
             Error::MessageTooLarge { .. } => Code::ResourceExhausted,
             Error::Cancelled => Code::Cancelled,
         }
@@ -151,7 +160,7 @@ impl Error {
             Error::CallerQuota { .. } => "CallerQuotaExceeded",
             Error::ShuttingDown => "GatewayShuttingDown",
             Error::EncryptionSetup(_) => "GatewayEncryptionFailed",
-            Error::MalformedMessage { .. } => "MalformedMessage",
+            Error::MalformedMessage { .. } | Error::InvalidJson { .. } => "MalformedMessage",
             Error::MessageTooLarge { .. } => "MessageTooLarge",
             Error::Panicked => "GatewayPanic",
             Error::Cancelled => "CallerCancelled",
@@ -275,6 +284,10 @@ impl From<Error> for Status {
                 "{} is not a valid protobuf message of this method; nothing was sent",
                 message_name(*index)
             ),
+            Error::InvalidJson { field, description } => {
+                more.push(BadRequest::with_violation(field, description).into());
+                format!("{field} {description}; nothing was sent")
+            }
             Error::MessageTooLarge { index } => {
                 more.push(
                     BadRequest::with_violation(

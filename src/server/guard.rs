@@ -76,9 +76,9 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let path = request.uri().path();
-        let refused = observe::method_of(path).map(|method| {
+        let refused = observe::rpc_of(path).map(|rpc| {
             let caller = caller_name(request.extensions().get::<Caller>());
-            Refused::of(method, Arc::from(caller), request.headers())
+            Refused::of(rpc, Arc::from(caller), request.headers())
         });
         // The ready service is the one that must be called; leave a clone.
         let clone = self.inner.clone();

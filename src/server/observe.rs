@@ -21,21 +21,93 @@ use crate::telemetry;
 
 /// The full name of the service, as `rpc.service` reports it.
 pub(crate) const SERVICE: &str = "faceid.v1.IdCardVerificationService";
-/// The method label of batch items in logs and metrics.
-pub(crate) const BATCH_ITEM: &str = "VerifyIdCardBatch.item";
+/// How a call reached the gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Transport {
+    /// gRPC (HTTP/2).
+    Grpc,
+    /// HTTP/JSON on the same port (HTTP/1.1 or HTTP/2), transcoded.
+    HttpJson,
+}
+
+/// What a report is about: one of the service's methods (or one item of a
+/// batch), over one transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rpc {
+    /// `VerifyIdCard`.
+    Verify(Transport),
+    /// `VerifyIdCardBatch`, the stream.
+    Batch(Transport),
+    /// One item of a `VerifyIdCardBatch` stream.
+    BatchItem(Transport),
+}
+
+impl Rpc {
+    /// The `method` label of metrics and log lines (`rpc.method`): the proto
+    /// method, prefixed `http.` for HTTP/JSON.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Rpc::Verify(Transport::Grpc) => "VerifyIdCard",
+            Rpc::Batch(Transport::Grpc) => "VerifyIdCardBatch",
+            Rpc::BatchItem(Transport::Grpc) => "VerifyIdCardBatch.item",
+            Rpc::Verify(Transport::HttpJson) => "http.VerifyIdCard",
+            Rpc::Batch(Transport::HttpJson) => "http.VerifyIdCardBatch",
+            Rpc::BatchItem(Transport::HttpJson) => "http.VerifyIdCardBatch.item",
+        }
+    }
+
+    /// The span name: the gRPC full method name, or the HTTP route.
+    fn span_name(self) -> &'static str {
+        match self {
+            Rpc::Verify(Transport::Grpc) => "faceid.v1.IdCardVerificationService/VerifyIdCard",
+            Rpc::Batch(Transport::Grpc) => "faceid.v1.IdCardVerificationService/VerifyIdCardBatch",
+            Rpc::Verify(Transport::HttpJson) => "POST /v1/idcard:verify",
+            Rpc::Batch(Transport::HttpJson) => "POST /v1/idcard:verifyBatch",
+            Rpc::BatchItem(_) => "faceid.v1.IdCardVerificationService/VerifyIdCardBatch item",
+        }
+    }
+
+    /// `rpc.system`.
+    fn system(self) -> &'static str {
+        match self {
+            Rpc::Verify(Transport::Grpc)
+            | Rpc::Batch(Transport::Grpc)
+            | Rpc::BatchItem(Transport::Grpc) => "grpc",
+            _ => "http",
+        }
+    }
+
+    /// The item of this batch stream.
+    pub(crate) fn item(self) -> Self {
+        match self {
+            Rpc::Verify(transport) | Rpc::Batch(transport) | Rpc::BatchItem(transport) => {
+                Rpc::BatchItem(transport)
+            }
+        }
+    }
+}
 
 /// Response metadata naming the trace a call landed in (W3C Trace Context
 /// level 2).
 pub(crate) const TRACERESPONSE_METADATA: &str = "traceresponse";
 
-/// The method label of a path of this service, if it is one of its RPCs.
-pub(crate) fn method_of(path: &str) -> Option<&'static str> {
-    match path.strip_prefix("/faceid.v1.IdCardVerificationService/")? {
-        "VerifyIdCard" => Some("VerifyIdCard"),
-        "VerifyIdCardBatch" => Some("VerifyIdCardBatch"),
+/// The RPC a path reaches, over gRPC or HTTP/JSON, if it is one of ours.
+pub(crate) fn rpc_of(path: &str) -> Option<Rpc> {
+    match path {
+        "/faceid.v1.IdCardVerificationService/VerifyIdCard" => Some(Rpc::Verify(Transport::Grpc)),
+        "/faceid.v1.IdCardVerificationService/VerifyIdCardBatch" => {
+            Some(Rpc::Batch(Transport::Grpc))
+        }
+        JSON_VERIFY => Some(Rpc::Verify(Transport::HttpJson)),
+        JSON_VERIFY_BATCH => Some(Rpc::Batch(Transport::HttpJson)),
         _ => None,
     }
 }
+
+/// The HTTP/JSON route of `VerifyIdCard` (`google.api.http` in the proto).
+pub(crate) const JSON_VERIFY: &str = "/v1/idcard:verify";
+/// The HTTP/JSON route of `VerifyIdCardBatch`.
+pub(crate) const JSON_VERIFY_BATCH: &str = "/v1/idcard:verifyBatch";
 
 /// Adds `traceresponse` (and Tencent's request id, when known) to response
 /// or error metadata.
@@ -57,15 +129,15 @@ pub(crate) fn tag(metadata: &mut MetadataMap, span: &Span, request_id: Option<&s
 /// and the caller's trace context (the only request headers kept).
 #[derive(Debug, Clone)]
 pub(crate) struct Refused {
-    method: &'static str,
+    rpc: Rpc,
     caller: Arc<str>,
     trace_context: MetadataMap,
     started: Instant,
 }
 
 impl Refused {
-    /// Captures what is needed from a request to `method` by `caller`.
-    pub(crate) fn of(method: &'static str, caller: Arc<str>, headers: &http::HeaderMap) -> Self {
+    /// Captures what is needed from a request for `rpc` by `caller`.
+    pub(crate) fn of(rpc: Rpc, caller: Arc<str>, headers: &http::HeaderMap) -> Self {
         let mut trace_context = MetadataMap::new();
         for name in ["traceparent", "tracestate"] {
             if let Some(value) = headers
@@ -76,7 +148,7 @@ impl Refused {
             }
         }
         Self {
-            method,
+            rpc,
             caller,
             trace_context,
             started: Instant::now(),
@@ -91,11 +163,11 @@ impl Refused {
         error: Error,
         metrics: &Metrics,
     ) -> http::Response<tonic::body::Body> {
-        let span = rpc_span(self.method, &self.trace_context);
+        let span = rpc_span(self.rpc, &self.trace_context);
         record_caller(&span, &self.caller);
         report(
             &span,
-            self.method,
+            self.rpc,
             &self.caller,
             Outcome::failed(&error),
             self.started.elapsed(),
@@ -103,20 +175,25 @@ impl Refused {
         );
         let mut status = Status::from(error);
         tag(status.metadata_mut(), &span, None);
-        status.into_http()
+        match self.rpc {
+            Rpc::Verify(Transport::HttpJson)
+            | Rpc::Batch(Transport::HttpJson)
+            | Rpc::BatchItem(Transport::HttpJson) => crate::server::json::error_response(&status),
+            _ => status.into_http(),
+        }
     }
 }
 
 /// A server span for one RPC, child of the caller's `traceparent` if any.
-pub(crate) fn rpc_span(method: &'static str, metadata: &MetadataMap) -> Span {
+pub(crate) fn rpc_span(rpc: Rpc, metadata: &MetadataMap) -> Span {
     let span = tracing::info_span!(
         "rpc",
-        otel.name = format!("{SERVICE}/{method}"),
+        otel.name = rpc.span_name(),
         otel.kind = "server",
         otel.status_code = Empty,
-        rpc.system = "grpc",
+        rpc.system = rpc.system(),
         rpc.service = SERVICE,
-        rpc.method = method,
+        rpc.method = rpc.label(),
         rpc.grpc.status_code = Empty,
         tencent.request_id = Empty,
         faceid.verdict = Empty,
@@ -136,7 +213,7 @@ pub(crate) fn item_span(stream: &Span, index: u64) -> Span {
     tracing::info_span!(
         parent: stream,
         "batch item",
-        otel.name = format!("{SERVICE}/VerifyIdCardBatch item"),
+        otel.name = Rpc::BatchItem(Transport::Grpc).span_name(),
         otel.status_code = Empty,
         faceid.batch.item_index = i64::try_from(index).unwrap_or(i64::MAX),
         rpc.grpc.status_code = Empty,
@@ -214,7 +291,7 @@ fn record_code(span: &Span, code: Code) {
 /// counts it under `method` and `caller`.
 pub(crate) fn report(
     span: &Span,
-    method: &'static str,
+    rpc: Rpc,
     caller: &str,
     outcome: Outcome<'_>,
     elapsed: Duration,
@@ -227,6 +304,7 @@ pub(crate) fn report(
     if let Some(verdict) = outcome.verdict {
         span.record("faceid.verdict", verdict);
     }
+    let method = rpc.label();
     metrics.rpc_finished(method, caller, grpc_name(outcome.code), elapsed);
     let latency_ms = elapsed.as_secs_f64() * 1e3;
     let code = grpc_name(outcome.code);
@@ -272,6 +350,7 @@ pub(crate) struct BatchCounts {
 /// Records the end of a batch stream on its span, logs it and counts it.
 pub(crate) fn report_stream(
     span: &Span,
+    rpc: Rpc,
     caller: &str,
     code: Code,
     counts: BatchCounts,
@@ -279,10 +358,10 @@ pub(crate) fn report_stream(
     metrics: &Metrics,
 ) {
     record_code(span, code);
-    metrics.rpc_finished("VerifyIdCardBatch", caller, grpc_name(code), elapsed);
+    metrics.rpc_finished(rpc.label(), caller, grpc_name(code), elapsed);
     span.in_scope(|| {
         tracing::info!(
-            rpc.method = "VerifyIdCardBatch",
+            rpc.method = rpc.label(),
             caller,
             rpc.grpc.status_code = grpc_name(code),
             batch.received = counts.received,

@@ -7,16 +7,17 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::metadata::MetadataMap;
+use tonic::{Extensions, Request, Response, Status, Streaming};
 use tracing::Instrument as _;
 
 use crate::metrics::Metrics;
 use crate::proto::id_card_verification_service_server::IdCardVerificationService;
 use crate::proto::{VerifyIdCardBatchRequest, VerifyIdCardRequest, VerifyIdCardResponse};
 use crate::server::auth::{Caller, caller_name};
-use crate::server::batch::{self, BatchSettings, BatchStream};
+use crate::server::batch::{self, BatchSettings, BatchStream, Inbound, StreamCall};
 use crate::server::deadline;
-use crate::server::observe::{self, Outcome, tag};
+use crate::server::observe::{self, Outcome, Rpc, Transport, tag};
 use crate::server::verifier::Verifier;
 
 /// The service implementation, shared by every connection.
@@ -46,14 +47,18 @@ impl VerificationService {
     }
 }
 
-#[tonic::async_trait]
-impl IdCardVerificationService for VerificationService {
-    async fn verify_id_card(
+impl VerificationService {
+    /// One `VerifyIdCard`, whatever the transport (the JSON gateway puts
+    /// [`Transport::HttpJson`] in the extensions): the span (parented by the
+    /// caller's trace), the deadline, the verification, the report, and
+    /// `traceresponse` / `x-tencent-request-id` on the answer or the error.
+    pub(crate) async fn verify(
         &self,
         request: Request<VerifyIdCardRequest>,
     ) -> Result<Response<VerifyIdCardResponse>, Status> {
         let started = Instant::now();
-        let span = observe::rpc_span("VerifyIdCard", request.metadata());
+        let rpc = Rpc::Verify(transport_of(request.extensions()));
+        let span = observe::rpc_span(rpc, request.metadata());
         let deadline = deadline::from_metadata(request.metadata(), started);
         let caller = request.extensions().get::<Caller>().cloned();
         let name = caller_name(caller.as_ref()).to_owned();
@@ -65,7 +70,7 @@ impl IdCardVerificationService for VerificationService {
             .await;
         observe::report(
             &span,
-            "VerifyIdCard",
+            rpc,
             &name,
             Outcome::of(&result),
             started.elapsed(),
@@ -87,27 +92,61 @@ impl IdCardVerificationService for VerificationService {
         }
     }
 
+    /// Opens one `VerifyIdCardBatch` stream over `inbound`, whatever the
+    /// transport; the answers stream back as they complete.
+    pub(crate) fn open_batch(
+        &self,
+        metadata: &MetadataMap,
+        extensions: &Extensions,
+        inbound: Inbound,
+    ) -> Response<BatchStream> {
+        let rpc = Rpc::Batch(transport_of(extensions));
+        let span = observe::rpc_span(rpc, metadata);
+        let deadline = deadline::from_metadata(metadata, Instant::now());
+        let caller = extensions.get::<Caller>().cloned();
+        observe::record_caller(&span, caller_name(caller.as_ref()));
+        let answers = batch::start(
+            self.verifier.clone(),
+            self.batch.clone(),
+            inbound,
+            self.shutdown.clone(),
+            StreamCall {
+                span: span.clone(),
+                rpc,
+                deadline,
+                caller,
+            },
+        );
+        let mut response = Response::new(answers);
+        tag(response.metadata_mut(), &span, None);
+        response
+    }
+}
+
+/// The transport a request came by (gRPC unless the JSON gateway says).
+fn transport_of(extensions: &Extensions) -> Transport {
+    extensions
+        .get::<Transport>()
+        .copied()
+        .unwrap_or(Transport::Grpc)
+}
+
+#[tonic::async_trait]
+impl IdCardVerificationService for VerificationService {
+    async fn verify_id_card(
+        &self,
+        request: Request<VerifyIdCardRequest>,
+    ) -> Result<Response<VerifyIdCardResponse>, Status> {
+        self.verify(request).await
+    }
+
     type VerifyIdCardBatchStream = BatchStream;
 
     async fn verify_id_card_batch(
         &self,
         request: Request<Streaming<VerifyIdCardBatchRequest>>,
     ) -> Result<Response<Self::VerifyIdCardBatchStream>, Status> {
-        let span = observe::rpc_span("VerifyIdCardBatch", request.metadata());
-        let deadline = deadline::from_metadata(request.metadata(), Instant::now());
-        let caller = request.extensions().get::<Caller>().cloned();
-        observe::record_caller(&span, caller_name(caller.as_ref()));
-        let answers = batch::start(
-            self.verifier.clone(),
-            self.batch.clone(),
-            request.into_inner(),
-            deadline,
-            caller,
-            self.shutdown.clone(),
-            span.clone(),
-        );
-        let mut response = Response::new(answers);
-        tag(response.metadata_mut(), &span, None);
-        Ok(response)
+        let (metadata, extensions, inbound) = request.into_parts();
+        Ok(self.open_batch(&metadata, &extensions, Box::pin(inbound)))
     }
 }

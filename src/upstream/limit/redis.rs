@@ -181,7 +181,8 @@ impl RedisLimiter {
     /// # Errors
     /// The client's settings are unusable; the previous connection stays.
     pub(crate) fn reconnect(&self, client: redis::Client) -> Result<(), redis::RedisError> {
-        let connection = ConnectionManager::new_lazy_with_config(client, self.manager_config.clone())?;
+        let connection =
+            ConnectionManager::new_lazy_with_config(client, self.manager_config.clone())?;
         *self
             .connection
             .write()
