@@ -17,6 +17,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
 
+use crate::redis_server::RedisServer;
+
 /// The key pair the test simulator accepts.
 pub const SECRET_ID: &str = "AKIDgatewayTests000000000000000000000";
 /// See [`SECRET_ID`].
@@ -197,67 +199,13 @@ pub async fn spawn_gateway(simulator: &Simulator, options: Options) -> Gateway {
     }
 }
 
-/// A real `redis-server` on a free loopback port, stopped on drop. A missing
-/// redis-server fails the test (./scripts/test installs it).
-pub struct RedisServer {
-    /// `redis://127.0.0.1:<port>/0`.
-    pub url: String,
-    port: u16,
-    child: std::process::Child,
-}
-
-impl RedisServer {
-    /// Starts the server and waits until it answers.
-    pub async fn start() -> Self {
-        let port = {
-            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            probe.local_addr().unwrap().port()
-        };
-        Self {
-            url: format!("redis://127.0.0.1:{port}/0"),
-            port,
-            child: Self::spawn(port).await,
-        }
-    }
-
-    async fn spawn(port: u16) -> std::process::Child {
-        let mut child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server is missing: run ./scripts/test (it installs it)");
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return child;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("redis-server did not start on port {port}");
-    }
-
-    /// Kills the server (as an outage would).
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Starts it again on the same port (the outage ends).
-    pub async fn restart(&mut self) {
-        self.kill();
-        self.child = Self::spawn(self.port).await;
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// A `redis-server` of this test's own on a loopback port (see
+/// `tests/support/redis.rs`), stopped on drop. A missing redis-server fails
+/// the test (./scripts/test installs it).
+pub async fn start_redis() -> RedisServer {
+    RedisServer::start()
+        .await
+        .unwrap_or_else(|error| panic!("{error}"))
 }
 
 /// The sample PNG with a simulator directive block appended.

@@ -8,7 +8,7 @@ use tonic::Code;
 use tonic_types::StatusExt;
 
 use crate::helpers::{
-    Options, RedisServer, request_with, spawn_app_with, spawn_gateway, spawn_simulator,
+    Options, request_with, spawn_app_with, spawn_gateway, spawn_simulator, start_redis,
 };
 
 fn flags(list: &[&str]) -> Options {
@@ -264,7 +264,7 @@ async fn three_times_the_limit_from_many_callers_stays_within_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_gateways_sharing_redis_stay_within_one_limit_and_survive_its_loss() {
     const LIMIT: u32 = 40;
-    let mut redis = RedisServer::start().await;
+    let mut redis = start_redis().await;
     let simulator = spawn_simulator(LIMIT).await;
     let shared = |redis_url: &str| {
         flags(&[
@@ -326,7 +326,10 @@ async fn two_gateways_sharing_redis_stay_within_one_limit_and_survive_its_loss()
 
     // Redis comes back: the gateways reconnect by themselves and share the
     // limit again (the fallback makes no more decisions).
-    redis.restart().await;
+    redis
+        .restart()
+        .await
+        .unwrap_or_else(|error| panic!("{error}"));
     let _ = tokio::join!(
         load(&first.client, 40, Duration::from_secs(2)),
         load(&second.client, 40, Duration::from_secs(2)),
