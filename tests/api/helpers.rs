@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Once};
+use std::time::Duration;
 
 use bytes::Bytes;
 use faceid_gateway::config::ServeArgs;
@@ -206,6 +207,30 @@ pub async fn start_redis() -> RedisServer {
     RedisServer::start()
         .await
         .unwrap_or_else(|error| panic!("{error}"))
+}
+
+/// Checks `condition` every 20 ms until it holds. Fails the test, saying
+/// `what` was awaited, when it does not hold within `timeout` (a check that
+/// itself hangs past `timeout` fails it too).
+pub async fn wait_until(what: &str, timeout: Duration, mut condition: impl AsyncFnMut() -> bool) {
+    let give_up = tokio::time::Instant::now() + timeout;
+    loop {
+        match tokio::time::timeout_at(give_up, condition()).await {
+            Ok(true) => return,
+            Ok(false) if tokio::time::Instant::now() < give_up => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            _ => panic!("waited {timeout:?} for {what}, in vain"),
+        }
+    }
+}
+
+/// Awaits `future`, failing the test, saying `what` was awaited, when it
+/// takes longer than `timeout`: for calls and streams without a deadline.
+pub async fn within<T>(what: &str, timeout: Duration, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(timeout, future)
+        .await
+        .unwrap_or_else(|_| panic!("waited {timeout:?} for {what}, in vain"))
 }
 
 /// The sample PNG with a simulator directive block appended.

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
@@ -25,7 +26,7 @@ use prost::Message as _;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
-use crate::helpers::{png_with, request_with, venv_bin};
+use crate::helpers::{png_with, request_with, venv_bin, within};
 use crate::process::{Running, command};
 
 /// Spans received by the test's OTLP endpoint.
@@ -264,13 +265,16 @@ async fn scenario(protocol: &str, endpoint: String, received: Received) {
         .unwrap()
         .into_inner();
     let mut batch_names = Vec::new();
-    while let Some(item) = stream.message().await.unwrap() {
-        if let Some(faceid_gateway::proto::verify_id_card_batch_response::Outcome::Result(r)) =
-            item.outcome
-        {
-            batch_names.push(r.id_card.unwrap());
+    within("the batch stream to end", Duration::from_secs(30), async {
+        while let Some(item) = stream.message().await.unwrap() {
+            if let Some(faceid_gateway::proto::verify_id_card_batch_response::Outcome::Result(r)) =
+                item.outcome
+            {
+                batch_names.push(r.id_card.unwrap());
+            }
         }
-    }
+    })
+    .await;
     assert_eq!(batch_names.len(), 5);
     let _ = client
         .verify_id_card(crate::helpers::image_request(Bytes::from_static(
@@ -536,13 +540,16 @@ async fn a_run_with_known_secrets_leaks_none_of_them() {
         .await
         .unwrap()
         .into_inner();
-    while let Some(item) = stream.message().await.unwrap() {
-        if let Some(faceid_gateway::proto::verify_id_card_batch_response::Outcome::Result(r)) =
-            item.outcome
-        {
-            cards.push(r.id_card.unwrap());
+    within("the batch stream to end", Duration::from_secs(30), async {
+        while let Some(item) = stream.message().await.unwrap() {
+            if let Some(faceid_gateway::proto::verify_id_card_batch_response::Outcome::Result(r)) =
+                item.outcome
+            {
+                cards.push(r.id_card.unwrap());
+            }
         }
-    }
+    })
+    .await;
     for directives in [
         "error=FailedOperation.IdNameMisMatch",
         "error=ServiceUnavailable",

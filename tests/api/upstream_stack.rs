@@ -8,7 +8,7 @@ use tonic::Code;
 use tonic_types::StatusExt;
 
 use crate::helpers::{
-    Options, request_with, spawn_app_with, spawn_gateway, spawn_simulator, start_redis,
+    Options, request_with, spawn_app_with, spawn_gateway, spawn_simulator, start_redis, within,
 };
 
 fn flags(list: &[&str]) -> Options {
@@ -193,7 +193,8 @@ async fn load(
                     if ticks.tick().await >= until {
                         break;
                     }
-                    match client.verify_id_card(request_with("")).await {
+                    let call = client.verify_id_card(request_with(""));
+                    match within("a call under load", Duration::from_secs(10), call).await {
                         Ok(_) => ok += 1,
                         Err(status) if status.code() == Code::ResourceExhausted => limited += 1,
                         Err(status) => panic!("unexpected {status:?}"),
@@ -243,9 +244,12 @@ async fn three_times_the_limit_from_many_callers_stays_within_it() {
             .unwrap()
             .into_inner();
         let mut answered = 0;
-        while stream.message().await.unwrap().is_some() {
-            answered += 1;
-        }
+        within("the batch stream to end", Duration::from_secs(30), async {
+            while stream.message().await.unwrap().is_some() {
+                answered += 1;
+            }
+        })
+        .await;
         answered
     });
     let _ = load(&gateway.client, 2 * LIMIT as usize, Duration::from_secs(3)).await;
