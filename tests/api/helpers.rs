@@ -233,6 +233,22 @@ pub async fn within<T>(what: &str, timeout: Duration, future: impl Future<Output
         .unwrap_or_else(|_| panic!("waited {timeout:?} for {what}, in vain"))
 }
 
+/// The value of the unlabelled, integer-valued metric `name` on the admin
+/// port `admin`; fails the test when it is not there.
+pub async fn metric(admin: SocketAddr, name: &str) -> u64 {
+    faceid_gateway::install_crypto_provider();
+    let text = reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+}
+
 /// The sample PNG with a simulator directive block appended.
 pub fn png_with(directives: &str) -> Bytes {
     let mut image = SAMPLE_PNG.to_vec();
