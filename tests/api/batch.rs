@@ -14,7 +14,7 @@ use tonic::metadata::MetadataMap;
 use tonic_types::RpcStatusExt;
 
 use crate::helpers::{
-    Options, TestApp, image_request, request_with, spawn_app_with, wait_until, within,
+    Options, TestApp, image_request, metric, request_with, spawn_app_with, wait_until, within,
 };
 
 fn item(id: &str, directives: &str) -> VerifyIdCardBatchRequest {
@@ -309,7 +309,16 @@ async fn a_cancelled_stream_starts_no_further_upstream_call() {
     }
 
     drop(stream);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The gateway has acted on the cancel once no item of it is in flight
+    // (it aborts the running ones; without the cancel, 2 would run until
+    // the 30 items are done).
+    let admin = app.admin_addr;
+    wait_until(
+        "the cancelled stream's items to stop",
+        Duration::from_secs(10),
+        async || metric(admin, "faceid_batch_items_in_flight").await == 0,
+    )
+    .await;
     let at_cancel = app.upstream_stats().received;
     tokio::time::sleep(Duration::from_millis(1200)).await;
 

@@ -416,19 +416,29 @@ async fn a_replaced_credentials_file_takes_over_with_no_failed_call() {
         .unwrap();
 
     let mut failures = 0;
-    for i in 0..40 {
-        if i == 10 {
-            std::fs::write(
-                &file,
-                "[default]\nsecret_id = AKIDrotatedKey\nsecret_key = rotated-secret-key\n",
-            )
-            .unwrap();
-        }
+    for _ in 0..10 {
         if client.verify_id_card(request_with("")).await.is_err() {
             failures += 1;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
+    std::fs::write(
+        &file,
+        "[default]\nsecret_id = AKIDrotatedKey\nsecret_key = rotated-secret-key\n",
+    )
+    .unwrap();
+    // Calls go on through the switch until the new key has signed 20.
+    wait_until(
+        "the new key to sign 20 calls",
+        Duration::from_secs(15),
+        async || {
+            if client.verify_id_card(request_with("")).await.is_err() {
+                failures += 1;
+            }
+            simulator.stats().signed_by.get("AKIDrotatedKey").copied() >= Some(20)
+        },
+    )
+    .await;
 
     assert_eq!(failures, 0, "no call failed during the rotation");
     let signed_by = simulator.stats().signed_by;
