@@ -151,7 +151,7 @@ async fn a_call_that_cannot_get_a_slot_in_time_fails_fast_with_retry_info() {
     app.client.verify_id_card(request_with("")).await.unwrap();
     // The next slot is over 500 ms away (RetryInfo below says so), so a
     // 500 ms deadline cannot get it: waiting into the deadline would take
-    // 500 ms, failing at once a round trip.
+    // 500 ms, while failing at once takes one round trip.
     let mut request = tonic::Request::new(request_with(""));
     request.set_timeout(Duration::from_millis(500));
     let started = Instant::now();
