@@ -13,7 +13,9 @@ use tonic::Code;
 use tonic::metadata::MetadataMap;
 use tonic_types::RpcStatusExt;
 
-use crate::helpers::{Options, TestApp, image_request, request_with, spawn_app_with};
+use crate::helpers::{
+    Options, TestApp, image_request, metric, request_with, spawn_app_with, wait_until, within,
+};
 
 fn item(id: &str, directives: &str) -> VerifyIdCardBatchRequest {
     VerifyIdCardBatchRequest {
@@ -66,26 +68,33 @@ async fn run_batch(app: &mut TestApp, items: Vec<VerifyIdCardBatchRequest>) -> F
     read_to_end(response.into_inner()).await
 }
 
+/// Reads `stream` to its end (at most [`STREAM_END_WITHIN`]).
 async fn read_to_end(mut stream: tonic::Streaming<VerifyIdCardBatchResponse>) -> Finished {
-    let mut answers = Vec::new();
-    let status = loop {
-        match stream.message().await {
-            Ok(Some(answer)) => answers.push(answer),
-            Ok(None) => break tonic::Status::ok(""),
-            Err(status) => break status,
+    within("the batch stream to end", STREAM_END_WITHIN, async {
+        let mut answers = Vec::new();
+        let status = loop {
+            match stream.message().await {
+                Ok(Some(answer)) => answers.push(answer),
+                Ok(None) => break tonic::Status::ok(""),
+                Err(status) => break status,
+            }
+        };
+        let trailers = if status.code() == Code::Ok {
+            stream.trailers().await.ok().flatten().unwrap_or_default()
+        } else {
+            status.metadata().clone()
+        };
+        Finished {
+            answers,
+            status,
+            trailers,
         }
-    };
-    let trailers = if status.code() == Code::Ok {
-        stream.trailers().await.ok().flatten().unwrap_or_default()
-    } else {
-        status.metadata().clone()
-    };
-    Finished {
-        answers,
-        status,
-        trailers,
-    }
+    })
+    .await
 }
+
+/// How long any batch stream of these tests may take, on a loaded machine.
+const STREAM_END_WITHIN: Duration = Duration::from_secs(60);
 
 fn error_of(answer: &VerifyIdCardBatchResponse) -> &tonic_types::pb::Status {
     match &answer.outcome {
@@ -293,11 +302,23 @@ async fn a_cancelled_stream_starts_no_further_upstream_call() {
         .unwrap();
     let mut stream = response.into_inner();
     for _ in 0..2 {
-        stream.message().await.unwrap().expect("an answer");
+        within("an answer", Duration::from_secs(10), stream.message())
+            .await
+            .unwrap()
+            .expect("an answer");
     }
 
     drop(stream);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The gateway has acted on the cancel once no item of it is in flight
+    // (it aborts the running ones; without the cancel, 2 would run until
+    // the 30 items are done).
+    let admin = app.admin_addr;
+    wait_until(
+        "the cancelled stream's items to stop",
+        Duration::from_secs(10),
+        async || metric(admin, "faceid_batch_items_in_flight").await == 0,
+    )
+    .await;
     let at_cancel = app.upstream_stats().received;
     tokio::time::sleep(Duration::from_millis(1200)).await;
 
@@ -330,9 +351,12 @@ async fn shut_down_mid_stream(
         .verify_id_card_batch(ReceiverStream::new(receiver))
         .await
         .unwrap();
-    while app.upstream_stats().in_flight < in_flight {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until(
+        &format!("{in_flight} items in flight at the simulator"),
+        Duration::from_secs(10),
+        async || app.upstream_stats().in_flight >= in_flight,
+    )
+    .await;
     let reader = tokio::spawn(read_to_end(response.into_inner()));
     app.stop().await.expect("clean shutdown");
     let finished = reader.await.unwrap();

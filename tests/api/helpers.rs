@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Once};
+use std::time::Duration;
 
 use bytes::Bytes;
 use faceid_gateway::config::ServeArgs;
@@ -16,6 +17,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tonic::transport::Channel;
+
+use crate::redis_server::RedisServer;
 
 /// The key pair the test simulator accepts.
 pub const SECRET_ID: &str = "AKIDgatewayTests000000000000000000000";
@@ -208,67 +211,53 @@ pub async fn spawn_gateway_with_credentials(
     }
 }
 
-/// A real `redis-server` on a free loopback port, stopped on drop. A missing
-/// redis-server fails the test (./scripts/test installs it).
-pub struct RedisServer {
-    /// `redis://127.0.0.1:<port>/0`.
-    pub url: String,
-    port: u16,
-    child: std::process::Child,
+/// A `redis-server` of this test's own on a loopback port (see
+/// `tests/support/redis.rs`), stopped on drop. A missing redis-server fails
+/// the test (./scripts/test installs it).
+pub async fn start_redis() -> RedisServer {
+    RedisServer::start()
+        .await
+        .unwrap_or_else(|error| panic!("{error}"))
 }
 
-impl RedisServer {
-    /// Starts the server and waits until it answers.
-    pub async fn start() -> Self {
-        let port = {
-            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            probe.local_addr().unwrap().port()
-        };
-        Self {
-            url: format!("redis://127.0.0.1:{port}/0"),
-            port,
-            child: Self::spawn(port).await,
-        }
-    }
-
-    async fn spawn(port: u16) -> std::process::Child {
-        let mut child = std::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--protected-mode", "no"])
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("redis-server is missing: run ./scripts/test (it installs it)");
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return child;
+/// Checks `condition` every 20 ms until it holds. Fails the test, saying
+/// `what` was awaited, when it does not hold within `timeout` (a check that
+/// itself hangs past `timeout` fails it too).
+pub async fn wait_until(what: &str, timeout: Duration, mut condition: impl AsyncFnMut() -> bool) {
+    let give_up = tokio::time::Instant::now() + timeout;
+    loop {
+        match tokio::time::timeout_at(give_up, condition()).await {
+            Ok(true) => return,
+            Ok(false) if tokio::time::Instant::now() < give_up => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            _ => panic!("waited {timeout:?} for {what}, in vain"),
         }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("redis-server did not start on port {port}");
-    }
-
-    /// Kills the server (as an outage would).
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    /// Starts it again on the same port (the outage ends).
-    pub async fn restart(&mut self) {
-        self.kill();
-        self.child = Self::spawn(self.port).await;
     }
 }
 
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
+/// Awaits `future`, failing the test, saying `what` was awaited, when it
+/// takes longer than `timeout`: for calls and streams without a deadline.
+pub async fn within<T>(what: &str, timeout: Duration, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(timeout, future)
+        .await
+        .unwrap_or_else(|_| panic!("waited {timeout:?} for {what}, in vain"))
+}
+
+/// The value of the unlabelled, integer-valued metric `name` on the admin
+/// port `admin`; fails the test when it is not there.
+pub async fn metric(admin: SocketAddr, name: &str) -> u64 {
+    faceid_gateway::install_crypto_provider();
+    let text = reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
 }
 
 /// The sample PNG with a simulator directive block appended.

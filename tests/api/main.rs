@@ -9,6 +9,9 @@ mod helpers;
 mod interop;
 mod leaks;
 mod process;
+// The redis-server launcher, one file shared with faceid-bench.
+#[path = "../support/redis.rs"]
+mod redis_server;
 mod security;
 mod server;
 mod telemetry;

@@ -87,9 +87,15 @@ impl Running {
             .expect("exits within 20 s after SIGTERM")
             .unwrap();
         let took = signalled.elapsed();
-        while let Ok(Some(line)) = self.logs.next_line().await {
-            self.seen.push(line);
-        }
+        // The pipe closes with the exit; bounded all the same, in case
+        // something the binary started still holds it.
+        let rest = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Ok(Some(line)) = self.logs.next_line().await {
+                self.seen.push(line);
+            }
+        })
+        .await;
+        assert!(rest.is_ok(), "stderr still open 10 s after the exit");
         (status.success(), took, self.seen.join("\n"))
     }
 }

@@ -13,7 +13,7 @@ use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 use tonic_reflection::pb::v1alpha;
 
-use crate::helpers::{request_with, spawn_app};
+use crate::helpers::{request_with, spawn_app, wait_until, within};
 
 #[tokio::test]
 async fn health_reports_serving_overall_and_for_the_service() {
@@ -122,29 +122,31 @@ async fn shutdown_lets_in_flight_calls_finish_then_refuses_new_ones() {
     let app = spawn_app().await;
     let addr = app.addr;
     let mut client = app.client.clone();
+    // The call takes 2 s upstream: the window in which the gateway drains.
     let in_flight =
-        tokio::spawn(async move { client.verify_id_card(request_with("delay=800")).await });
+        tokio::spawn(async move { client.verify_id_card(request_with("delay=2000")).await });
     // Let the call reach the simulator before shutting down.
-    while app.upstream_stats().in_flight == 0 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    wait_until(
+        "the call to reach the simulator",
+        Duration::from_secs(10),
+        async || app.upstream_stats().in_flight > 0,
+    )
+    .await;
 
     faceid_gateway::install_crypto_provider();
     let readyz = format!("http://{}/readyz", app.admin_addr);
     let stopping = tokio::spawn(app.stop());
     // While the call drains, the admin port says "not ready".
-    let mut saw_draining = false;
-    for _ in 0..50 {
-        match reqwest::get(&readyz).await {
-            Ok(answer) if answer.status() == 503 => {
-                saw_draining = true;
-                break;
-            }
-            _ => tokio::time::sleep(Duration::from_millis(10)).await,
-        }
-    }
-    stopping.await.unwrap().expect("clean shutdown");
-    assert!(saw_draining, "/readyz answered 503 while draining");
+    wait_until(
+        "/readyz to answer 503 while the call drains",
+        Duration::from_secs(10),
+        async || matches!(reqwest::get(&readyz).await, Ok(answer) if answer.status() == 503),
+    )
+    .await;
+    within("the drain to end", Duration::from_secs(10), stopping)
+        .await
+        .unwrap()
+        .expect("clean shutdown");
 
     let answer = in_flight
         .await

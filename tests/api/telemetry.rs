@@ -6,11 +6,13 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
 use faceid_gateway::proto::id_card_verification_service_client::IdCardVerificationServiceClient;
-use faceid_gateway::proto::{Verdict, VerifyIdCardBatchRequest};
+use faceid_gateway::proto::verify_id_card_batch_response::Outcome;
+use faceid_gateway::proto::{IdCard, Verdict, VerifyIdCardBatchRequest, VerifyIdCardResponse};
 use http_body_util::{BodyExt as _, Full};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
@@ -24,8 +26,9 @@ use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use prost::Message as _;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Channel;
 
-use crate::helpers::{png_with, request_with, venv_bin};
+use crate::helpers::{png_with, request_with, venv_bin, within};
 use crate::process::{Running, command};
 
 /// Spans received by the test's OTLP endpoint.
@@ -202,8 +205,41 @@ async fn parse_metrics(text: String) -> HashMap<String, f64> {
 const CALLER_TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
 const CALLER_SPAN: &str = "00f067aa0ba902b7";
 
-/// Runs the scenario against a binary exporting with `protocol` to `endpoint`.
+/// Runs the scenario against a binary exporting with `protocol` to
+/// `endpoint`: calls in the caller's trace, a batch and a refused call, then
+/// SIGTERM; then checks the spans, log lines and metrics they left, and
+/// that nothing personal or secret is among them.
 async fn scenario(protocol: &str, endpoint: String, received: Received) {
+    let (gateway, addr, admin) = start_a_gateway_exporting_to(protocol, endpoint).await;
+    let before = parse_metrics(scrape(&admin).await).await;
+    let mut client = IdCardVerificationServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+
+    let unary = a_retried_call_in_the_callers_trace_matches(&mut client).await;
+    let batch_cards = a_batch_of_five_and_a_refused_call(&mut client).await;
+    let metrics_text = scrape(&admin).await;
+    let after = parse_metrics(metrics_text.clone()).await;
+    let (spans, logs) = sigterm_exits_cleanly_and_flushes_the_spans(gateway, &received).await;
+
+    let rpc = the_rpc_span_is_a_child_of_the_callers_span(&spans, &unary);
+    its_children_are_two_waits_two_attempts_and_one_backoff(&spans, rpc, &unary);
+    each_batch_item_has_a_span_and_a_request_id_of_its_own(&spans);
+    each_completed_call_logs_one_line_with_trace_ids(&logs, &unary);
+    the_metrics_counted_every_call_and_retry(&before, &after);
+    nothing_personal_or_secret_leaks(
+        &[&format!("{spans:?}"), &logs, &metrics_text],
+        &unary,
+        &batch_cards,
+    );
+}
+
+/// `serve --simulate` exporting spans with `protocol` to `endpoint`, once
+/// it serves; returns it with its gRPC and admin addresses.
+async fn start_a_gateway_exporting_to(
+    protocol: &str,
+    endpoint: String,
+) -> (Running, String, String) {
     let mut gateway = command(&["serve", "--simulate", "--listen", "127.0.0.1:0"]);
     gateway
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
@@ -215,12 +251,26 @@ async fn scenario(protocol: &str, endpoint: String, received: Received) {
     let serving = gateway.wait_for("faceid-gateway serving").await;
     let addr = serving["listen"].as_str().unwrap().to_owned();
     let admin = serving["admin_listen"].as_str().unwrap().to_owned();
-    let before = parse_metrics(scrape(&admin).await).await;
-    let mut client = IdCardVerificationServiceClient::connect(format!("http://{addr}"))
-        .await
-        .unwrap();
+    (gateway, addr, admin)
+}
 
-    // A unary call in the caller's trace, retried once upstream.
+/// The unary call of the scenario and what it returned.
+struct UnaryCall {
+    /// The image sent.
+    image: Bytes,
+    /// The answer.
+    answer: VerifyIdCardResponse,
+    /// Its `x-tencent-request-id`.
+    request_id: String,
+    /// Its `traceresponse`.
+    traceresponse: String,
+}
+
+/// A unary call in the caller's trace, failing once upstream and retried:
+/// it matches, and `traceresponse` continues the caller's trace.
+async fn a_retried_call_in_the_callers_trace_matches(
+    client: &mut IdCardVerificationServiceClient<Channel>,
+) -> UnaryCall {
     let image = png_with("key=traced,fail-first=1,error=InternalError");
     let mut request = tonic::Request::new(crate::helpers::image_request(image.clone()));
     request.metadata_mut().insert(
@@ -250,8 +300,19 @@ async fn scenario(protocol: &str, endpoint: String, received: Received) {
         traceresponse.starts_with(&format!("00-{CALLER_TRACE}-")),
         "{traceresponse}"
     );
+    UnaryCall {
+        image,
+        answer,
+        request_id,
+        traceresponse,
+    }
+}
 
-    // A batch of five, and one refused request.
+/// A batch of five items (all answered with a card) and one request refused
+/// for its image; returns the batch's cards.
+async fn a_batch_of_five_and_a_refused_call(
+    client: &mut IdCardVerificationServiceClient<Channel>,
+) -> Vec<IdCard> {
     let items: Vec<_> = (0..5)
         .map(|i| VerifyIdCardBatchRequest {
             item_id: format!("item-{i}"),
@@ -263,31 +324,43 @@ async fn scenario(protocol: &str, endpoint: String, received: Received) {
         .await
         .unwrap()
         .into_inner();
-    let mut batch_names = Vec::new();
-    while let Some(item) = stream.message().await.unwrap() {
-        if let Some(faceid_gateway::proto::verify_id_card_batch_response::Outcome::Result(r)) =
-            item.outcome
-        {
-            batch_names.push(r.id_card.unwrap());
+    let mut batch_cards = Vec::new();
+    within("the batch stream to end", Duration::from_secs(30), async {
+        while let Some(item) = stream.message().await.unwrap() {
+            if let Some(Outcome::Result(r)) = item.outcome {
+                batch_cards.push(r.id_card.unwrap());
+            }
         }
-    }
-    assert_eq!(batch_names.len(), 5);
+    })
+    .await;
+    assert_eq!(batch_cards.len(), 5);
     let _ = client
         .verify_id_card(crate::helpers::image_request(Bytes::from_static(
             b"GIF89a private pixels",
         )))
         .await
         .unwrap_err();
+    batch_cards
+}
 
-    let metrics_text = scrape(&admin).await;
-    let after = parse_metrics(metrics_text.clone()).await;
-
-    // SIGTERM: the spans of these last calls must still be exported.
+/// SIGTERM: the gateway exits cleanly, and the spans of the last calls are
+/// still exported. Returns the spans received and the gateway's logs.
+async fn sigterm_exits_cleanly_and_flushes_the_spans(
+    gateway: Running,
+    received: &Received,
+) -> (Vec<Span>, String) {
     let (clean, logs) = gateway.terminate().await;
     assert!(clean, "{logs}");
-    let spans = received.spans();
+    (received.spans(), logs)
+}
 
-    // The RPC span is the child of the caller's span.
+/// The unary call's RPC span is the child of the caller's span, with the
+/// RPC's attributes and the request id, and is the span `traceresponse`
+/// names.
+fn the_rpc_span_is_a_child_of_the_callers_span<'a>(
+    spans: &'a [Span],
+    unary: &UnaryCall,
+) -> &'a Span {
     let rpc = spans
         .iter()
         .find(|s| {
@@ -311,20 +384,27 @@ async fn scenario(protocol: &str, endpoint: String, received: Received) {
     assert_eq!(int(rpc, "rpc.grpc.status_code"), Some(0));
     assert_eq!(
         text(rpc, "tencent.request_id").as_deref(),
-        Some(request_id.as_str())
+        Some(unary.request_id.as_str())
     );
     assert_eq!(
         text(rpc, "faceid.verdict").as_deref(),
         Some("VERDICT_MATCH")
     );
     assert_eq!(
-        traceresponse,
+        unary.traceresponse,
         format!("00-{CALLER_TRACE}-{}-01", hex(&rpc.span_id))
     );
+    rpc
+}
 
-    // Its children: two rate-limit waits, two HTTP client attempts (the
-    // first failed and was retried), one backoff.
-    let kids = children(&spans, rpc);
+/// Under the RPC span: two rate-limit waits, two HTTP client attempts (the
+/// first failed with InternalError and was retried), one backoff.
+fn its_children_are_two_waits_two_attempts_and_one_backoff(
+    spans: &[Span],
+    rpc: &Span,
+    unary: &UnaryCall,
+) {
+    let kids = children(spans, rpc);
     let attempts: Vec<_> = kids.iter().filter(|s| s.name == "POST").collect();
     let waits = kids
         .iter()
@@ -356,16 +436,19 @@ async fn scenario(protocol: &str, endpoint: String, received: Received) {
     assert_eq!(int(second, "http.request.resend_count"), Some(1));
     assert_eq!(
         text(second, "tencent.request_id").as_deref(),
-        Some(request_id.as_str())
+        Some(unary.request_id.as_str())
     );
     assert_eq!(text(second, "tencent.code").as_deref(), Some("Success"));
+}
 
-    // The batch: one span per item under the stream's span, five request ids.
+/// The batch: one span per item under the stream's span, five distinct
+/// request ids, one HTTP attempt under each item.
+fn each_batch_item_has_a_span_and_a_request_id_of_its_own(spans: &[Span]) {
     let stream_span = spans
         .iter()
         .find(|s| s.name == "faceid.v1.IdCardVerificationService/VerifyIdCardBatch")
         .expect("the batch stream span");
-    let items = children(&spans, stream_span);
+    let items = children(spans, stream_span);
     assert_eq!(items.len(), 5, "{items:#?}");
     let mut ids: Vec<_> = items
         .iter()
@@ -376,15 +459,19 @@ async fn scenario(protocol: &str, endpoint: String, received: Received) {
     assert_eq!(ids.len(), 5);
     for item in &items {
         assert_eq!(
-            children(&spans, item)
+            children(spans, item)
                 .iter()
                 .filter(|s| s.name == "POST")
                 .count(),
             1
         );
     }
+}
 
-    // Log lines: one per completed call, each with trace and span ids.
+/// One "rpc completed" line per completed call (unary, five items, the
+/// refused one), each with trace and span ids; the unary call's in the
+/// caller's trace, with its request id.
+fn each_completed_call_logs_one_line_with_trace_ids(logs: &str, unary: &UnaryCall) {
     let lines: Vec<serde_json::Value> = logs
         .lines()
         .filter_map(|line| serde_json::from_str(line).ok())
@@ -399,14 +486,20 @@ async fn scenario(protocol: &str, endpoint: String, received: Received) {
             .iter()
             .all(|l| l["trace_id"].is_string() && l["span_id"].is_string())
     );
-    let unary = completed
+    let line = completed
         .iter()
         .find(|l| l["rpc.method"] == "VerifyIdCard" && l["rpc.grpc.status_code"] == "OK")
         .unwrap();
-    assert_eq!(unary["trace_id"], CALLER_TRACE);
-    assert_eq!(unary["tencent.request_id"], request_id.as_str());
+    assert_eq!(line["trace_id"], CALLER_TRACE);
+    assert_eq!(line["tencent.request_id"], unary.request_id.as_str());
+}
 
-    // Metrics moved, and parse as OpenMetrics.
+/// The metrics moved by exactly the calls, upstream answers and the retry
+/// (and parse as OpenMetrics, which `before` and `after` already did).
+fn the_metrics_counted_every_call_and_retry(
+    before: &HashMap<String, f64>,
+    after: &HashMap<String, f64>,
+) {
     let delta = |key: &str| {
         after.get(key).copied().unwrap_or(0.0) - before.get(key).copied().unwrap_or(0.0)
     };
@@ -437,20 +530,24 @@ async fn scenario(protocol: &str, endpoint: String, received: Received) {
     assert_eq!(delta("faceid_upstream_retries_total{class=transient}"), 1.0);
     assert_eq!(after["faceid_upstream_rate_limit{}"], 100.0);
     assert!(after["faceid_upstream_attempt_duration_seconds_count{}"] >= 7.0);
+}
 
-    // Nothing personal or secret in any span, log line or metric.
-    let everything = format!("{spans:?}\n{logs}\n{metrics_text}");
-    let image_base64 = base64::engine::general_purpose::STANDARD.encode(&image);
+/// No card holder's field, image bytes, signature or item id appears in any
+/// of `telemetry` (spans, log lines, metrics).
+fn nothing_personal_or_secret_leaks(telemetry: &[&str], unary: &UnaryCall, batch_cards: &[IdCard]) {
+    let everything = telemetry.join("\n");
+    let image_base64 = base64::engine::general_purpose::STANDARD.encode(&unary.image);
+    let card = unary.answer.id_card.as_ref().unwrap();
     let mut forbidden = vec![
-        answer.id_card.as_ref().unwrap().name.clone(),
-        answer.id_card.as_ref().unwrap().id_number.clone(),
-        answer.id_card.as_ref().unwrap().address.clone(),
+        card.name.clone(),
+        card.id_number.clone(),
+        card.address.clone(),
         image_base64[..40].to_owned(),
         "private pixels".to_owned(),
         "Signature=".to_owned(),
         "item-3".to_owned(),
     ];
-    for card in &batch_names {
+    for card in batch_cards {
         forbidden.extend([
             card.name.clone(),
             card.id_number.clone(),
@@ -493,20 +590,60 @@ async fn a_run_with_known_secrets_leaks_none_of_them() {
     let (token, line) = faceid_gateway::server::new_token("leak-test", None).unwrap();
     let tokens = dir.path().join("tokens");
     std::fs::write(&tokens, line).unwrap();
+    let (gateway, addr, admin) =
+        start_a_gateway_with_known_secrets(&simulator, &tokens, &format!("http://{otlp}")).await;
+
+    let (image, cards) = calls_of_every_kind_with_a_token(&addr, &token).await;
+    let metrics = scrape(&admin).await;
+    let (clean, logs) = gateway.terminate().await;
+    assert!(clean);
+    let spans = received.spans();
+    assert!(
+        !spans.is_empty() && logs.lines().count() > 50,
+        "the run produced telemetry"
+    );
+
+    no_known_secret_appears_in(
+        &format!("{spans:?}\n{logs}\n{metrics}"),
+        &token,
+        &image,
+        &cards,
+    );
+    assert!(
+        metrics.contains(r#"caller="leak-test""#),
+        "the caller is a metric label"
+    );
+}
+
+/// `serve` calling `simulator` with the test's Tencent keys, the caller
+/// tokens in `tokens`, TRACE logs and OTLP/gRPC export to `otlp`, once it
+/// serves; returns it with its gRPC and admin addresses.
+async fn start_a_gateway_with_known_secrets(
+    simulator: &faceid_gateway::simulator::Simulator,
+    tokens: &std::path::Path,
+    otlp: &str,
+) -> (Running, String, String) {
     let mut gateway = command(&["serve", "--listen", "127.0.0.1:0"]);
     gateway
         .env("TENCENTCLOUD_SECRET_ID", crate::helpers::SECRET_ID)
         .env("TENCENTCLOUD_SECRET_KEY", crate::helpers::SECRET_KEY)
         .env("FACEID_ENDPOINT", simulator.endpoint().as_str())
-        .env("FACEID_AUTH_TOKENS_FILE", &tokens)
+        .env("FACEID_AUTH_TOKENS_FILE", tokens)
         .env("FACEID_RETRY_BASE_DELAY", "5ms")
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}"))
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", otlp)
         .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
         .env("RUST_LOG", "trace");
     let mut gateway = Running::start(gateway);
     let serving = gateway.wait_for("faceid-gateway serving").await;
     let addr = serving["listen"].as_str().unwrap().to_owned();
     let admin = serving["admin_listen"].as_str().unwrap().to_owned();
+    (gateway, addr, admin)
+}
+
+/// With `token`: a unary call retried once, a batch of three, three upstream
+/// errors and a refused image; then one call without a token. Returns the
+/// retried call's image and every card answered.
+async fn calls_of_every_kind_with_a_token(addr: &str, token: &str) -> (Bytes, Vec<IdCard>) {
     let mut client = IdCardVerificationServiceClient::connect(format!("http://{addr}"))
         .await
         .unwrap();
@@ -532,17 +669,18 @@ async fn a_run_with_known_secrets_leaks_none_of_them() {
         })
         .collect();
     let mut stream = client
-        .verify_id_card_batch(authorized_stream(items, &token))
+        .verify_id_card_batch(authorized_stream(items, token))
         .await
         .unwrap()
         .into_inner();
-    while let Some(item) = stream.message().await.unwrap() {
-        if let Some(faceid_gateway::proto::verify_id_card_batch_response::Outcome::Result(r)) =
-            item.outcome
-        {
-            cards.push(r.id_card.unwrap());
+    within("the batch stream to end", Duration::from_secs(30), async {
+        while let Some(item) = stream.message().await.unwrap() {
+            if let Some(Outcome::Result(r)) = item.outcome {
+                cards.push(r.id_card.unwrap());
+            }
         }
-    }
+    })
+    .await;
     for directives in [
         "error=FailedOperation.IdNameMisMatch",
         "error=ServiceUnavailable",
@@ -558,20 +696,17 @@ async fn a_run_with_known_secrets_leaks_none_of_them() {
         )))
         .await;
     let _ = client.verify_id_card(request_with("")).await; // no token
-    let metrics = scrape(&admin).await;
-    let (clean, logs) = gateway.terminate().await;
-    assert!(clean);
-    let spans = received.spans();
-    assert!(
-        !spans.is_empty() && logs.lines().count() > 50,
-        "the run produced telemetry"
-    );
+    (image, cards)
+}
 
-    let everything = format!("{spans:?}\n{logs}\n{metrics}");
-    let image_base64 = base64::engine::general_purpose::STANDARD.encode(&image);
+/// Neither the secret key, nor `token` (or a piece of it), nor a piece of
+/// `image`, nor a batch item id, nor a signature, nor a field of `cards`
+/// appears in `everything`.
+fn no_known_secret_appears_in(everything: &str, token: &str, image: &[u8], cards: &[IdCard]) {
+    let image_base64 = base64::engine::general_purpose::STANDARD.encode(image);
     let mut forbidden = vec![
         crate::helpers::SECRET_KEY.to_owned(),
-        token.clone(),
+        token.to_owned(),
         token[4..20].to_owned(),
         image_base64[..40].to_owned(),
         image_base64[image_base64.len() / 2..image_base64.len() / 2 + 40].to_owned(),
@@ -579,7 +714,7 @@ async fn a_run_with_known_secrets_leaks_none_of_them() {
         "applicant-1".to_owned(),
         "Signature=".to_owned(),
     ];
-    for card in &cards {
+    for card in cards {
         forbidden.extend([
             card.name.clone(),
             card.id_number.clone(),
@@ -593,10 +728,6 @@ async fn a_run_with_known_secrets_leaks_none_of_them() {
             "{value:?} leaked into logs, spans or metrics"
         );
     }
-    assert!(
-        metrics.contains(r#"caller="leak-test""#),
-        "the caller is a metric label"
-    );
 }
 
 fn authorized_stream(

@@ -1,6 +1,7 @@
-//! What every scenario needs: the gateway, the simulator and Redis as real
-//! child processes on loopback ports, their CPU time and peak memory from
-//! `/proc`, test images, and latency histograms.
+//! What every scenario needs: the gateway and the simulator as real child
+//! processes on loopback ports (Redis comes from `crate::redis_server`),
+//! their CPU time and peak memory from `/proc`, test images, and latency
+//! histograms.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -204,48 +205,6 @@ pub async fn reset_simulator(endpoint: &str) -> anyhow::Result<()> {
         .send()
         .await?;
     Ok(())
-}
-
-/// A real `redis-server` on a free port, killed when dropped.
-pub struct Redis {
-    /// `redis://127.0.0.1:<port>/0`.
-    pub url: String,
-    _child: Child,
-}
-
-/// Starts `redis-server` on a free loopback port.
-pub async fn start_redis() -> anyhow::Result<Redis> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .context("redis-server not found (apt-get install redis-server)")?;
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return Ok(Redis {
-                url: format!("redis://127.0.0.1:{port}/0"),
-                _child: child,
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    bail!("redis-server did not start")
 }
 
 /// The smallest real PNG (1×1), which the gateway's structure check accepts.

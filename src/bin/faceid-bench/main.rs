@@ -9,6 +9,11 @@ mod ceiling;
 mod harness;
 mod overhead;
 mod rate;
+// The redis-server launcher, one file shared with the API tests (which also
+// use its kill and restart).
+#[allow(dead_code)]
+#[path = "../../../tests/support/redis.rs"]
+mod redis_server;
 mod sdk;
 
 use clap::{Parser, Subcommand};

@@ -11,6 +11,7 @@ use faceid_gateway::proto::{VerifyIdCardRequest, verify_id_card_request::Source}
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::harness;
+use crate::redis_server::RedisServer;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -31,7 +32,7 @@ pub struct Args {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let (simulator, endpoint) = harness::start_simulator(args.limit).await?;
     let redis = if args.replicas > 1 {
-        Some(harness::start_redis().await?)
+        Some(RedisServer::start().await?)
     } else {
         None
     };
