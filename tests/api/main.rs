@@ -5,6 +5,7 @@ mod cli;
 mod encryption;
 mod grpcurl;
 mod hardening;
+mod http_json;
 mod helpers;
 mod interop;
 mod leaks;
