@@ -111,6 +111,9 @@ pub(super) async fn handle(state: Arc<State>, request: Request<Incoming>) -> Ans
 }
 
 async fn api_call(state: &State, request: Request<Incoming>) -> Answer {
+    // The rate limit counts arrivals, as a front-end limiter does: reading
+    // the body and checking the signature must not shift a request's time.
+    let arrived = tokio::time::Instant::now();
     let _in_flight = state.stats.begin();
     let request_id = uuid::Uuid::new_v4().to_string();
     let (parts, body) = request.into_parts();
@@ -137,7 +140,7 @@ async fn api_call(state: &State, request: Request<Incoming>) -> Answer {
         return Ok(error_answer(state, &error, &request_id));
     }
     if let Some(limiter) = &state.limiter
-        && limiter.try_admit(tokio::time::Instant::now()).is_err()
+        && limiter.try_admit(arrived).is_err()
     {
         let e = ApiError::new(
             "RequestLimitExceeded",
