@@ -6,6 +6,7 @@
 
 mod batch;
 mod ceiling;
+mod h2load;
 mod harness;
 mod overhead;
 mod rate;
@@ -39,6 +40,9 @@ enum Scenario {
     BatchMemory(batch::Args),
     /// As many calls per second as the machine does, and CPU per call.
     Ceiling(ceiling::Args),
+    /// h2load straight at the simulator versus through the gateway, one run:
+    /// the calls-per-second ratio and the gateway's CPU per call.
+    H2load(h2load::Args),
     /// Tencent's official Python SDK calling the simulator directly versus
     /// grpcio calling the gateway.
     Sdk(sdk::Args),
@@ -50,6 +54,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().scenario {
         Scenario::Overhead(args) => overhead::run(args).await,
         Scenario::Rate(args) => rate::run(args).await,
+        Scenario::H2load(args) => h2load::run(args).await,
         Scenario::BatchMemory(args) => batch::run(args).await,
         Scenario::Ceiling(args) => ceiling::run(args).await,
         Scenario::Sdk(args) => sdk::run(args).await,
