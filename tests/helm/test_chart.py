@@ -1159,3 +1159,137 @@ def test_reused_values_of_an_older_release_fail_with_advice(tmp_path):
     assert "--reset-then-reuse-values" in message
     assert "reloadInterval, tls, auth, connections, upstreamEncryption" in message
     assert "nil pointer" not in message
+
+
+# ------------------------------------------------------------------ durations
+
+# Every duration the chart hands to the binary: value path -> variable. The
+# schema definition of each must match how `serve` parses the variable, so a
+# zero the binary refuses at start-up fails `helm install` instead of leaving
+# a pod in CrashLoopBackOff, and a zero that means "off" is let through.
+DURATION_SETTINGS = {
+    "reloadInterval": "FACEID_RELOAD_INTERVAL",
+    "credentials.reloadInterval": "FACEID_RELOAD_INTERVAL",
+    "rateLimit.maxWait": "FACEID_RATE_LIMIT_MAX_WAIT",
+    "rateLimit.redis.timeout": "FACEID_RATE_LIMIT_REDIS_TIMEOUT",
+    "config.retryBaseDelay": "FACEID_RETRY_BASE_DELAY",
+    "config.retryMaxDelay": "FACEID_RETRY_MAX_DELAY",
+    "config.upstreamTimeout": "FACEID_UPSTREAM_TIMEOUT",
+    "config.connectTimeout": "FACEID_CONNECT_TIMEOUT",
+    "connections.keepaliveInterval": "FACEID_KEEPALIVE_INTERVAL",
+    "connections.maxConnectionAge": "FACEID_MAX_CONNECTION_AGE",
+}
+# The binary's parser -> the schema definition that accepts what it accepts.
+DURATION_DEFINITION = {
+    "parse_positive_duration": "duration",
+    "parse_duration": "durationOrZero",
+    "parse_duration_or_off": "optionalDurationOrOff",
+}
+
+
+def serve_parsers() -> dict[str, str]:
+    """FACEID_* variable -> the name of its value parser in ServeArgs."""
+    source = CONFIG_RS.read_text()
+    serve = source[source.index("pub struct ServeArgs") : source.index("impl ServeArgs")]
+    parsers = {}
+    for attribute in re.findall(r"#\[arg\((.*?)\)\]\s*pub \w+", serve, re.S):
+        env = re.search(r'env = "(FACEID_[A-Z0-9_]+)"', attribute)
+        parser = re.search(r"value_parser = ([a-z_]+)\b", attribute)
+        if env and parser:
+            parsers[env.group(1)] = parser.group(1)
+    return parsers
+
+
+def schema_refs() -> dict[str, str]:
+    """Dotted value path -> the definition it refers to, for every property
+    of values.schema.json that is a $ref."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    found = {}
+
+    def walk(node, path):
+        if "$ref" in node:
+            found[path] = node["$ref"].rsplit("/", 1)[1]
+        for key, child in node.get("properties", {}).items():
+            walk(child, f"{path}.{key}" if path else key)
+
+    walk(schema, "")
+    return found
+
+
+def with_value(path: str, value) -> dict:
+    """{"a": {"b": value}} for "a.b"."""
+    out = value
+    for key in reversed(path.split(".")):
+        out = {key: out}
+    return out
+
+
+def test_every_duration_of_the_schema_matches_the_binarys_parser():
+    parsers = serve_parsers()
+    refs = schema_refs()
+    durations = {path: ref for path, ref in refs.items() if "uration" in ref and ref != "prometheusDuration"}
+    # A new duration value must be classified here (and so checked below).
+    assert set(durations) == set(DURATION_SETTINGS), set(durations) ^ set(DURATION_SETTINGS)
+    for path, variable in DURATION_SETTINGS.items():
+        assert variable in parsers, (path, variable)
+        assert durations[path] == DURATION_DEFINITION[parsers[variable]], (path, variable, parsers[variable])
+    assert refs["serviceMonitor.interval"] == refs["serviceMonitor.scrapeTimeout"] == "prometheusDuration"
+
+
+@pytest.mark.parametrize("path", DURATION_SETTINGS)
+@pytest.mark.parametrize("zero", ["0s", "0", "0ms", "0m 0s"])
+def test_a_zero_duration_is_refused_exactly_where_the_binary_refuses_it(chart, render, path, zero):
+    variable = DURATION_SETTINGS[path]
+    values = with_value(path, zero)
+    if serve_parsers()[variable] == "parse_positive_duration":
+        with pytest.raises(helm.HelmValuesError, match=re.escape(path.replace(".", "/"))):
+            chart.validate_schema(values)
+        with pytest.raises(helm.HelmValuesError):
+            render(values)
+    else:
+        chart.validate_schema(values)
+        assert render(values).config[variable] == zero
+
+
+@pytest.mark.parametrize(
+    "path", ["rateLimit.maxWait", "config.retryBaseDelay", "connections.keepaliveInterval", "connections.maxConnectionAge"]
+)
+def test_a_bare_integer_zero_reaches_the_binary_as_0(render, path):
+    """`--set connections.keepaliveInterval=0` arrives as the integer 0: it
+    must turn the setting off, not vanish (which would keep the default)."""
+    assert render(with_value(path, 0)).config[DURATION_SETTINGS[path]] == "0"
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"reloadInterval": "0s"},
+        {"reloadInterval": "00ms"},
+        {"reloadInterval": 0},
+        {"credentials": {"reloadInterval": "0m"}},
+        {"config": {"upstreamTimeout": "0s"}},
+        {"config": {"upstreamTimeout": 10}},
+        {"config": {"connectTimeout": "0ms"}},
+        {"rateLimit": {"redis": {"timeout": "0s"}}},
+        {"rateLimit": {"maxWait": 5}},
+        {"rateLimit": {"maxWait": "-1s"}},
+        {"config": {"retryMaxDelay": "2 s"}},
+        {"connections": {"keepaliveInterval": 30}},
+        {"connections": {"keepaliveInterval": "off"}},
+        {"connections": {"maxConnectionAge": "-5m"}},
+        {"serviceMonitor": {"interval": "1m 30s"}},
+        {"serviceMonitor": {"scrapeTimeout": ""}},
+    ],
+    ids=lambda bad: yaml.safe_dump(bad, default_flow_style=True, width=200).strip(),
+)
+def test_schema_rejects_bad_durations(chart, values):
+    with pytest.raises(helm.HelmValuesError):
+        chart.validate_schema(values)
+
+
+@pytest.mark.parametrize(
+    "good",
+    ["1s", "10s", "100ms", "1m 30s", "1m30s", "0m 30s", "0s 1ms", "2h", "01s"],
+)
+def test_positive_durations_pass_the_schema(render, good):
+    assert render({"config": {"upstreamTimeout": good}}).config["FACEID_UPSTREAM_TIMEOUT"] == good

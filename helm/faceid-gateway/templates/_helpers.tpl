@@ -138,6 +138,17 @@ reads those keys (Helm stops at the first template that fails).
 {{- .Values.credentials.reloadInterval | default .Values.reloadInterval -}}
 {{- end -}}
 
+{{/*
+An optional setting as the binary reads it: "" for null or empty (the
+binary's default applies), else the value as text. A bare 0 stays "0" (off),
+where `with` alone would drop it.
+*/}}
+{{- define "faceid-gateway.optionalSetting" -}}
+{{- if not (kindIs "invalid" .) -}}
+{{- toString . -}}
+{{- end -}}
+{{- end -}}
+
 {{/* "true" when the gRPC port is mutual TLS (a client CA is configured). */}}
 {{- define "faceid-gateway.mtls" -}}
 {{- $ca := .Values.tls.clientCA -}}
