@@ -97,7 +97,16 @@ MATRIX = {
     "connections-hpa": merge(
         HPA,
         REDIS,
-        {"connections": {"maxConcurrentStreams": 100, "keepaliveInterval": "20s", "maxConnectionAge": "5m"}},
+        {
+            "connections": {
+                "maxConcurrentStreams": 100,
+                "keepaliveInterval": "20s",
+                "maxConnectionAge": "5m",
+                "handshakeTimeout": "5s",
+                "idleTimeout": "0",
+                "maxConnections": 2000,
+            }
+        },
     ),
     "everything": merge(
         HPA,
@@ -107,7 +116,14 @@ MATRIX = {
         ENCRYPTION,
         {
             "reloadInterval": "30s",
-            "connections": {"maxConcurrentStreams": 64, "keepaliveInterval": "1m 30s", "maxConnectionAge": "10m"},
+            "connections": {
+                "maxConcurrentStreams": 64,
+                "keepaliveInterval": "1m 30s",
+                "maxConnectionAge": "10m",
+                "handshakeTimeout": "0s",
+                "idleTimeout": "15m",
+                "maxConnections": 4294967295,
+            },
             "credentials": {"mode": "file", **INLINE_KEYS},
             "image": {
                 "repository": "registry.example.com/faceid-gateway",
@@ -249,6 +265,13 @@ def test_every_object_validates_against_kubernetes(rendered, case, kube_version)
         {"connections": {"maxConcurrentStreams": "256"}},
         {"connections": {"keepaliveInterval": "30"}},
         {"connections": {"maxConnectionAge": "five minutes"}},
+        {"connections": {"handshakeTimeout": "10"}},
+        {"connections": {"idleTimeout": "five minutes"}},
+        {"connections": {"idleTimeout": True}},
+        {"connections": {"maxConnections": 0}},
+        {"connections": {"maxConnections": "10000"}},
+        {"connections": {"maxConnections": 4294967296}},
+        {"connections": {"maxConnectionsPerIp": 10}},
         {"upstreamEncryption": {"mode": "on"}},
         {"upstreamEncryption": {"mode": True}},
         {"upstreamEncryption": {"mode": "Response"}},
@@ -1012,6 +1035,9 @@ def test_new_settings_default_to_the_binary_defaults(rendered):
         "FACEID_MAX_CONCURRENT_STREAMS",
         "FACEID_KEEPALIVE_INTERVAL",
         "FACEID_MAX_CONNECTION_AGE",
+        "FACEID_HANDSHAKE_TIMEOUT",
+        "FACEID_IDLE_TIMEOUT",
+        "FACEID_MAX_CONNECTIONS",
         "FACEID_AUTH_ALLOW_REFLECTION",
     ):
         assert absent not in config
@@ -1025,10 +1051,16 @@ def test_connection_and_encryption_settings_are_mapped(rendered):
     assert config["FACEID_MAX_CONCURRENT_STREAMS"] == "100"
     assert config["FACEID_KEEPALIVE_INTERVAL"] == "20s"
     assert config["FACEID_MAX_CONNECTION_AGE"] == "5m"
+    assert config["FACEID_HANDSHAKE_TIMEOUT"] == "5s"
+    assert config["FACEID_IDLE_TIMEOUT"] == "0"  # off
+    assert config["FACEID_MAX_CONNECTIONS"] == "2000"
     config = rendered["everything"].config
     assert config["FACEID_MAX_CONCURRENT_STREAMS"] == "64"
     assert config["FACEID_KEEPALIVE_INTERVAL"] == "1m 30s"
     assert config["FACEID_MAX_CONNECTION_AGE"] == "10m"
+    assert config["FACEID_HANDSHAKE_TIMEOUT"] == "0s"  # off
+    assert config["FACEID_IDLE_TIMEOUT"] == "15m"
+    assert config["FACEID_MAX_CONNECTIONS"] == "4294967295"  # never 4.294967295e+09
     assert config["FACEID_UPSTREAM_ENCRYPTION"] == "response"
     assert config["FACEID_ENCRYPTION_ALGORITHM"] == "sm4-gcm"
     assert rendered["encryption-rsa-only"].config["FACEID_UPSTREAM_ENCRYPTION"] == "fields"
@@ -1178,6 +1210,8 @@ DURATION_SETTINGS = {
     "config.connectTimeout": "FACEID_CONNECT_TIMEOUT",
     "connections.keepaliveInterval": "FACEID_KEEPALIVE_INTERVAL",
     "connections.maxConnectionAge": "FACEID_MAX_CONNECTION_AGE",
+    "connections.handshakeTimeout": "FACEID_HANDSHAKE_TIMEOUT",
+    "connections.idleTimeout": "FACEID_IDLE_TIMEOUT",
 }
 # The binary's parser -> the schema definition that accepts what it accepts.
 DURATION_DEFINITION = {
@@ -1233,6 +1267,11 @@ def test_every_duration_of_the_schema_matches_the_binarys_parser():
     for path, variable in DURATION_SETTINGS.items():
         assert variable in parsers, (path, variable)
         assert durations[path] == DURATION_DEFINITION[parsers[variable]], (path, variable, parsers[variable])
+    # And no duration flag of `serve` is left out of the chart
+    # (FACEID_DRAIN_TIMEOUT is set from drainTimeoutSeconds, an integer >= 1).
+    for variable, parser in parsers.items():
+        if parser in DURATION_DEFINITION and variable != "FACEID_DRAIN_TIMEOUT":
+            assert variable in DURATION_SETTINGS.values(), variable
     assert refs["serviceMonitor.interval"] == refs["serviceMonitor.scrapeTimeout"] == "prometheusDuration"
 
 
@@ -1252,7 +1291,15 @@ def test_a_zero_duration_is_refused_exactly_where_the_binary_refuses_it(chart, r
 
 
 @pytest.mark.parametrize(
-    "path", ["rateLimit.maxWait", "config.retryBaseDelay", "connections.keepaliveInterval", "connections.maxConnectionAge"]
+    "path",
+    [
+        "rateLimit.maxWait",
+        "config.retryBaseDelay",
+        "connections.keepaliveInterval",
+        "connections.maxConnectionAge",
+        "connections.handshakeTimeout",
+        "connections.idleTimeout",
+    ],
 )
 def test_a_bare_integer_zero_reaches_the_binary_as_0(render, path):
     """`--set connections.keepaliveInterval=0` arrives as the integer 0: it
