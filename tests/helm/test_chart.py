@@ -280,6 +280,8 @@ def test_every_object_validates_against_kubernetes(rendered, case, kube_version)
         {"upstreamEncryption": {"tencentPublicKeys": {"rsaPem": "-----BEGIN"}}},
         {"service": {"grpcAppProtocol": "grpc over tls"}},
         {"tests": {"enabled": "no"}},
+        {"input": {"allowPrivateImageUrls": "true"}},
+        {"input": {"allowPrivateUrls": True}},
         {"tests": {"tls": {"clientCert": "x"}}},
     ],
     ids=lambda bad: yaml.safe_dump(bad, default_flow_style=True, width=200).strip(),
@@ -1039,6 +1041,7 @@ def test_new_settings_default_to_the_binary_defaults(rendered):
         "FACEID_IDLE_TIMEOUT",
         "FACEID_MAX_CONNECTIONS",
         "FACEID_AUTH_ALLOW_REFLECTION",
+        "FACEID_ALLOW_PRIVATE_IMAGE_URLS",
     ):
         assert absent not in config
     for absent in FILE_VARS:
@@ -1170,26 +1173,44 @@ def test_notes_for_tls_and_tokens(rendered):
     assert "except health and reflection" in rendered["tokens"].notes
 
 
-def test_reused_values_of_an_older_release_fail_with_advice(tmp_path):
+def _values_of_0_1_0(values):
+    for key in ("reloadInterval", "tls", "auth", "connections", "upstreamEncryption", "input"):
+        del values[key]
+    values["credentials"]["reloadInterval"] = "5s"
+    del values["tests"]["enabled"], values["tests"]["tls"]
+
+
+def _values_of_0_2_0(values):
+    del values["input"]
+    for key in ("handshakeTimeout", "idleTimeout", "maxConnections"):
+        del values["connections"][key]
+
+
+@pytest.mark.parametrize(
+    "old_defaults, missing",
+    [
+        (_values_of_0_1_0, "reloadInterval, tls, auth, connections, upstreamEncryption, input"),
+        (_values_of_0_2_0, "input"),
+    ],
+    ids=["from-0.1.0", "from-0.2.0"],
+)
+def test_reused_values_of_an_older_release_fail_with_advice(tmp_path, old_defaults, missing):
     """`helm upgrade --reuse-values` renders with the old chart's defaults
     (Helm's reuseValues sets chart.Values to them). Rebuild that situation:
-    this chart with the defaults of 0.1.0, which had no tls/auth/... keys."""
+    this chart with the defaults of an older version, which lacked keys."""
     import shutil
 
     old = tmp_path / "faceid-gateway"
     shutil.copytree(CHART, old)
     values = yaml.safe_load((CHART / "values.yaml").read_text())
-    for key in ("reloadInterval", "tls", "auth", "connections", "upstreamEncryption"):
-        del values[key]
-    values["credentials"]["reloadInterval"] = "5s"
-    del values["tests"]["enabled"], values["tests"]["tls"]
+    old_defaults(values)
     (old / "values.yaml").write_text(yaml.safe_dump(values))
     with helm.Chart.load(str(old)) as chart:
         with pytest.raises(helm.HelmRenderError) as error:
             chart.render({}, name=RELEASE, namespace="faceid", is_install=False)
     message = str(error.value)
     assert "--reset-then-reuse-values" in message
-    assert "reloadInterval, tls, auth, connections, upstreamEncryption" in message
+    assert f"the values lack {missing}, which chart" in message
     assert "nil pointer" not in message
 
 
@@ -1340,3 +1361,17 @@ def test_schema_rejects_bad_durations(chart, values):
 )
 def test_positive_durations_pass_the_schema(render, good):
     assert render({"config": {"upstreamTimeout": good}}).config["FACEID_UPSTREAM_TIMEOUT"] == good
+
+
+# --------------------------------------------------------- private image URLs
+
+
+def test_private_image_urls_stay_refused_unless_switched_on(render, rendered):
+    for case, out in rendered.items():
+        assert "FACEID_ALLOW_PRIVATE_IMAGE_URLS" not in out.config, case
+        assert "allowPrivateImageUrls" not in out.notes, case
+    out = render({"input": {"allowPrivateImageUrls": True}})
+    assert out.config["FACEID_ALLOW_PRIVATE_IMAGE_URLS"] == "true"
+    assert "WARNING: input.allowPrivateImageUrls=true" in out.notes
+    assert "Tencent fetches image URLs with your" in out.notes
+    assert "FACEID_ALLOW_PRIVATE_IMAGE_URLS" not in render({"input": {"allowPrivateImageUrls": False}}).config

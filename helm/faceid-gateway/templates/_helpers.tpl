@@ -119,13 +119,24 @@ true
 `helm upgrade --reuse-values` renders with the previous chart version's
 defaults, which lack the keys added since; the templates would then stop at a
 nil pointer. Say what happened instead. Called first by every template that
-reads those keys (Helm stops at the first template that fails).
+reads those keys (Helm stops at the first template that fails). Each entry is
+a dotted path to a map or key added after chart 0.1.0; keys whose absence
+reads as their default (a null, an empty string, false) need no entry.
 */}}
 {{- define "faceid-gateway.requireCurrentValues" -}}
 {{- $missing := list -}}
-{{- range list "reloadInterval" "tls" "auth" "connections" "upstreamEncryption" -}}
-{{- if not (hasKey $.Values .) -}}
-{{- $missing = append $missing . -}}
+{{- range $path := list "reloadInterval" "tls" "auth" "connections" "upstreamEncryption" "input" -}}
+{{- $node := $.Values -}}
+{{- $found := true -}}
+{{- range splitList "." $path -}}
+{{- if and $found (kindIs "map" $node) (hasKey $node .) -}}
+{{- $node = index $node . -}}
+{{- else -}}
+{{- $found = false -}}
+{{- end -}}
+{{- end -}}
+{{- if not $found -}}
+{{- $missing = append $missing $path -}}
 {{- end -}}
 {{- end -}}
 {{- if $missing -}}
