@@ -33,6 +33,9 @@ from conftest import (
 )
 
 REDIS = {"rateLimit": {"redis": {"url": "redis://redis.cache.svc:6379/0"}}}
+REDIS_TLS = {
+    "rateLimit": {"redis": {"url": "rediss://redis.cache.svc:6380/0", "ca": {"existingSecret": "redis-ca", "key": "ca.pem"}}}
+}
 HPA = {"autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 4}}
 TLS = {"tls": {"enabled": True, "existingSecret": "gw-tls"}}
 MTLS = merge(
@@ -61,6 +64,11 @@ MATRIX = {
     "hpa-redis": merge(HPA, REDIS),
     "hpa-redis-from-secret": merge(
         HPA, {"rateLimit": {"redis": {"existingSecret": "redis-url", "existingSecretKey": "url"}}}
+    ),
+    "redis-tls-ca-secret": merge(HPA, REDIS_TLS),
+    "redis-tls-ca-configmap": merge(
+        HPA,
+        {"rateLimit": {"redis": {"existingSecret": "redis-url", "ca": {"existingConfigMap": "trust-bundle"}}}},
     ),
     "replicas-3-per-replica": {
         "replicaCount": 3,
@@ -236,6 +244,13 @@ def test_every_object_validates_against_kubernetes(rendered, case, kube_version)
         {"rateLimit": {"perSecond": 0}},
         {"rateLimit": {"fallbackShare": 0}},
         {"rateLimit": {"redis": {"url": "localhost:6379"}}},
+        {"rateLimit": {"redis": {"url": "http://redis:6379"}}},
+        {"rateLimit": {"redis": {"url": "rediss//redis:6380"}}},
+        {"rateLimit": {"redis": {"url": "redis+tls://redis:6380"}}},
+        {"rateLimit": {"redis": {"ca": {"bundle": "-----BEGIN CERTIFICATE-----"}}}},
+        {"rateLimit": {"redis": {"ca": {"existingSecret": "Redis_CA"}}}},
+        {"rateLimit": {"redis": {"ca": {"existingConfigMap": "ca", "key": "a/b"}}}},
+        {"rateLimit": {"redis": {"ca": "redis-ca"}}},
         {"credentials": {"mode": "vault"}},
         {"credentials": {"secretID": "x"}},
         {"config": {"upstreamTimeout": "ten seconds"}},
@@ -493,8 +508,9 @@ def test_redis_url_from_a_secret_stays_out_of_the_configmap(rendered):
     }
 
 
-def test_a_redis_url_with_a_password_is_refused(render):
-    url = f"redis://:{FAKE_REDIS_PASSWORD}@redis:6379/0"
+@pytest.mark.parametrize("scheme", ["redis", "rediss"])
+def test_a_redis_url_with_a_password_is_refused(render, scheme):
+    url = f"{scheme}://:{FAKE_REDIS_PASSWORD}@redis:6379/0"
     with pytest.raises(helm.HelmRenderError, match="rateLimit.redis.existingSecret") as error:
         render(merge(HPA, {"rateLimit": {"redis": {"url": url}}}))
     assert FAKE_REDIS_PASSWORD not in str(error.value)
@@ -847,6 +863,7 @@ FILE_VARS = (
     "FACEID_AUTH_TOKENS_FILE",
     "FACEID_TENCENT_RSA_PUBLIC_KEY",
     "FACEID_TENCENT_SM2_PUBLIC_KEY",
+    "FACEID_RATE_LIMIT_REDIS_CA",
 )
 CONFIG_RS = CHART.parents[1] / "src" / "config" / "cli.rs"
 
@@ -943,6 +960,8 @@ def test_file_variables_point_into_read_only_mounts(rendered, case):
             },
         ),
         ("encryption-rsa-only", {"FACEID_TENCENT_RSA_PUBLIC_KEY": ("configMap", "tencent-keys", "rsa.pem")}),
+        ("redis-tls-ca-secret", {"FACEID_RATE_LIMIT_REDIS_CA": ("secret", "redis-ca", "ca.pem")}),
+        ("redis-tls-ca-configmap", {"FACEID_RATE_LIMIT_REDIS_CA": ("configMap", "trust-bundle", "ca.crt")}),
         (
             "everything",
             {
@@ -973,7 +992,9 @@ def test_tls_volume_is_one_read_only_projected_directory(rendered):
     assert "FACEID_TLS_CLIENT_CA" not in rendered["tls"].env
 
 
-@pytest.mark.parametrize("case", ["tls", "tls-mtls-secret", "tokens", "encryption", "everything"])
+@pytest.mark.parametrize(
+    "case", ["tls", "tls-mtls-secret", "tokens", "encryption", "redis-tls-ca-secret", "redis-tls-ca-configmap", "everything"]
+)
 def test_watched_files_roll_no_pods(rendered, case):
     """Renewed certificates and edited tokens are re-read by the gateway, so
     no checksum of them (the chart cannot see them anyway) sits on the pods."""
@@ -1178,10 +1199,12 @@ def _values_of_0_1_0(values):
         del values[key]
     values["credentials"]["reloadInterval"] = "5s"
     del values["tests"]["enabled"], values["tests"]["tls"]
+    del values["rateLimit"]["redis"]["ca"]
 
 
 def _values_of_0_2_0(values):
     del values["input"]
+    del values["rateLimit"]["redis"]["ca"]
     for key in ("handshakeTimeout", "idleTimeout", "maxConnections"):
         del values["connections"][key]
 
@@ -1189,8 +1212,11 @@ def _values_of_0_2_0(values):
 @pytest.mark.parametrize(
     "old_defaults, missing",
     [
-        (_values_of_0_1_0, "reloadInterval, tls, auth, connections, upstreamEncryption, input"),
-        (_values_of_0_2_0, "input"),
+        (
+            _values_of_0_1_0,
+            "reloadInterval, tls, auth, connections, upstreamEncryption, input, rateLimit.redis.ca",
+        ),
+        (_values_of_0_2_0, "input, rateLimit.redis.ca"),
     ],
     ids=["from-0.1.0", "from-0.2.0"],
 )
@@ -1375,3 +1401,74 @@ def test_private_image_urls_stay_refused_unless_switched_on(render, rendered):
     assert "WARNING: input.allowPrivateImageUrls=true" in out.notes
     assert "Tencent fetches image URLs with your" in out.notes
     assert "FACEID_ALLOW_PRIVATE_IMAGE_URLS" not in render({"input": {"allowPrivateImageUrls": False}}).config
+
+
+# ---------------------------------------------------------------- Redis TLS
+
+
+def test_a_rediss_url_without_credentials_goes_in_the_configmap(rendered):
+    out = rendered["redis-tls-ca-secret"]
+    assert out.config["FACEID_RATE_LIMIT_REDIS"] == "rediss://redis.cache.svc:6380/0"
+    assert "FACEID_RATE_LIMIT_REDIS" not in out.env
+
+
+def test_the_redis_ca_is_a_read_only_directory_mount(rendered):
+    for case, volume_source, mode in (
+        ("redis-tls-ca-secret", "secret", 0o440),
+        ("redis-tls-ca-configmap", "configMap", 0o444),
+    ):
+        out = rendered[case]
+        assert out.env["FACEID_RATE_LIMIT_REDIS_CA"] == {
+            "name": "FACEID_RATE_LIMIT_REDIS_CA",
+            "value": "/etc/faceid-gateway/redis-ca/ca.crt",
+        }
+        mount = next(m for m in out.container["volumeMounts"] if m["name"] == "redis-ca")
+        # The whole directory (never subPath), so kubelet delivers a new bundle.
+        assert mount == {"name": "redis-ca", "mountPath": "/etc/faceid-gateway/redis-ca", "readOnly": True}
+        volume = next(v for v in out.pod_spec["volumes"] if v["name"] == "redis-ca")
+        assert set(volume) == {"name", volume_source}, case
+        assert volume[volume_source]["defaultMode"] == mode, case
+        assert len(volume[volume_source]["items"]) == 1, case
+    # The URL itself still comes from its own Secret.
+    assert rendered["redis-tls-ca-configmap"].env["FACEID_RATE_LIMIT_REDIS"]["valueFrom"] == {
+        "secretKeyRef": {"name": "redis-url", "key": "url"}
+    }
+    for case, out in rendered.items():
+        if not MATRIX[case].get("rateLimit", {}).get("redis", {}).get("ca"):
+            assert "FACEID_RATE_LIMIT_REDIS_CA" not in out.env, case
+            assert "redis-ca" not in [v["name"] for v in out.pod_spec["volumes"]], case
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        (
+            merge(REDIS_TLS, HPA, {"rateLimit": {"redis": {"ca": {"existingConfigMap": "bundle"}}}}),
+            "either rateLimit.redis.ca.existingSecret or rateLimit.redis.ca.existingConfigMap",
+        ),
+        ({"rateLimit": {"redis": {"ca": {"existingSecret": "redis-ca"}}}}, "but no Redis is set"),
+        (
+            merge(HPA, REDIS, {"rateLimit": {"redis": {"ca": {"existingSecret": "redis-ca"}}}}),
+            "rateLimit.redis.url is redis:// (plaintext)",
+        ),
+        (
+            merge(
+                HPA,
+                REDIS_TLS,
+                {"credentials": {"mode": "file", "file": {"mountPath": "/etc/faceid-gateway/redis-ca"}}},
+            ),
+            "credentials.file.mountPath=/etc/faceid-gateway/redis-ca is where the chart mounts the Redis CA",
+        ),
+    ],
+    ids=["ca-twice", "ca-without-redis", "ca-with-plaintext-redis", "mount-clash"],
+)
+def test_inconsistent_redis_tls_settings_are_refused(render, values, message):
+    with pytest.raises(helm.HelmRenderError, match=re.escape(message)):
+        render(values)
+
+
+def test_notes_name_the_redis_ca(rendered):
+    notes = rendered["redis-tls-ca-secret"].notes
+    assert 'CA bundle in the Secret "redis-ca"\n(key ca.pem), re-read every 5s.' in notes
+    assert 'ConfigMap "trust-bundle"' in rendered["redis-tls-ca-configmap"].notes
+    assert "Redis TLS" not in rendered["hpa-redis"].notes

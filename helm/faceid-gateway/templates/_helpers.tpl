@@ -125,7 +125,7 @@ reads as their default (a null, an empty string, false) need no entry.
 */}}
 {{- define "faceid-gateway.requireCurrentValues" -}}
 {{- $missing := list -}}
-{{- range $path := list "reloadInterval" "tls" "auth" "connections" "upstreamEncryption" "input" -}}
+{{- range $path := list "reloadInterval" "tls" "auth" "connections" "upstreamEncryption" "input" "rateLimit.redis.ca" -}}
 {{- $node := $.Values -}}
 {{- $found := true -}}
 {{- range splitList "." $path -}}
@@ -185,6 +185,7 @@ volume mounted whole (never subPath), so kubelet delivers updates.
 {{- define "faceid-gateway.tlsDir" -}}/etc/faceid-gateway/tls{{- end -}}
 {{- define "faceid-gateway.tokensDir" -}}/etc/faceid-gateway/auth{{- end -}}
 {{- define "faceid-gateway.publicKeysDir" -}}/etc/faceid-gateway/tencent-public-keys{{- end -}}
+{{- define "faceid-gateway.redisCaDir" -}}/etc/faceid-gateway/redis-ca{{- end -}}
 
 {{- define "faceid-gateway.gracePeriod" -}}
 {{- $floor := add .Values.preStopSleepSeconds .Values.drainTimeoutSeconds -}}
@@ -214,6 +215,21 @@ says what to set.
 {{- end -}}
 {{- if and $v.rateLimit.redis.url $v.rateLimit.redis.existingSecret -}}
 {{- fail "faceid-gateway: set either rateLimit.redis.url or rateLimit.redis.existingSecret, not both." -}}
+{{- end -}}
+{{- $redisCa := $v.rateLimit.redis.ca -}}
+{{- if and $redisCa.existingSecret $redisCa.existingConfigMap -}}
+{{- fail "faceid-gateway: set either rateLimit.redis.ca.existingSecret or rateLimit.redis.ca.existingConfigMap, not both." -}}
+{{- end -}}
+{{- if or $redisCa.existingSecret $redisCa.existingConfigMap -}}
+{{- if not (include "faceid-gateway.sharedLimit" .) -}}
+{{- fail "faceid-gateway: rateLimit.redis.ca is the CA bundle of a rediss:// Redis, but no Redis is set: set rateLimit.redis.url or rateLimit.redis.existingSecret too, or leave rateLimit.redis.ca empty." -}}
+{{- end -}}
+{{- if hasPrefix "redis://" $v.rateLimit.redis.url -}}
+{{- fail "faceid-gateway: rateLimit.redis.ca is only for TLS, but rateLimit.redis.url is redis:// (plaintext); the gateway would refuse to start. Use a rediss:// URL, or leave rateLimit.redis.ca empty." -}}
+{{- end -}}
+{{- if eq (trimSuffix "/" $v.credentials.file.mountPath) (include "faceid-gateway.redisCaDir" .) -}}
+{{- fail (printf "faceid-gateway: credentials.file.mountPath=%s is where the chart mounts the Redis CA bundle; choose another directory." (include "faceid-gateway.redisCaDir" .)) -}}
+{{- end -}}
 {{- end -}}
 {{- $max := include "faceid-gateway.maxReplicas" . | int -}}
 {{- if and (or (gt $max 1) $v.autoscaling.enabled) (not (include "faceid-gateway.sharedLimit" .)) -}}
