@@ -1472,3 +1472,73 @@ def test_notes_name_the_redis_ca(rendered):
     assert 'CA bundle in the Secret "redis-ca"\n(key ca.pem), re-read every 5s.' in notes
     assert 'ConfigMap "trust-bundle"' in rendered["redis-tls-ca-configmap"].notes
     assert "Redis TLS" not in rendered["hpa-redis"].notes
+
+
+# ------------------------------------------------------- notes: health, HTTP/JSON
+
+
+def _line(notes: str, marker: str) -> str:
+    (line,) = [line for line in notes.splitlines() if marker in line]
+    return line
+
+
+@pytest.mark.parametrize("case", ["defaults", "tokens", "tls-tokens", "tls-mtls-secret", "everything"])
+def test_notes_health_check_needs_no_token(rendered, case):
+    """Health answers without a token, and reflection shows the health service
+    to a caller without one, so the grpcurl health line is the plain one
+    whatever the caller tokens."""
+    notes = rendered[case].notes
+    health = _line(notes, "grpc.health.v1.Health/Check")
+    assert "authorization" not in health and "FACEID_TOKEN" not in health
+    assert health.strip().startswith("grpcurl ")
+
+
+def test_notes_describe_carries_a_token_only_where_reflection_needs_one(rendered):
+    def describe(case):
+        return _line(rendered[case].notes, " describe ")
+
+    assert "authorization" not in describe("defaults")
+    assert "authorization" not in describe("tokens")  # auth.allowReflection=true
+    assert '-H "authorization: Bearer $FACEID_TOKEN" localhost:50051 describe' in describe("tls-tokens")
+    assert "shows only the health service" in rendered["tls-tokens"].notes
+    assert "shows only the health service" not in rendered["tokens"].notes
+
+
+def test_notes_show_http_json_on_the_grpc_port(rendered):
+    line = _line(rendered["defaults"].notes, "/v1/idcard:verify")
+    assert line.strip().startswith("curl ")
+    assert "--data-binary @request.json" in line and "content-type: application/json" in line
+    assert line.endswith(" http://localhost:50051/v1/idcard:verify")
+    assert "authorization" not in line
+    notes = rendered["defaults"].notes
+    assert "HTTP/JSON on the same port (HTTP/1.1 or HTTP/2)" in notes
+    assert f"gRPC and HTTP/JSON clients use: {FULLNAME}.faceid.svc:50051" in notes
+
+    # Calls need the token over HTTP too, whatever reflection allows.
+    line = _line(rendered["tokens"].notes, "/v1/idcard:verify")
+    assert '-H "authorization: Bearer $FACEID_TOKEN"' in line
+
+    # TLS: the name in the certificate, resolved to the port-forward.
+    host = f"{FULLNAME}.faceid.svc"
+    line = _line(rendered["tls-tokens"].notes, "/v1/idcard:verify")
+    assert f"--cacert ca.crt --resolve {host}:50051:127.0.0.1" in line
+    assert line.endswith(f" https://{host}:50051/v1/idcard:verify")
+    assert '-H "authorization: Bearer $FACEID_TOKEN"' in line
+    assert "--cert" not in line
+    line = _line(rendered["tls-mtls-secret"].notes, "/v1/idcard:verify")
+    assert "--cert client.crt --key client.key" in line
+
+
+def test_the_service_port_keeps_its_name_and_warns_against_http_only(rendered, render):
+    """The gRPC port also serves HTTP/1.1 now. appProtocol stays grpc (https
+    with TLS): a mesh then speaks HTTP/2 to the pods, which carries gRPC and
+    HTTP/JSON alike; `http` would make it forward gRPC as HTTP/1.1."""
+    for case, out in rendered.items():
+        port = next(p for p in out.one("Service")["spec"]["ports"] if p["targetPort"] == "grpc")
+        assert port["name"] == "grpc", case
+        assert port["appProtocol"] in ("grpc", "https"), case
+        assert "grpcAppProtocol" not in out.notes, case
+    for value in ("http", "HTTP"):
+        notes = render({"service": {"grpcAppProtocol": value}}).notes
+        assert f"WARNING: service.grpcAppProtocol={value} tells service meshes" in notes
+    assert "WARNING" not in render({"service": {"grpcAppProtocol": "kubernetes.io/h2c"}}).notes
