@@ -33,6 +33,9 @@ from conftest import (
 )
 
 REDIS = {"rateLimit": {"redis": {"url": "redis://redis.cache.svc:6379/0"}}}
+REDIS_TLS = {
+    "rateLimit": {"redis": {"url": "rediss://redis.cache.svc:6380/0", "ca": {"existingSecret": "redis-ca", "key": "ca.pem"}}}
+}
 HPA = {"autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 4}}
 TLS = {"tls": {"enabled": True, "existingSecret": "gw-tls"}}
 MTLS = merge(
@@ -61,6 +64,11 @@ MATRIX = {
     "hpa-redis": merge(HPA, REDIS),
     "hpa-redis-from-secret": merge(
         HPA, {"rateLimit": {"redis": {"existingSecret": "redis-url", "existingSecretKey": "url"}}}
+    ),
+    "redis-tls-ca-secret": merge(HPA, REDIS_TLS),
+    "redis-tls-ca-configmap": merge(
+        HPA,
+        {"rateLimit": {"redis": {"existingSecret": "redis-url", "ca": {"existingConfigMap": "trust-bundle"}}}},
     ),
     "replicas-3-per-replica": {
         "replicaCount": 3,
@@ -97,7 +105,16 @@ MATRIX = {
     "connections-hpa": merge(
         HPA,
         REDIS,
-        {"connections": {"maxConcurrentStreams": 100, "keepaliveInterval": "20s", "maxConnectionAge": "5m"}},
+        {
+            "connections": {
+                "maxConcurrentStreams": 100,
+                "keepaliveInterval": "20s",
+                "maxConnectionAge": "5m",
+                "handshakeTimeout": "5s",
+                "idleTimeout": "0",
+                "maxConnections": 2000,
+            }
+        },
     ),
     "everything": merge(
         HPA,
@@ -107,7 +124,14 @@ MATRIX = {
         ENCRYPTION,
         {
             "reloadInterval": "30s",
-            "connections": {"maxConcurrentStreams": 64, "keepaliveInterval": "1m 30s", "maxConnectionAge": "10m"},
+            "connections": {
+                "maxConcurrentStreams": 64,
+                "keepaliveInterval": "1m 30s",
+                "maxConnectionAge": "10m",
+                "handshakeTimeout": "0s",
+                "idleTimeout": "15m",
+                "maxConnections": 4294967295,
+            },
             "credentials": {"mode": "file", **INLINE_KEYS},
             "image": {
                 "repository": "registry.example.com/faceid-gateway",
@@ -220,6 +244,13 @@ def test_every_object_validates_against_kubernetes(rendered, case, kube_version)
         {"rateLimit": {"perSecond": 0}},
         {"rateLimit": {"fallbackShare": 0}},
         {"rateLimit": {"redis": {"url": "localhost:6379"}}},
+        {"rateLimit": {"redis": {"url": "http://redis:6379"}}},
+        {"rateLimit": {"redis": {"url": "rediss//redis:6380"}}},
+        {"rateLimit": {"redis": {"url": "redis+tls://redis:6380"}}},
+        {"rateLimit": {"redis": {"ca": {"bundle": "-----BEGIN CERTIFICATE-----"}}}},
+        {"rateLimit": {"redis": {"ca": {"existingSecret": "Redis_CA"}}}},
+        {"rateLimit": {"redis": {"ca": {"existingConfigMap": "ca", "key": "a/b"}}}},
+        {"rateLimit": {"redis": {"ca": "redis-ca"}}},
         {"credentials": {"mode": "vault"}},
         {"credentials": {"secretID": "x"}},
         {"config": {"upstreamTimeout": "ten seconds"}},
@@ -249,6 +280,13 @@ def test_every_object_validates_against_kubernetes(rendered, case, kube_version)
         {"connections": {"maxConcurrentStreams": "256"}},
         {"connections": {"keepaliveInterval": "30"}},
         {"connections": {"maxConnectionAge": "five minutes"}},
+        {"connections": {"handshakeTimeout": "10"}},
+        {"connections": {"idleTimeout": "five minutes"}},
+        {"connections": {"idleTimeout": True}},
+        {"connections": {"maxConnections": 0}},
+        {"connections": {"maxConnections": "10000"}},
+        {"connections": {"maxConnections": 4294967296}},
+        {"connections": {"maxConnectionsPerIp": 10}},
         {"upstreamEncryption": {"mode": "on"}},
         {"upstreamEncryption": {"mode": True}},
         {"upstreamEncryption": {"mode": "Response"}},
@@ -257,6 +295,8 @@ def test_every_object_validates_against_kubernetes(rendered, case, kube_version)
         {"upstreamEncryption": {"tencentPublicKeys": {"rsaPem": "-----BEGIN"}}},
         {"service": {"grpcAppProtocol": "grpc over tls"}},
         {"tests": {"enabled": "no"}},
+        {"input": {"allowPrivateImageUrls": "true"}},
+        {"input": {"allowPrivateUrls": True}},
         {"tests": {"tls": {"clientCert": "x"}}},
     ],
     ids=lambda bad: yaml.safe_dump(bad, default_flow_style=True, width=200).strip(),
@@ -468,8 +508,9 @@ def test_redis_url_from_a_secret_stays_out_of_the_configmap(rendered):
     }
 
 
-def test_a_redis_url_with_a_password_is_refused(render):
-    url = f"redis://:{FAKE_REDIS_PASSWORD}@redis:6379/0"
+@pytest.mark.parametrize("scheme", ["redis", "rediss"])
+def test_a_redis_url_with_a_password_is_refused(render, scheme):
+    url = f"{scheme}://:{FAKE_REDIS_PASSWORD}@redis:6379/0"
     with pytest.raises(helm.HelmRenderError, match="rateLimit.redis.existingSecret") as error:
         render(merge(HPA, {"rateLimit": {"redis": {"url": url}}}))
     assert FAKE_REDIS_PASSWORD not in str(error.value)
@@ -696,7 +737,7 @@ def test_standard_labels_everywhere(rendered):
             assert labels["app.kubernetes.io/version"] == "0.1.0", where
             assert labels["app.kubernetes.io/managed-by"] == "Helm", where
             assert labels["app.kubernetes.io/name"].startswith("faceid-gateway"), where
-            assert labels["helm.sh/chart"] == "faceid-gateway-0.2.0", where
+            assert labels["helm.sh/chart"] == "faceid-gateway-0.3.0", where
     template_labels = rendered["everything"].deployment["spec"]["template"]["metadata"]["labels"]
     assert template_labels["example.com/tier"] == "backend"
     assert template_labels["example.com/owner"] == "identity"
@@ -807,7 +848,7 @@ def test_notes_warn_when_the_redis_fallback_would_exceed_the_limit(render):
 
 def test_chart_packages(tmp_path):
     helm.package(str(CHART), destination=str(tmp_path))
-    assert [p.name for p in tmp_path.iterdir()] == ["faceid-gateway-0.2.0.tgz"]
+    assert [p.name for p in tmp_path.iterdir()] == ["faceid-gateway-0.3.0.tgz"]
 
 
 # ------------------------------------- TLS, caller tokens, encryption, limits
@@ -822,6 +863,7 @@ FILE_VARS = (
     "FACEID_AUTH_TOKENS_FILE",
     "FACEID_TENCENT_RSA_PUBLIC_KEY",
     "FACEID_TENCENT_SM2_PUBLIC_KEY",
+    "FACEID_RATE_LIMIT_REDIS_CA",
 )
 CONFIG_RS = CHART.parents[1] / "src" / "config" / "cli.rs"
 
@@ -918,6 +960,8 @@ def test_file_variables_point_into_read_only_mounts(rendered, case):
             },
         ),
         ("encryption-rsa-only", {"FACEID_TENCENT_RSA_PUBLIC_KEY": ("configMap", "tencent-keys", "rsa.pem")}),
+        ("redis-tls-ca-secret", {"FACEID_RATE_LIMIT_REDIS_CA": ("secret", "redis-ca", "ca.pem")}),
+        ("redis-tls-ca-configmap", {"FACEID_RATE_LIMIT_REDIS_CA": ("configMap", "trust-bundle", "ca.crt")}),
         (
             "everything",
             {
@@ -948,7 +992,9 @@ def test_tls_volume_is_one_read_only_projected_directory(rendered):
     assert "FACEID_TLS_CLIENT_CA" not in rendered["tls"].env
 
 
-@pytest.mark.parametrize("case", ["tls", "tls-mtls-secret", "tokens", "encryption", "everything"])
+@pytest.mark.parametrize(
+    "case", ["tls", "tls-mtls-secret", "tokens", "encryption", "redis-tls-ca-secret", "redis-tls-ca-configmap", "everything"]
+)
 def test_watched_files_roll_no_pods(rendered, case):
     """Renewed certificates and edited tokens are re-read by the gateway, so
     no checksum of them (the chart cannot see them anyway) sits on the pods."""
@@ -1012,7 +1058,11 @@ def test_new_settings_default_to_the_binary_defaults(rendered):
         "FACEID_MAX_CONCURRENT_STREAMS",
         "FACEID_KEEPALIVE_INTERVAL",
         "FACEID_MAX_CONNECTION_AGE",
+        "FACEID_HANDSHAKE_TIMEOUT",
+        "FACEID_IDLE_TIMEOUT",
+        "FACEID_MAX_CONNECTIONS",
         "FACEID_AUTH_ALLOW_REFLECTION",
+        "FACEID_ALLOW_PRIVATE_IMAGE_URLS",
     ):
         assert absent not in config
     for absent in FILE_VARS:
@@ -1025,10 +1075,16 @@ def test_connection_and_encryption_settings_are_mapped(rendered):
     assert config["FACEID_MAX_CONCURRENT_STREAMS"] == "100"
     assert config["FACEID_KEEPALIVE_INTERVAL"] == "20s"
     assert config["FACEID_MAX_CONNECTION_AGE"] == "5m"
+    assert config["FACEID_HANDSHAKE_TIMEOUT"] == "5s"
+    assert config["FACEID_IDLE_TIMEOUT"] == "0"  # off
+    assert config["FACEID_MAX_CONNECTIONS"] == "2000"
     config = rendered["everything"].config
     assert config["FACEID_MAX_CONCURRENT_STREAMS"] == "64"
     assert config["FACEID_KEEPALIVE_INTERVAL"] == "1m 30s"
     assert config["FACEID_MAX_CONNECTION_AGE"] == "10m"
+    assert config["FACEID_HANDSHAKE_TIMEOUT"] == "0s"  # off
+    assert config["FACEID_IDLE_TIMEOUT"] == "15m"
+    assert config["FACEID_MAX_CONNECTIONS"] == "4294967295"  # never 4.294967295e+09
     assert config["FACEID_UPSTREAM_ENCRYPTION"] == "response"
     assert config["FACEID_ENCRYPTION_ALGORITHM"] == "sm4-gcm"
     assert rendered["encryption-rsa-only"].config["FACEID_UPSTREAM_ENCRYPTION"] == "fields"
@@ -1138,24 +1194,351 @@ def test_notes_for_tls_and_tokens(rendered):
     assert "except health and reflection" in rendered["tokens"].notes
 
 
-def test_reused_values_of_an_older_release_fail_with_advice(tmp_path):
+def _values_of_0_1_0(values):
+    for key in ("reloadInterval", "tls", "auth", "connections", "upstreamEncryption", "input"):
+        del values[key]
+    values["credentials"]["reloadInterval"] = "5s"
+    del values["tests"]["enabled"], values["tests"]["tls"]
+    del values["rateLimit"]["redis"]["ca"]
+
+
+def _values_of_0_2_0(values):
+    del values["input"]
+    del values["rateLimit"]["redis"]["ca"]
+    for key in ("handshakeTimeout", "idleTimeout", "maxConnections"):
+        del values["connections"][key]
+
+
+@pytest.mark.parametrize(
+    "old_defaults, missing",
+    [
+        (
+            _values_of_0_1_0,
+            "reloadInterval, tls, auth, connections, upstreamEncryption, input, rateLimit.redis.ca",
+        ),
+        (_values_of_0_2_0, "input, rateLimit.redis.ca"),
+    ],
+    ids=["from-0.1.0", "from-0.2.0"],
+)
+def test_reused_values_of_an_older_release_fail_with_advice(tmp_path, old_defaults, missing):
     """`helm upgrade --reuse-values` renders with the old chart's defaults
     (Helm's reuseValues sets chart.Values to them). Rebuild that situation:
-    this chart with the defaults of 0.1.0, which had no tls/auth/... keys."""
+    this chart with the defaults of an older version, which lacked keys."""
     import shutil
 
     old = tmp_path / "faceid-gateway"
     shutil.copytree(CHART, old)
     values = yaml.safe_load((CHART / "values.yaml").read_text())
-    for key in ("reloadInterval", "tls", "auth", "connections", "upstreamEncryption"):
-        del values[key]
-    values["credentials"]["reloadInterval"] = "5s"
-    del values["tests"]["enabled"], values["tests"]["tls"]
+    old_defaults(values)
     (old / "values.yaml").write_text(yaml.safe_dump(values))
     with helm.Chart.load(str(old)) as chart:
         with pytest.raises(helm.HelmRenderError) as error:
             chart.render({}, name=RELEASE, namespace="faceid", is_install=False)
     message = str(error.value)
     assert "--reset-then-reuse-values" in message
-    assert "reloadInterval, tls, auth, connections, upstreamEncryption" in message
+    assert f"the values lack {missing}, which chart 0.3.0 defines" in message
     assert "nil pointer" not in message
+
+
+# ------------------------------------------------------------------ durations
+
+# Every duration the chart hands to the binary: value path -> variable. The
+# schema definition of each must match how `serve` parses the variable, so a
+# zero the binary refuses at start-up fails `helm install` instead of leaving
+# a pod in CrashLoopBackOff, and a zero that means "off" is let through.
+DURATION_SETTINGS = {
+    "reloadInterval": "FACEID_RELOAD_INTERVAL",
+    "credentials.reloadInterval": "FACEID_RELOAD_INTERVAL",
+    "rateLimit.maxWait": "FACEID_RATE_LIMIT_MAX_WAIT",
+    "rateLimit.redis.timeout": "FACEID_RATE_LIMIT_REDIS_TIMEOUT",
+    "config.retryBaseDelay": "FACEID_RETRY_BASE_DELAY",
+    "config.retryMaxDelay": "FACEID_RETRY_MAX_DELAY",
+    "config.upstreamTimeout": "FACEID_UPSTREAM_TIMEOUT",
+    "config.connectTimeout": "FACEID_CONNECT_TIMEOUT",
+    "connections.keepaliveInterval": "FACEID_KEEPALIVE_INTERVAL",
+    "connections.maxConnectionAge": "FACEID_MAX_CONNECTION_AGE",
+    "connections.handshakeTimeout": "FACEID_HANDSHAKE_TIMEOUT",
+    "connections.idleTimeout": "FACEID_IDLE_TIMEOUT",
+}
+# The binary's parser -> the schema definition that accepts what it accepts.
+DURATION_DEFINITION = {
+    "parse_positive_duration": "duration",
+    "parse_duration": "durationOrZero",
+    "parse_duration_or_off": "optionalDurationOrOff",
+}
+
+
+def serve_parsers() -> dict[str, str]:
+    """FACEID_* variable -> the name of its value parser in ServeArgs."""
+    source = CONFIG_RS.read_text()
+    serve = source[source.index("pub struct ServeArgs") : source.index("impl ServeArgs")]
+    parsers = {}
+    for attribute in re.findall(r"#\[arg\((.*?)\)\]\s*pub \w+", serve, re.S):
+        env = re.search(r'env = "(FACEID_[A-Z0-9_]+)"', attribute)
+        parser = re.search(r"value_parser = ([a-z_]+)\b", attribute)
+        if env and parser:
+            parsers[env.group(1)] = parser.group(1)
+    return parsers
+
+
+def schema_refs() -> dict[str, str]:
+    """Dotted value path -> the definition it refers to, for every property
+    of values.schema.json that is a $ref."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    found = {}
+
+    def walk(node, path):
+        if "$ref" in node:
+            found[path] = node["$ref"].rsplit("/", 1)[1]
+        for key, child in node.get("properties", {}).items():
+            walk(child, f"{path}.{key}" if path else key)
+
+    walk(schema, "")
+    return found
+
+
+def with_value(path: str, value) -> dict:
+    """{"a": {"b": value}} for "a.b"."""
+    out = value
+    for key in reversed(path.split(".")):
+        out = {key: out}
+    return out
+
+
+def test_every_duration_of_the_schema_matches_the_binarys_parser():
+    parsers = serve_parsers()
+    refs = schema_refs()
+    durations = {path: ref for path, ref in refs.items() if "uration" in ref and ref != "prometheusDuration"}
+    # A new duration value must be classified here (and so checked below).
+    assert set(durations) == set(DURATION_SETTINGS), set(durations) ^ set(DURATION_SETTINGS)
+    for path, variable in DURATION_SETTINGS.items():
+        assert variable in parsers, (path, variable)
+        assert durations[path] == DURATION_DEFINITION[parsers[variable]], (path, variable, parsers[variable])
+    # And no duration flag of `serve` is left out of the chart
+    # (FACEID_DRAIN_TIMEOUT is set from drainTimeoutSeconds, an integer >= 1).
+    for variable, parser in parsers.items():
+        if parser in DURATION_DEFINITION and variable != "FACEID_DRAIN_TIMEOUT":
+            assert variable in DURATION_SETTINGS.values(), variable
+    assert refs["serviceMonitor.interval"] == refs["serviceMonitor.scrapeTimeout"] == "prometheusDuration"
+
+
+@pytest.mark.parametrize("path", DURATION_SETTINGS)
+@pytest.mark.parametrize("zero", ["0s", "0", "0ms", "0m 0s"])
+def test_a_zero_duration_is_refused_exactly_where_the_binary_refuses_it(chart, render, path, zero):
+    variable = DURATION_SETTINGS[path]
+    values = with_value(path, zero)
+    if serve_parsers()[variable] == "parse_positive_duration":
+        with pytest.raises(helm.HelmValuesError, match=re.escape(path.replace(".", "/"))):
+            chart.validate_schema(values)
+        with pytest.raises(helm.HelmValuesError):
+            render(values)
+    else:
+        chart.validate_schema(values)
+        assert render(values).config[variable] == zero
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "rateLimit.maxWait",
+        "config.retryBaseDelay",
+        "connections.keepaliveInterval",
+        "connections.maxConnectionAge",
+        "connections.handshakeTimeout",
+        "connections.idleTimeout",
+    ],
+)
+def test_a_bare_integer_zero_reaches_the_binary_as_0(render, path):
+    """`--set connections.keepaliveInterval=0` arrives as the integer 0: it
+    must turn the setting off, not vanish (which would keep the default)."""
+    assert render(with_value(path, 0)).config[DURATION_SETTINGS[path]] == "0"
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"reloadInterval": "0s"},
+        {"reloadInterval": "00ms"},
+        {"reloadInterval": 0},
+        {"credentials": {"reloadInterval": "0m"}},
+        {"config": {"upstreamTimeout": "0s"}},
+        {"config": {"upstreamTimeout": 10}},
+        {"config": {"connectTimeout": "0ms"}},
+        {"rateLimit": {"redis": {"timeout": "0s"}}},
+        {"rateLimit": {"maxWait": 5}},
+        {"rateLimit": {"maxWait": "-1s"}},
+        {"config": {"retryMaxDelay": "2 s"}},
+        {"connections": {"keepaliveInterval": 30}},
+        {"connections": {"keepaliveInterval": "off"}},
+        {"connections": {"maxConnectionAge": "-5m"}},
+        {"serviceMonitor": {"interval": "1m 30s"}},
+        {"serviceMonitor": {"scrapeTimeout": ""}},
+    ],
+    ids=lambda bad: yaml.safe_dump(bad, default_flow_style=True, width=200).strip(),
+)
+def test_schema_rejects_bad_durations(chart, values):
+    with pytest.raises(helm.HelmValuesError):
+        chart.validate_schema(values)
+
+
+@pytest.mark.parametrize(
+    "good",
+    ["1s", "10s", "100ms", "1m 30s", "1m30s", "0m 30s", "0s 1ms", "2h", "01s"],
+)
+def test_positive_durations_pass_the_schema(render, good):
+    assert render({"config": {"upstreamTimeout": good}}).config["FACEID_UPSTREAM_TIMEOUT"] == good
+
+
+# --------------------------------------------------------- private image URLs
+
+
+def test_private_image_urls_stay_refused_unless_switched_on(render, rendered):
+    for case, out in rendered.items():
+        assert "FACEID_ALLOW_PRIVATE_IMAGE_URLS" not in out.config, case
+        assert "allowPrivateImageUrls" not in out.notes, case
+    out = render({"input": {"allowPrivateImageUrls": True}})
+    assert out.config["FACEID_ALLOW_PRIVATE_IMAGE_URLS"] == "true"
+    assert "WARNING: input.allowPrivateImageUrls=true" in out.notes
+    assert "Tencent fetches image URLs with your" in out.notes
+    assert "FACEID_ALLOW_PRIVATE_IMAGE_URLS" not in render({"input": {"allowPrivateImageUrls": False}}).config
+
+
+# ---------------------------------------------------------------- Redis TLS
+
+
+def test_a_rediss_url_without_credentials_goes_in_the_configmap(rendered):
+    out = rendered["redis-tls-ca-secret"]
+    assert out.config["FACEID_RATE_LIMIT_REDIS"] == "rediss://redis.cache.svc:6380/0"
+    assert "FACEID_RATE_LIMIT_REDIS" not in out.env
+
+
+def test_the_redis_ca_is_a_read_only_directory_mount(rendered):
+    for case, volume_source, mode in (
+        ("redis-tls-ca-secret", "secret", 0o440),
+        ("redis-tls-ca-configmap", "configMap", 0o444),
+    ):
+        out = rendered[case]
+        assert out.env["FACEID_RATE_LIMIT_REDIS_CA"] == {
+            "name": "FACEID_RATE_LIMIT_REDIS_CA",
+            "value": "/etc/faceid-gateway/redis-ca/ca.crt",
+        }
+        mount = next(m for m in out.container["volumeMounts"] if m["name"] == "redis-ca")
+        # The whole directory (never subPath), so kubelet delivers a new bundle.
+        assert mount == {"name": "redis-ca", "mountPath": "/etc/faceid-gateway/redis-ca", "readOnly": True}
+        volume = next(v for v in out.pod_spec["volumes"] if v["name"] == "redis-ca")
+        assert set(volume) == {"name", volume_source}, case
+        assert volume[volume_source]["defaultMode"] == mode, case
+        assert len(volume[volume_source]["items"]) == 1, case
+    # The URL itself still comes from its own Secret.
+    assert rendered["redis-tls-ca-configmap"].env["FACEID_RATE_LIMIT_REDIS"]["valueFrom"] == {
+        "secretKeyRef": {"name": "redis-url", "key": "url"}
+    }
+    for case, out in rendered.items():
+        if not MATRIX[case].get("rateLimit", {}).get("redis", {}).get("ca"):
+            assert "FACEID_RATE_LIMIT_REDIS_CA" not in out.env, case
+            assert "redis-ca" not in [v["name"] for v in out.pod_spec["volumes"]], case
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        (
+            merge(REDIS_TLS, HPA, {"rateLimit": {"redis": {"ca": {"existingConfigMap": "bundle"}}}}),
+            "either rateLimit.redis.ca.existingSecret or rateLimit.redis.ca.existingConfigMap",
+        ),
+        ({"rateLimit": {"redis": {"ca": {"existingSecret": "redis-ca"}}}}, "but no Redis is set"),
+        (
+            merge(HPA, REDIS, {"rateLimit": {"redis": {"ca": {"existingSecret": "redis-ca"}}}}),
+            "rateLimit.redis.url is redis:// (plaintext)",
+        ),
+        (
+            merge(
+                HPA,
+                REDIS_TLS,
+                {"credentials": {"mode": "file", "file": {"mountPath": "/etc/faceid-gateway/redis-ca"}}},
+            ),
+            "credentials.file.mountPath=/etc/faceid-gateway/redis-ca is where the chart mounts the Redis CA",
+        ),
+    ],
+    ids=["ca-twice", "ca-without-redis", "ca-with-plaintext-redis", "mount-clash"],
+)
+def test_inconsistent_redis_tls_settings_are_refused(render, values, message):
+    with pytest.raises(helm.HelmRenderError, match=re.escape(message)):
+        render(values)
+
+
+def test_notes_name_the_redis_ca(rendered):
+    notes = rendered["redis-tls-ca-secret"].notes
+    assert 'CA bundle in the Secret "redis-ca"\n(key ca.pem), re-read every 5s.' in notes
+    assert 'ConfigMap "trust-bundle"' in rendered["redis-tls-ca-configmap"].notes
+    assert "Redis TLS" not in rendered["hpa-redis"].notes
+
+
+# ------------------------------------------------------- notes: health, HTTP/JSON
+
+
+def _line(notes: str, marker: str) -> str:
+    (line,) = [line for line in notes.splitlines() if marker in line]
+    return line
+
+
+@pytest.mark.parametrize("case", ["defaults", "tokens", "tls-tokens", "tls-mtls-secret", "everything"])
+def test_notes_health_check_needs_no_token(rendered, case):
+    """Health answers without a token, and reflection shows the health service
+    to a caller without one, so the grpcurl health line is the plain one
+    whatever the caller tokens."""
+    notes = rendered[case].notes
+    health = _line(notes, "grpc.health.v1.Health/Check")
+    assert "authorization" not in health and "FACEID_TOKEN" not in health
+    assert health.strip().startswith("grpcurl ")
+
+
+def test_notes_describe_carries_a_token_only_where_reflection_needs_one(rendered):
+    def describe(case):
+        return _line(rendered[case].notes, " describe ")
+
+    assert "authorization" not in describe("defaults")
+    assert "authorization" not in describe("tokens")  # auth.allowReflection=true
+    assert '-H "authorization: Bearer $FACEID_TOKEN" localhost:50051 describe' in describe("tls-tokens")
+    assert "shows only the health service" in rendered["tls-tokens"].notes
+    assert "shows only the health service" not in rendered["tokens"].notes
+
+
+def test_notes_show_http_json_on_the_grpc_port(rendered):
+    line = _line(rendered["defaults"].notes, "/v1/idcard:verify")
+    assert line.strip().startswith("curl ")
+    assert "--data-binary @request.json" in line and "content-type: application/json" in line
+    assert line.endswith(" http://localhost:50051/v1/idcard:verify")
+    assert "authorization" not in line
+    notes = rendered["defaults"].notes
+    assert "HTTP/JSON on the same port (HTTP/1.1 or HTTP/2)" in notes
+    assert f"gRPC and HTTP/JSON clients use: {FULLNAME}.faceid.svc:50051" in notes
+
+    # Calls need the token over HTTP too, whatever reflection allows.
+    line = _line(rendered["tokens"].notes, "/v1/idcard:verify")
+    assert '-H "authorization: Bearer $FACEID_TOKEN"' in line
+
+    # TLS: the name in the certificate, resolved to the port-forward.
+    host = f"{FULLNAME}.faceid.svc"
+    line = _line(rendered["tls-tokens"].notes, "/v1/idcard:verify")
+    assert f"--cacert ca.crt --resolve {host}:50051:127.0.0.1" in line
+    assert line.endswith(f" https://{host}:50051/v1/idcard:verify")
+    assert '-H "authorization: Bearer $FACEID_TOKEN"' in line
+    assert "--cert" not in line
+    line = _line(rendered["tls-mtls-secret"].notes, "/v1/idcard:verify")
+    assert "--cert client.crt --key client.key" in line
+
+
+def test_the_service_port_keeps_its_name_and_warns_against_http_only(rendered, render):
+    """The gRPC port also serves HTTP/1.1 now. appProtocol stays grpc (https
+    with TLS): a mesh then speaks HTTP/2 to the pods, which carries gRPC and
+    HTTP/JSON alike; `http` would make it forward gRPC as HTTP/1.1."""
+    for case, out in rendered.items():
+        port = next(p for p in out.one("Service")["spec"]["ports"] if p["targetPort"] == "grpc")
+        assert port["name"] == "grpc", case
+        assert port["appProtocol"] in ("grpc", "https"), case
+        assert "grpcAppProtocol" not in out.notes, case
+    for value in ("http", "HTTP"):
+        notes = render({"service": {"grpcAppProtocol": value}}).notes
+        assert f"WARNING: service.grpcAppProtocol={value} tells service meshes" in notes
+    assert "WARNING" not in render({"service": {"grpcAppProtocol": "kubernetes.io/h2c"}}).notes

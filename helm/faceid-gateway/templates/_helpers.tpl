@@ -119,13 +119,24 @@ true
 `helm upgrade --reuse-values` renders with the previous chart version's
 defaults, which lack the keys added since; the templates would then stop at a
 nil pointer. Say what happened instead. Called first by every template that
-reads those keys (Helm stops at the first template that fails).
+reads those keys (Helm stops at the first template that fails). Each entry is
+a dotted path to a map or key added after chart 0.1.0; keys whose absence
+reads as their default (a null, an empty string, false) need no entry.
 */}}
 {{- define "faceid-gateway.requireCurrentValues" -}}
 {{- $missing := list -}}
-{{- range list "reloadInterval" "tls" "auth" "connections" "upstreamEncryption" -}}
-{{- if not (hasKey $.Values .) -}}
-{{- $missing = append $missing . -}}
+{{- range $path := list "reloadInterval" "tls" "auth" "connections" "upstreamEncryption" "input" "rateLimit.redis.ca" -}}
+{{- $node := $.Values -}}
+{{- $found := true -}}
+{{- range splitList "." $path -}}
+{{- if and $found (kindIs "map" $node) (hasKey $node .) -}}
+{{- $node = index $node . -}}
+{{- else -}}
+{{- $found = false -}}
+{{- end -}}
+{{- end -}}
+{{- if not $found -}}
+{{- $missing = append $missing $path -}}
 {{- end -}}
 {{- end -}}
 {{- if $missing -}}
@@ -136,6 +147,17 @@ reads those keys (Helm stops at the first template that fails).
 {{/* FACEID_RELOAD_INTERVAL: the deprecated credentials.reloadInterval wins when set. */}}
 {{- define "faceid-gateway.reloadInterval" -}}
 {{- .Values.credentials.reloadInterval | default .Values.reloadInterval -}}
+{{- end -}}
+
+{{/*
+An optional setting as the binary reads it: "" for null or empty (the
+binary's default applies), else the value as text. A bare 0 stays "0" (off),
+where `with` alone would drop it.
+*/}}
+{{- define "faceid-gateway.optionalSetting" -}}
+{{- if not (kindIs "invalid" .) -}}
+{{- toString . -}}
+{{- end -}}
 {{- end -}}
 
 {{/* "true" when the gRPC port is mutual TLS (a client CA is configured). */}}
@@ -163,6 +185,7 @@ volume mounted whole (never subPath), so kubelet delivers updates.
 {{- define "faceid-gateway.tlsDir" -}}/etc/faceid-gateway/tls{{- end -}}
 {{- define "faceid-gateway.tokensDir" -}}/etc/faceid-gateway/auth{{- end -}}
 {{- define "faceid-gateway.publicKeysDir" -}}/etc/faceid-gateway/tencent-public-keys{{- end -}}
+{{- define "faceid-gateway.redisCaDir" -}}/etc/faceid-gateway/redis-ca{{- end -}}
 
 {{- define "faceid-gateway.gracePeriod" -}}
 {{- $floor := add .Values.preStopSleepSeconds .Values.drainTimeoutSeconds -}}
@@ -192,6 +215,21 @@ says what to set.
 {{- end -}}
 {{- if and $v.rateLimit.redis.url $v.rateLimit.redis.existingSecret -}}
 {{- fail "faceid-gateway: set either rateLimit.redis.url or rateLimit.redis.existingSecret, not both." -}}
+{{- end -}}
+{{- $redisCa := $v.rateLimit.redis.ca -}}
+{{- if and $redisCa.existingSecret $redisCa.existingConfigMap -}}
+{{- fail "faceid-gateway: set either rateLimit.redis.ca.existingSecret or rateLimit.redis.ca.existingConfigMap, not both." -}}
+{{- end -}}
+{{- if or $redisCa.existingSecret $redisCa.existingConfigMap -}}
+{{- if not (include "faceid-gateway.sharedLimit" .) -}}
+{{- fail "faceid-gateway: rateLimit.redis.ca is the CA bundle of a rediss:// Redis, but no Redis is set: set rateLimit.redis.url or rateLimit.redis.existingSecret too, or leave rateLimit.redis.ca empty." -}}
+{{- end -}}
+{{- if hasPrefix "redis://" $v.rateLimit.redis.url -}}
+{{- fail "faceid-gateway: rateLimit.redis.ca is only for TLS, but rateLimit.redis.url is redis:// (plaintext); the gateway would refuse to start. Use a rediss:// URL, or leave rateLimit.redis.ca empty." -}}
+{{- end -}}
+{{- if eq (trimSuffix "/" $v.credentials.file.mountPath) (include "faceid-gateway.redisCaDir" .) -}}
+{{- fail (printf "faceid-gateway: credentials.file.mountPath=%s is where the chart mounts the Redis CA bundle; choose another directory." (include "faceid-gateway.redisCaDir" .)) -}}
+{{- end -}}
 {{- end -}}
 {{- $max := include "faceid-gateway.maxReplicas" . | int -}}
 {{- if and (or (gt $max 1) $v.autoscaling.enabled) (not (include "faceid-gateway.sharedLimit" .)) -}}
