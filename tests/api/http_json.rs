@@ -59,9 +59,13 @@ async fn post(
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    let response = within("an HTTP/JSON answer", Duration::from_secs(30), request.send())
-        .await
-        .expect("the gateway answers");
+    let response = within(
+        "an HTTP/JSON answer",
+        Duration::from_secs(30),
+        request.send(),
+    )
+    .await
+    .expect("the gateway answers");
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let text = response.text().await.unwrap();
@@ -83,8 +87,7 @@ fn detail<'a>(body: &'a Value, name: &str) -> &'a Value {
 async fn a_match_over_http1_and_http2_is_the_proto3_json_answer() {
     let app = spawn_app_with(flags(&[])).await;
     for version in [Version::Http1, Version::Http2] {
-        let (status, headers, body) =
-            post(version, app.addr, VERIFY, &image_json(""), &[]).await;
+        let (status, headers, body) = post(version, app.addr, VERIFY, &image_json(""), &[]).await;
 
         assert_eq!(status, 200, "{version:?}: {body}");
         assert_eq!(headers["content-type"], "application/json");
@@ -157,13 +160,22 @@ async fn each_error_class_has_grpc_gateways_status_and_typed_details() {
         ),
         ("error=Strange.NewCode", 500, 2, "Strange.NewCode", None),
     ] {
-        let (status, headers, body) =
-            post(Version::Http1, app.addr, VERIFY, &image_json(directives), &[]).await;
+        let (status, headers, body) = post(
+            Version::Http1,
+            app.addr,
+            VERIFY,
+            &image_json(directives),
+            &[],
+        )
+        .await;
 
         assert_eq!(status, http, "{directives}: {body}");
         assert_eq!(body["code"], code, "{directives}: {body}");
         assert!(body["message"].as_str().is_some_and(|m| !m.is_empty()));
-        assert_eq!(body["details"][0]["@type"], "type.googleapis.com/google.rpc.ErrorInfo");
+        assert_eq!(
+            body["details"][0]["@type"],
+            "type.googleapis.com/google.rpc.ErrorInfo"
+        );
         assert_eq!(detail(&body, "ErrorInfo")["reason"], reason, "{body}");
         if let Some(name) = more {
             detail(&body, name);
@@ -180,7 +192,10 @@ async fn bad_input_is_a_400_with_a_bad_request_and_never_an_upstream_call() {
     let (status, _, body) =
         post(Version::Http1, app.addr, VERIFY, &json!({"image": ""}), &[]).await;
     assert_eq!(status, 400, "{body}");
-    assert_eq!(detail(&body, "BadRequest")["fieldViolations"][0]["field"], "image");
+    assert_eq!(
+        detail(&body, "BadRequest")["fieldViolations"][0]["field"],
+        "image"
+    );
 
     // Syntax errors and unknown fields point at the problem.
     for (text, field) in [
@@ -233,7 +248,12 @@ async fn a_body_over_the_largest_valid_image_is_refused_429() {
     let app = spawn_app_with(flags(&[])).await;
     let huge = json!({ "image": "A".repeat(8 * 1024 * 1024) });
     let (status, _, body) = post(Version::Http2, app.addr, VERIFY, &huge, &[]).await;
-    assert_eq!(status, 429, "{}", &body.to_string()[..200.min(body.to_string().len())]);
+    assert_eq!(
+        status,
+        429,
+        "{}",
+        &body.to_string()[..200.min(body.to_string().len())]
+    );
     assert_eq!(detail(&body, "ErrorInfo")["reason"], "MessageTooLarge");
     assert_eq!(app.upstream_stats().received, 0);
 }
@@ -300,7 +320,10 @@ async fn callers_need_a_token_like_over_grpc() {
     )
     .await;
     assert_eq!(status, 429, "{body}");
-    assert_eq!(detail(&body, "QuotaFailure")["violations"][0]["subject"], "caller:php-shop");
+    assert_eq!(
+        detail(&body, "QuotaFailure")["violations"][0]["subject"],
+        "caller:php-shop"
+    );
     assert!(headers.contains_key("retry-after"));
 }
 
@@ -324,7 +347,10 @@ async fn an_ndjson_batch_answers_each_item_once_then_sums_up() {
     let body = batch_body(&[
         ("a", image_json("")),
         ("b", json!({"image": ""})),
-        ("c", image_json("result=FailedOperation.CompareLowSimilarity")),
+        (
+            "c",
+            image_json("result=FailedOperation.CompareLowSimilarity"),
+        ),
     ]);
     for version in [Version::Http1, Version::Http2] {
         let response = client(version)
@@ -340,7 +366,10 @@ async fn an_ndjson_batch_answers_each_item_once_then_sums_up() {
 
         assert_eq!(lines.len(), 4, "{version:?}: {lines:?}");
         let (answers, summary) = lines.split_at(3);
-        let mut ids: Vec<&str> = answers.iter().map(|l| l["itemId"].as_str().unwrap()).collect();
+        let mut ids: Vec<&str> = answers
+            .iter()
+            .map(|l| l["itemId"].as_str().unwrap())
+            .collect();
         ids.sort_unstable();
         assert_eq!(ids, ["a", "b", "c"]);
         for answer in answers {
@@ -407,9 +436,13 @@ async fn over_http2_the_batch_counts_also_come_as_trailers() {
         ]))))
         .unwrap();
 
-    let response = within("the batch answer", Duration::from_secs(30), sender.send_request(request))
-        .await
-        .unwrap();
+    let response = within(
+        "the batch answer",
+        Duration::from_secs(30),
+        sender.send_request(request),
+    )
+    .await
+    .unwrap();
     let collected = within(
         "the batch body",
         Duration::from_secs(30),
@@ -457,5 +490,8 @@ async fn traceparent_in_gives_traceresponse_out_in_the_callers_trace() {
     }
     let (clean, logs) = gateway.terminate().await;
     assert!(clean, "{logs}");
-    assert!(logs.contains(r#""rpc.method":"http.VerifyIdCard""#), "{logs}");
+    assert!(
+        logs.contains(r#""rpc.method":"http.VerifyIdCard""#),
+        "{logs}"
+    );
 }

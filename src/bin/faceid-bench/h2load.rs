@@ -89,7 +89,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     ];
 
     let warmup = args.requests / 10;
-    h2load(&args, &format!("{endpoint}"), &body_file, &direct_headers, warmup)?;
+    h2load(
+        &args,
+        &format!("{endpoint}"),
+        &body_file,
+        &direct_headers,
+        warmup,
+    )?;
     harness::reset_simulator(&endpoint).await?;
     let straight = h2load(
         &args,
@@ -113,7 +119,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let stats = harness::simulator_stats(&endpoint).await?;
     let through_ok = stats["answers"]["Success"].as_u64().unwrap_or(0);
 
-    let cpu_per_call = (after.cpu_seconds - before.cpu_seconds) / through.succeeded.max(1) as f64 * 1e6;
+    let cpu_per_call =
+        (after.cpu_seconds - before.cpu_seconds) / through.succeeded.max(1) as f64 * 1e6;
     println!(
         "{} requests, {} KiB image, {} connections x {} streams",
         args.requests,
@@ -135,7 +142,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         through.requests_per_second / straight.requests_per_second
     );
     if direct_ok < args.requests || through_ok < args.requests {
-        bail!("some calls failed: {direct_ok} and {through_ok} of {} succeeded", args.requests);
+        bail!(
+            "some calls failed: {direct_ok} and {through_ok} of {} succeeded",
+            args.requests
+        );
     }
     gateway.process.stop().await;
     simulator.stop().await;
