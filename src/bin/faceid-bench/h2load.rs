@@ -89,21 +89,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     ];
 
     let warmup = args.requests / 10;
-    h2load(
-        &args,
-        &format!("{endpoint}"),
-        &body_file,
-        &direct_headers,
-        warmup,
-    )?;
+    h2load(&args, &endpoint, &body_file, &direct_headers, warmup)?;
     harness::reset_simulator(&endpoint).await?;
-    let straight = h2load(
-        &args,
-        &format!("{endpoint}"),
-        &body_file,
-        &direct_headers,
-        args.requests,
-    )?;
+    let straight = h2load(&args, &endpoint, &body_file, &direct_headers, args.requests)?;
     let stats = harness::simulator_stats(&endpoint).await?;
     let direct_ok = stats["answers"]["Success"].as_u64().unwrap_or(0);
 
