@@ -1,13 +1,13 @@
-//! Logs and traces: one `tracing` subscriber that writes log lines (JSON or
-//! text, each with the `trace_id` and `span_id` of its span) and turns spans
-//! into OpenTelemetry spans, exported over OTLP (gRPC or HTTP/protobuf) only
-//! when an endpoint is configured with the standard `OTEL_*` variables.
+//! Logs and traces: one `tracing` subscriber that writes log lines ([`logs`]:
+//! JSON or text, each with the `trace_id` and `span_id` of its span) and
+//! turns spans into OpenTelemetry spans, exported over OTLP (gRPC or
+//! HTTP/protobuf) only when an endpoint is configured with the standard
+//! `OTEL_*` variables.
 //!
 //! W3C Trace Context is the propagator: `traceparent`/`tracestate` from
 //! incoming metadata become the parent of the RPC span ([`set_parent_from`]),
 //! and [`traceresponse`] tells the caller which trace its call landed in.
 
-use std::fmt::Write as _;
 use std::io::IsTerminal;
 
 use opentelemetry::propagation::{Extractor, TextMapPropagator as _};
@@ -17,17 +17,19 @@ use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tonic::metadata::{KeyRef, MetadataMap};
-use tracing::{Event, Subscriber};
+use tracing::Subscriber;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::format::Writer;
-use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
-use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, MakeWriter};
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::config::LogFormat;
+
+mod logs;
+
+use logs::{LineWriter, LineWriterGuard, LogLayer};
 
 /// The service name when `OTEL_SERVICE_NAME` is not set.
 pub const DEFAULT_SERVICE_NAME: &str = "faceid-gateway";
@@ -149,20 +151,17 @@ pub fn subscriber<W>(
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let logs = tracing_subscriber::fmt::layer()
-        .event_format(LogLine { json })
-        .with_writer(writer);
     tracing_subscriber::registry()
         .with(filter)
         .with(tracing_opentelemetry::layer().with_tracer(provider.tracer(SCOPE)))
-        .with(logs)
+        .with(LogLayer::new(json, writer))
 }
 
 /// Flushes and stops the exporter, and writes the last log lines, when
 /// dropped (or on [`Self::shutdown`]).
 pub struct TelemetryGuard {
     provider: Option<SdkTracerProvider>,
-    _log_writer: tracing_appender::non_blocking::WorkerGuard,
+    _log_writer: LineWriterGuard,
 }
 
 impl TelemetryGuard {
@@ -201,12 +200,10 @@ pub fn init(format: LogFormat) -> Result<TelemetryGuard, TelemetryError> {
         LogFormat::Auto => !std::io::stderr().is_terminal(),
     };
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
-    // Lines are written by a background thread, so a slow stderr reader
-    // never stalls a request; when its buffer is full, callers wait rather
-    // than lines being dropped.
-    let (writer, log_writer) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .finish(std::io::stderr());
+    // Lines are written by a background thread, in batches, so a slow
+    // stderr reader never stalls a request; when too much is pending,
+    // callers wait rather than lines being dropped.
+    let (writer, log_writer) = LineWriter::stderr();
     subscriber(&provider, json, writer, filter).init();
     install_panic_hook();
     if settings.enabled {
@@ -280,126 +277,6 @@ pub(crate) fn traceresponse(span: &tracing::Span) -> Option<String> {
             span_context.trace_flags().to_u8()
         )
     })
-}
-
-/// One log line: JSON (one object per line) or text, always with the
-/// current span's `trace_id` and `span_id` when it has them.
-struct LogLine {
-    json: bool,
-}
-
-impl<S, N> FormatEvent<S, N> for LogLine
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'a> FormatFields<'a> + 'static,
-{
-    fn format_event(
-        &self,
-        ctx: &FmtContext<'_, S, N>,
-        mut writer: Writer<'_>,
-        event: &Event<'_>,
-    ) -> std::fmt::Result {
-        let mut timestamp = String::new();
-        SystemTime.format_time(&mut Writer::new(&mut timestamp))?;
-        let metadata = event.metadata();
-        let mut fields = FieldMap::default();
-        event.record(&mut fields);
-        let span = ctx.lookup_current();
-        let ids = span.as_ref().and_then(|span| {
-            let dispatch = tracing::dispatcher::get_default(Clone::clone);
-            let context = tracing_opentelemetry::get_otel_context(&span.id(), &dispatch)?;
-            let span_context = context.span().span_context().clone();
-            span_context.is_valid().then(|| {
-                (
-                    span_context.trace_id().to_string(),
-                    span_context.span_id().to_string(),
-                )
-            })
-        });
-
-        if self.json {
-            let mut line = serde_json::Map::new();
-            line.insert("timestamp".into(), timestamp.into());
-            line.insert("level".into(), metadata.level().as_str().into());
-            line.insert("target".into(), metadata.target().into());
-            line.insert("message".into(), fields.message.into());
-            if let Some(span) = &span {
-                line.insert("span".into(), span.name().into());
-            }
-            if let Some((trace_id, span_id)) = ids {
-                line.insert("trace_id".into(), trace_id.into());
-                line.insert("span_id".into(), span_id.into());
-            }
-            for (key, value) in fields.values {
-                line.entry(key).or_insert(value);
-            }
-            let text = serde_json::to_string(&line).map_err(|_| std::fmt::Error)?;
-            writeln!(writer, "{text}")
-        } else {
-            write!(
-                writer,
-                "{timestamp} {:>5} {}: {}",
-                metadata.level(),
-                metadata.target(),
-                fields.message
-            )?;
-            for (key, value) in &fields.values {
-                write!(writer, " {key}={value}")?;
-            }
-            if let Some((trace_id, span_id)) = ids {
-                write!(writer, " trace_id={trace_id} span_id={span_id}")?;
-            }
-            writeln!(writer)
-        }
-    }
-}
-
-/// An event's message and fields, as JSON values.
-#[derive(Default)]
-struct FieldMap {
-    message: String,
-    values: Vec<(String, serde_json::Value)>,
-}
-
-impl tracing::field::Visit for FieldMap {
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        let mut text = String::new();
-        let _ = write!(text, "{value:?}");
-        self.record_value(field, text.into());
-    }
-
-    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-        self.record_value(field, value.into());
-    }
-
-    fn record_i64(&mut self, field: &tracing::field::Field, value: i64) {
-        self.record_value(field, value.into());
-    }
-
-    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
-        self.record_value(field, value.into());
-    }
-
-    fn record_f64(&mut self, field: &tracing::field::Field, value: f64) {
-        self.record_value(field, value.into());
-    }
-
-    fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
-        self.record_value(field, value.into());
-    }
-}
-
-impl FieldMap {
-    fn record_value(&mut self, field: &tracing::field::Field, value: serde_json::Value) {
-        if field.name() == "message" {
-            self.message = match value {
-                serde_json::Value::String(text) => text,
-                other => other.to_string(),
-            };
-        } else {
-            self.values.push((field.name().to_owned(), value));
-        }
-    }
 }
 
 #[cfg(test)]
