@@ -15,6 +15,7 @@ pub(crate) mod batch;
 pub(crate) mod deadline;
 pub(crate) mod error;
 pub(crate) mod guard;
+pub(crate) mod http_error;
 pub(crate) mod json;
 pub(crate) mod observe;
 pub(crate) mod readiness;

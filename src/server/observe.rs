@@ -178,7 +178,9 @@ impl Refused {
         match self.rpc {
             Rpc::Verify(Transport::HttpJson)
             | Rpc::Batch(Transport::HttpJson)
-            | Rpc::BatchItem(Transport::HttpJson) => crate::server::json::error_response(&status),
+            | Rpc::BatchItem(Transport::HttpJson) => {
+                crate::server::http_error::error_response(&status)
+            }
             _ => status.into_http(),
         }
     }
