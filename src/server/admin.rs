@@ -34,7 +34,13 @@ impl BudgetSource {
         let callers = self
             .authenticator
             .as_ref()
-            .map(|authenticator| authenticator.callers())
+            .map(|authenticator| {
+                authenticator
+                    .callers()
+                    .iter()
+                    .map(crate::server::auth::Caller::payer)
+                    .collect::<Vec<_>>()
+            })
             .unwrap_or_default();
         let budgets = self.spend.report(&callers).await;
         let mut body = serde_json::json!({ "budgets": budgets }).to_string();

@@ -40,7 +40,7 @@ use crate::config::watch::Watched;
 use crate::metrics::Metrics;
 use crate::server::error::{Error, Refusal};
 use crate::server::observe::{self, Refused};
-use crate::server::spend::budget::Limits;
+use crate::server::spend::budget::{Limits, Payer};
 use crate::upstream::limit::{Gcra, Quota};
 
 /// The prefix of tokens `faceid-gateway token` makes.
@@ -57,6 +57,16 @@ pub(crate) struct Caller {
     pub(crate) quota: Option<u32>,
     /// Billable calls this caller may make per day and per month.
     pub(crate) budgets: Limits,
+}
+
+impl Caller {
+    /// The caller as budgets see it.
+    pub(crate) fn payer(&self) -> Payer {
+        Payer {
+            name: Arc::clone(&self.name),
+            limits: self.budgets,
+        }
+    }
 }
 
 /// How telemetry names the caller of a call: its name, or `anonymous`

@@ -150,7 +150,8 @@ impl Verifier {
         deadline: Option<Instant>,
     ) -> Result<VerifyIdCardResponse, Error> {
         self.quotas.check(caller)?;
-        let hold = self.spend.reserve(caller).await?;
+        let payer = caller.map(Caller::payer);
+        let hold = self.spend.reserve(payer.as_ref()).await?;
         let mode = match verification.encryption {
             EncryptionChoice::GatewayDefault => self.encryption.default_mode,
             EncryptionChoice::Off => None,

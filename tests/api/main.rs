@@ -14,6 +14,7 @@ mod process;
 mod redis_server;
 mod security;
 mod server;
+mod spend;
 mod telemetry;
 mod unary;
 mod upstream_stack;

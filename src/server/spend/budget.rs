@@ -20,7 +20,6 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use time::OffsetDateTime;
 
 use crate::metrics::{BudgetLabels, Metrics};
-use crate::server::auth::Caller;
 use crate::server::error::Error;
 use crate::server::spend::clock::{Clock, Period, until};
 
@@ -53,6 +52,16 @@ impl Limits {
     fn is_empty(self) -> bool {
         self.day.is_none() && self.month.is_none()
     }
+}
+
+/// A caller as budgets see it: its name and its own limits (from its
+/// tokens-file line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Payer {
+    /// The caller's name.
+    pub(crate) name: Arc<str>,
+    /// Its own budgets.
+    pub(crate) limits: Limits,
 }
 
 /// Whose budget.
@@ -574,15 +583,15 @@ impl Budgets {
     }
 
     /// The budgets that apply to `caller`, with their counters, now.
-    fn scopes(&self, caller: Option<&Caller>) -> (Vec<Scope>, Vec<Tally>) {
+    fn scopes(&self, caller: Option<&Payer>) -> (Vec<Scope>, Vec<Tally>) {
         let mut applying: Vec<(Subject, Limits)> = Vec::new();
         if !self.gateway.is_empty() {
             applying.push((Subject::Gateway, self.gateway));
         }
         if let Some(caller) = caller
-            && !caller.budgets.is_empty()
+            && !caller.limits.is_empty()
         {
-            applying.push((Subject::Caller(Arc::clone(&caller.name)), caller.budgets));
+            applying.push((Subject::Caller(Arc::clone(&caller.name)), caller.limits));
         }
         let now = self.clock.now();
         let mut scopes = Vec::new();
@@ -619,7 +628,7 @@ impl Budgets {
     /// # Errors
     /// [`Error::BudgetExhausted`] naming the first spent budget; nothing is
     /// taken then.
-    pub(crate) async fn reserve(&self, caller: Option<&Caller>) -> Result<Option<Hold>, Error> {
+    pub(crate) async fn reserve(&self, caller: Option<&Payer>) -> Result<Option<Hold>, Error> {
         let (scopes, counters) = self.scopes(caller);
         if counters.is_empty() {
             return Ok(None);
@@ -654,7 +663,7 @@ impl Budgets {
     }
 
     /// Every budget of the gateway and of `callers`, as they stand.
-    pub(crate) async fn report(&self, callers: &[Caller]) -> Vec<BudgetReport> {
+    pub(crate) async fn report(&self, callers: &[Payer]) -> Vec<BudgetReport> {
         let mut scopes = Vec::new();
         let mut counters = Vec::new();
         let (gateway_scopes, gateway_counters) = self.scopes(None);
@@ -688,7 +697,7 @@ impl Budgets {
             .collect()
     }
 
-    fn scopes_of_caller(&self, caller: &Caller) -> (Vec<Scope>, Vec<Tally>) {
+    fn scopes_of_caller(&self, caller: &Payer) -> (Vec<Scope>, Vec<Tally>) {
         let (scopes, counters) = self.scopes(Some(caller));
         scopes
             .into_iter()
@@ -745,11 +754,10 @@ mod tests {
     use super::*;
     use crate::server::spend::clock::tests::ManualClock;
 
-    fn caller(name: &str, day: Option<u64>, month: Option<u64>) -> Caller {
-        Caller {
+    fn caller(name: &str, day: Option<u64>, month: Option<u64>) -> Payer {
+        Payer {
             name: Arc::from(name),
-            quota: None,
-            budgets: Limits { day, month },
+            limits: Limits { day, month },
         }
     }
 

@@ -23,10 +23,9 @@ use std::time::Duration;
 
 use crate::metrics::{CallerLabels, Metrics, ResultLabels};
 use crate::proto::VerifyIdCardResponse;
-use crate::server::auth::Caller;
 use crate::server::error::Error;
 use billing::{Billed, Billing};
-use budget::{BudgetReport, Budgets, Hold, Limits, LocalBudgetStore};
+use budget::{BudgetReport, Budgets, Hold, Limits, LocalBudgetStore, Payer};
 use clock::SystemClock;
 use idempotency::{Idempotency, LocalIdempotencyStore};
 
@@ -143,7 +142,7 @@ impl Spend {
     ///
     /// # Errors
     /// [`Error::BudgetExhausted`] when one is spent.
-    pub(crate) async fn reserve(&self, caller: Option<&Caller>) -> Result<Option<Hold>, Error> {
+    pub(crate) async fn reserve(&self, caller: Option<&Payer>) -> Result<Option<Hold>, Error> {
         self.budgets.reserve(caller).await
     }
 
@@ -185,7 +184,7 @@ impl Spend {
     }
 
     /// Every budget of the gateway and of `callers`.
-    pub(crate) async fn report(&self, callers: &[Caller]) -> Vec<BudgetReport> {
+    pub(crate) async fn report(&self, callers: &[Payer]) -> Vec<BudgetReport> {
         self.budgets.report(callers).await
     }
 }
