@@ -694,6 +694,14 @@ fn build_limiter(
     Ok(Limiter::Redis(Arc::new(redis)))
 }
 
+/// Where budgets and idempotency answers are kept, and which of those
+/// stores follow the Redis CA bundle.
+type SpendStores = (
+    Arc<dyn BudgetStore>,
+    Arc<dyn IdempotencyStore>,
+    Vec<Arc<dyn Reconnect>>,
+);
+
 /// Billing, budgets and idempotency: in Redis when the rate limit is
 /// shared there (so replicas share budgets and answers), else in memory.
 fn build_spend(
@@ -702,11 +710,7 @@ fn build_spend(
     metrics: &Arc<Metrics>,
 ) -> Result<Spend, StartupError> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let (budget_store, idempotency_store, redis_stores): (
-        Arc<dyn BudgetStore>,
-        Arc<dyn IdempotencyStore>,
-        Vec<Arc<dyn Reconnect>>,
-    ) = match redis {
+    let (budget_store, idempotency_store, redis_stores): SpendStores = match redis {
         Some(redis) => {
             let budgets = Arc::new(
                 RedisBudgetStore::new(

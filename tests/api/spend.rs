@@ -314,6 +314,52 @@ async fn the_same_idempotency_key_is_answered_once_and_replays_say_so() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_gateways_sharing_redis_answer_one_key_with_one_upstream_call() {
+    let redis = start_redis().await;
+    let simulator = spawn_simulator(0).await;
+    let flags = || {
+        options(vec![
+            "--rate-limit-redis".into(),
+            redis.url.clone(),
+            "--rate-limit-redis-timeout".into(),
+            "2s".into(),
+        ])
+    };
+    let first = spawn_gateway(&simulator, flags()).await;
+    let second = spawn_gateway(&simulator, flags()).await;
+    let calls: Vec<_> = (0..6)
+        .map(|i| {
+            let mut client = if i % 2 == 0 {
+                first.client.clone()
+            } else {
+                second.client.clone()
+            };
+            tokio::spawn(async move {
+                within(
+                    "a call on either gateway",
+                    CALL_WITHIN,
+                    client.verify_id_card(with_key("shared-1", request_with("delay=300"))),
+                )
+                .await
+                .map(tonic::Response::into_inner)
+            })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for call in calls {
+        answers.push(call.await.unwrap().unwrap());
+    }
+    assert!(answers.windows(2).all(|pair| pair[0] == pair[1]));
+    assert_eq!(
+        simulator.stats().received,
+        1,
+        "the second gateway waited for the first's answer"
+    );
+    first.stop().await.unwrap();
+    second.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transient_failure_is_not_replayed() {
     let mut app = spawn_app_with(options(vec!["--max-attempts".into(), "1".into()])).await;
     let request = || request_with("key=flaky,fail-first=1,error=InternalError");

@@ -828,6 +828,53 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn without_redis_a_replica_gets_its_share_of_what_it_last_saw_never_more() {
+        // Nothing listens on port 1: every Redis call fails at once.
+        let client = redis::Client::open("redis://127.0.0.1:1/0").unwrap();
+        let clock = Arc::new(ManualClock::at(datetime!(2026-11-30 10:00:00 UTC)));
+        let metrics = Arc::new(Metrics::new());
+        let store = RedisBudgetStore::new(
+            client,
+            Duration::from_millis(200),
+            0.5,
+            clock.clone(),
+            metrics.budget_fallback_decisions.clone(),
+        )
+        .unwrap();
+        // Redis said earlier that 6 of 10 were used: 4 left, half of it here.
+        let tally = Tally {
+            key: "test:caller:a:day:2026-11-30".to_owned(),
+            limit: 10,
+            expires_at: datetime!(2026-11-30 16:00:00 UTC),
+        };
+        store.remember(std::slice::from_ref(&tally), &[6]);
+        let counters = [tally];
+        let mut granted = 0;
+        for _ in 0..5 {
+            if let Reservation::Granted { used, fallback } = store.reserve(&counters).await {
+                assert!(fallback);
+                granted += 1;
+                assert_eq!(used, vec![6 + granted]);
+            }
+        }
+        assert_eq!(granted, 2, "half of the 4 left");
+        assert_eq!(metrics.budget_fallback_decisions.get(), 5);
+        // A counter Redis never showed: half of its limit.
+        let fresh = [Tally {
+            key: "test:caller:b:day:2026-11-30".to_owned(),
+            limit: 4,
+            expires_at: datetime!(2026-11-30 16:00:00 UTC),
+        }];
+        let mut granted = 0;
+        for _ in 0..4 {
+            if matches!(store.reserve(&fresh).await, Reservation::Granted { .. }) {
+                granted += 1;
+            }
+        }
+        assert_eq!(granted, 2);
+    }
+
+    #[tokio::test]
     async fn a_refusal_takes_nothing_from_the_other_budgets() {
         let clock = Arc::new(ManualClock::at(datetime!(2026-11-30 10:00:00 UTC)));
         let budgets = budgets(

@@ -262,7 +262,7 @@ fn request_digest(verification: &Verification) -> [u8; 32] {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Kept {
     /// A verification result.
-    Answer(VerifyIdCardResponse),
+    Answer(Box<VerifyIdCardResponse>),
     /// Tencent refused the input.
     Refused {
         /// Tencent's code.
@@ -276,7 +276,7 @@ impl Kept {
     /// The final outcome in `result`, if it is one.
     pub(crate) fn of(result: &Result<VerifyIdCardResponse, Error>) -> Option<Self> {
         match result {
-            Ok(answer) => Some(Kept::Answer(answer.clone())),
+            Ok(answer) => Some(Kept::Answer(Box::new(answer.clone()))),
             Err(Error::Upstream(tencent::Error::Api {
                 code,
                 class: Class::InvalidInput,
@@ -292,7 +292,7 @@ impl Kept {
     /// The outcome again.
     pub(crate) fn into_result(self) -> Result<VerifyIdCardResponse, Error> {
         match self {
-            Kept::Answer(answer) => Ok(answer),
+            Kept::Answer(answer) => Ok(*answer),
             Kept::Refused { code, request_id } => {
                 Err(Error::Upstream(tencent::Error::api(code, request_id)))
             }
@@ -322,7 +322,9 @@ impl Kept {
 
     fn decode(bytes: &[u8]) -> Option<Self> {
         match bytes.split_first()? {
-            (b'A', message) => VerifyIdCardResponse::decode(message).ok().map(Kept::Answer),
+            (b'A', message) => VerifyIdCardResponse::decode(message)
+                .ok()
+                .map(|answer| Kept::Answer(Box::new(answer))),
             (b'R', text) => {
                 let text = std::str::from_utf8(text).ok()?;
                 let (code, request_id) = match text.split_once('\n') {
@@ -1054,7 +1056,7 @@ mod tests {
     #[test]
     fn the_sealed_value_holds_no_plaintext_and_opens_only_for_the_same_request() {
         let id = Identity::of("a", &key("k"), &verification(b"card"));
-        let kept = Kept::Answer(answer("ZHANG-SAN-NAME"));
+        let kept = Kept::Answer(Box::new(answer("ZHANG-SAN-NAME")));
         let value = id.seal(&kept).unwrap();
         assert!(
             !value
