@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 use tower::ServiceExt as _;
+use tracing::Instrument as _;
 
 use crate::proto::{VerifyIdCardRequest, VerifyIdCardResponse};
 use crate::server::auth::{Caller, CallerQuotas, caller_name};
@@ -113,6 +114,10 @@ impl Verifier {
     /// Verifies input that already passed validation; with an idempotency
     /// `key`, an earlier call's answer to the same request is replayed (or
     /// awaited while it runs) instead of calling upstream again.
+    ///
+    /// A keyed verification runs to its end even when its caller stops
+    /// waiting (deadline, cancellation): Tencent may bill it either way, so
+    /// its answer is kept for the retry that will come with the same key.
     pub(crate) async fn verify_keyed(
         &self,
         verification: Verification,
@@ -126,14 +131,39 @@ impl Verifier {
                 replayed: false,
             };
         };
-        let name = caller_name(caller);
-        let id = Identity::of(name, key, &verification);
-        self.spend
-            .idempotency()
-            .run(name, &id, deadline, || {
-                self.verify_valid(verification, caller, deadline)
-            })
-            .await
+        let name = caller_name(caller).to_owned();
+        let id = Identity::of(&name, key, &verification);
+        let verifier = self.clone();
+        let caller = caller.cloned();
+        let detached = tokio::spawn(
+            async move {
+                let spend = Arc::clone(&verifier.spend);
+                spend
+                    .idempotency()
+                    .run(&name, &id, None, || {
+                        verifier.verify_valid(verification, caller.as_ref(), None)
+                    })
+                    .await
+            }
+            .instrument(tracing::Span::current()),
+        );
+        let joined = match deadline {
+            Some(deadline) => match tokio::time::timeout_at(deadline, detached).await {
+                Ok(joined) => joined,
+                Err(_) => {
+                    return Outcome {
+                        result: Err(Error::DeadlineExceeded),
+                        replayed: false,
+                    };
+                }
+            },
+            None => detached.await,
+        };
+        joined.unwrap_or_else(|_| Outcome {
+            // The panic hook logged where.
+            result: Err(Error::Panicked),
+            replayed: false,
+        })
     }
 
     /// Verifies input that already passed validation, within `caller`'s

@@ -360,6 +360,38 @@ async fn two_gateways_sharing_redis_answer_one_key_with_one_upstream_call() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_that_times_out_and_retries_pays_once() {
+    let mut app = spawn_app_with(Options::default()).await;
+    let mut impatient = with_key("slow-1", request_with("delay=1500"));
+    impatient.set_timeout(Duration::from_millis(300));
+    let gave_up = within(
+        "the impatient call",
+        CALL_WITHIN,
+        app.client.verify_id_card(impatient),
+    )
+    .await
+    .unwrap_err();
+    // Whichever side notices the deadline first (tonic's client says
+    // CANCELLED).
+    assert!(
+        matches!(gave_up.code(), Code::DeadlineExceeded | Code::Cancelled),
+        "{gave_up:?}"
+    );
+    // The retry waits for the first call, still running upstream.
+    let retried = within(
+        "the retry",
+        CALL_WITHIN,
+        app.client
+            .verify_id_card(with_key("slow-1", request_with("delay=1500"))),
+    )
+    .await
+    .expect("the first call's answer");
+    assert_eq!(retried.metadata().get("idempotent-replay").unwrap(), "true");
+    assert_eq!(app.upstream_stats().received, 1, "Tencent was called once");
+    app.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transient_failure_is_not_replayed() {
     let mut app = spawn_app_with(options(vec!["--max-attempts".into(), "1".into()])).await;
     let request = || request_with("key=flaky,fail-first=1,error=InternalError");

@@ -801,6 +801,7 @@ impl Idempotency {
     {
         let pending = id.pending();
         let waited_until = Instant::now() + PENDING_TTL;
+        let mut replaced_unreadable = false;
         let claimed = loop {
             let existing = match self.store.claim(&id.slot, &pending, PENDING_TTL).await {
                 Ok(existing) => existing,
@@ -812,11 +813,13 @@ impl Idempotency {
             match id.read(&value) {
                 Stored::Done(kept) => return (self.replay(caller, kept.clone()), Some(kept)),
                 Stored::OtherRequest => return (refused(Error::IdempotencyKeyReused), None),
-                Stored::Unreadable => {
-                    // Not ours to trust: replace it.
+                Stored::Unreadable if !replaced_unreadable => {
+                    // Not ours to trust: replace it (once).
+                    replaced_unreadable = true;
                     let _ = self.store.abandon(&id.slot, &value).await;
                     continue;
                 }
+                Stored::Unreadable => break false,
                 Stored::Pending => {
                     // Another replica's first call: wait for its answer.
                     let limit = deadline.map_or(waited_until, |d| d.min(waited_until));
