@@ -63,7 +63,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// Prints a new token (to give the caller) and its tokens-file line (to add
 /// to --auth-tokens-file); only the line's hash is ever stored.
 fn token(args: &TokenArgs) -> anyhow::Result<()> {
-    let (token, line) = faceid_gateway::server::new_token(&args.name, args.quota)?;
+    let (token, line) = faceid_gateway::server::new_token_with_budgets(
+        &args.name,
+        args.quota,
+        args.budget_day,
+        args.budget_month,
+    )?;
     println!("token (give it to the caller; it is not stored anywhere): {token}");
     println!("line for --auth-tokens-file: {line}");
     Ok(())

@@ -68,6 +68,32 @@ pub(crate) struct ClosedLabels {
     pub(crate) reason: &'static str,
 }
 
+/// Labels of a caller's spend.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct CallerLabels {
+    /// The caller's name from the tokens file (`anonymous` without one).
+    pub(crate) caller: String,
+}
+
+/// Labels of an upstream outcome by caller.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ResultLabels {
+    /// The caller's name from the tokens file (`anonymous` without one).
+    pub(crate) caller: String,
+    /// The outcome's row in the code table, a fixed failure name, or
+    /// `other`.
+    pub(crate) result: String,
+}
+
+/// Labels of a budget.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct BudgetLabels {
+    /// The caller's name, or `*` for the gateway-wide budget.
+    pub(crate) caller: String,
+    /// `day` or `month`.
+    pub(crate) period: &'static str,
+}
+
 /// Every metric the gateway exports.
 pub(crate) struct Metrics {
     registry: Registry,
@@ -105,6 +131,23 @@ pub(crate) struct Metrics {
     pub(crate) connections_closed: Family<ClosedLabels, Counter>,
     /// Connections open now, by port.
     pub(crate) connections_open: Family<PortLabels, Gauge>,
+    /// Upstream outcomes Tencent bills, by caller.
+    pub(crate) billable_calls: Family<CallerLabels, Counter>,
+    /// Upstream outcomes by caller and result.
+    pub(crate) calls_by_result: Family<ResultLabels, Counter>,
+    /// Billable calls counted against each budget in its current period.
+    pub(crate) budget_used: Family<BudgetLabels, Gauge>,
+    /// Each budget's limit.
+    pub(crate) budget_limit: Family<BudgetLabels, Gauge>,
+    /// Budget decisions taken locally while Redis was unreachable.
+    pub(crate) budget_fallback_decisions: Counter,
+    /// Answers replayed for a repeated idempotency key, by caller.
+    pub(crate) idempotent_replays: Family<CallerLabels, Counter>,
+    /// Idempotency entries evicted from the in-memory cache to stay within
+    /// its size.
+    pub(crate) idempotency_evictions: Counter,
+    /// Bytes held by the in-memory idempotency cache.
+    pub(crate) idempotency_cache_bytes: Gauge,
     /// Reads the upstream calls sent in the last window, at each scrape.
     upstream_rate_source: OnceLock<RateSource>,
 }
@@ -244,6 +287,54 @@ impl Metrics {
             "Connections open now, by port",
             connections_open.clone(),
         );
+        let billable_calls = Family::<CallerLabels, Counter>::default();
+        registry.register(
+            "billable_calls",
+            "Upstream outcomes Tencent bills (its billing table or --billable-results), by caller",
+            billable_calls.clone(),
+        );
+        let calls_by_result = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "calls_by_result",
+            "Upstream outcomes by caller and result (code table row, failure name, or other)",
+            calls_by_result.clone(),
+        );
+        let budget_used = Family::<BudgetLabels, Gauge>::default();
+        registry.register(
+            "budget_used",
+            "Billable calls counted against a budget in its current period (caller * = gateway-wide)",
+            budget_used.clone(),
+        );
+        let budget_limit = Family::<BudgetLabels, Gauge>::default();
+        registry.register(
+            "budget_limit",
+            "Billable calls a budget allows per period (caller * = gateway-wide)",
+            budget_limit.clone(),
+        );
+        let budget_fallback_decisions = Counter::default();
+        registry.register(
+            "budget_fallback_decisions",
+            "Budget decisions taken by this replica alone while Redis was unreachable",
+            budget_fallback_decisions.clone(),
+        );
+        let idempotent_replays = Family::<CallerLabels, Counter>::default();
+        registry.register(
+            "idempotent_replays",
+            "Answers replayed for a repeated idempotency key (no upstream call), by caller",
+            idempotent_replays.clone(),
+        );
+        let idempotency_evictions = Counter::default();
+        registry.register(
+            "idempotency_evictions",
+            "Idempotency entries evicted from the in-memory cache (--idempotency-cache-size)",
+            idempotency_evictions.clone(),
+        );
+        let idempotency_cache_bytes = Gauge::default();
+        registry.register(
+            "idempotency_cache_bytes",
+            "Bytes held by the in-memory idempotency cache",
+            idempotency_cache_bytes.clone(),
+        );
         Self {
             registry,
             rpcs,
@@ -263,6 +354,14 @@ impl Metrics {
             connections_refused,
             connections_closed,
             connections_open,
+            billable_calls,
+            calls_by_result,
+            budget_used,
+            budget_limit,
+            budget_fallback_decisions,
+            idempotent_replays,
+            idempotency_evictions,
+            idempotency_cache_bytes,
             upstream_rate_source: OnceLock::new(),
         }
     }

@@ -33,6 +33,15 @@ use crate::server::guard::{Guard, GuardLayer};
 use crate::server::json::Transcode;
 use crate::server::readiness::Readiness;
 use crate::server::service::VerificationService;
+use crate::server::spend::billing::Billing;
+use crate::server::spend::budget::{
+    BudgetStore, Budgets, Limits, LocalBudgetStore, RedisBudgetStore,
+};
+use crate::server::spend::clock::{Clock, SystemClock};
+use crate::server::spend::idempotency::{
+    Idempotency, IdempotencyStore, LocalIdempotencyStore, RedisIdempotencyStore,
+};
+use crate::server::spend::{Reconnect, Spend};
 use crate::server::validate::{InputRules, MAX_REQUEST_MESSAGE_BYTES};
 use crate::server::verifier::{EncryptionPolicy, Verifier};
 use crate::simulator::{Simulator, SimulatorConfig};
@@ -140,6 +149,10 @@ pub struct Application {
     draining: CancellationToken,
     /// What both readiness probes report.
     readiness: Readiness,
+    /// Billing, budgets and idempotency (the admin port reports budgets).
+    spend: Arc<Spend>,
+    /// The callers, when tokens are on (the admin port lists their budgets).
+    authenticator: Option<Arc<Authenticator>>,
 }
 
 /// The in-process simulator, bound but not started.
@@ -196,6 +209,7 @@ impl Application {
             }
             Limiter::Local(_) => None,
         };
+        let spend = Arc::new(build_spend(&args, redis.as_ref(), &metrics)?);
         let client = tencent::Client::new(
             ClientConfig {
                 endpoint,
@@ -229,7 +243,8 @@ impl Application {
                 InputRules {
                     allow_private_image_urls: args.allow_private_image_urls,
                 },
-            ),
+            )
+            .with_spend(Arc::clone(&spend)),
             BatchSettings {
                 per_stream: args.batch_concurrency as usize,
                 global: Arc::new(Semaphore::new(args.batch_global_concurrency as usize)),
@@ -302,7 +317,12 @@ impl Application {
             authenticator.spawn_reloader(args.reload_interval, background.clone());
         }
         if let (Some(redis), Some(limiter)) = (redis, shared_limiter) {
-            redis.follow_ca(limiter, args.reload_interval, background.clone());
+            redis.follow_ca(
+                limiter,
+                Arc::clone(&spend),
+                args.reload_interval,
+                background.clone(),
+            );
         }
         Ok(Self {
             grpc,
@@ -319,6 +339,8 @@ impl Application {
             background: background.drop_guard(),
             readiness: Readiness::new(draining.clone(), credentials_state),
             draining,
+            spend,
+            authenticator,
         })
     }
 
@@ -362,7 +384,14 @@ impl Application {
         let stop_admin = self.background_token.child_token();
         let admin = HttpServer::new(
             self.admin,
-            admin::service(Arc::clone(&self.metrics), self.readiness.clone()),
+            admin::service(
+                Arc::clone(&self.metrics),
+                self.readiness.clone(),
+                admin::BudgetSource {
+                    spend: Arc::clone(&self.spend),
+                    authenticator: self.authenticator.clone(),
+                },
+            ),
             self.admin_settings,
         )
         .with_metrics(connection_metrics(&self.metrics, "admin"))
@@ -569,10 +598,12 @@ impl SharedRedis {
         client_trusting(&self.url, ca.as_deref().map(Vec::as_slice)).map_err(StartupError::Redis)
     }
 
-    /// Reconnects `limiter` with the CA bundle each time its file changes.
+    /// Reconnects `limiter` and the spend stores with the CA bundle each
+    /// time its file changes.
     fn follow_ca(
         self,
         limiter: Arc<RedisLimiter>,
+        spend: Arc<Spend>,
         interval: Duration,
         shutdown: CancellationToken,
     ) {
@@ -584,7 +615,10 @@ impl SharedRedis {
             if !changed {
                 return;
             }
-            match client_trusting(&url, Some(pem)).and_then(|client| limiter.reconnect(client)) {
+            match client_trusting(&url, Some(pem)).and_then(|client| {
+                spend.reconnect(&client)?;
+                limiter.reconnect(client)
+            }) {
                 Ok(()) => tracing::info!("Redis CA bundle changed; new connections trust it"),
                 Err(error) => tracing::warn!(
                     kind = ?error.kind(),
@@ -658,6 +692,76 @@ fn build_limiter(
         "upstream rate limit shared through Redis"
     );
     Ok(Limiter::Redis(Arc::new(redis)))
+}
+
+/// Where budgets and idempotency answers are kept, and which of those
+/// stores follow the Redis CA bundle.
+type SpendStores = (
+    Arc<dyn BudgetStore>,
+    Arc<dyn IdempotencyStore>,
+    Vec<Arc<dyn Reconnect>>,
+);
+
+/// Billing, budgets and idempotency: in Redis when the rate limit is
+/// shared there (so replicas share budgets and answers), else in memory.
+fn build_spend(
+    args: &ServeArgs,
+    redis: Option<&SharedRedis>,
+    metrics: &Arc<Metrics>,
+) -> Result<Spend, StartupError> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let (budget_store, idempotency_store, redis_stores): SpendStores = match redis {
+        Some(redis) => {
+            let budgets = Arc::new(
+                RedisBudgetStore::new(
+                    redis.client()?,
+                    args.rate_limit_redis_timeout,
+                    args.rate_limit_fallback_share,
+                    Arc::clone(&clock),
+                    metrics.budget_fallback_decisions.clone(),
+                )
+                .map_err(StartupError::Redis)?,
+            );
+            let answers = Arc::new(
+                RedisIdempotencyStore::new(
+                    redis.client()?,
+                    "faceid-gateway:idempotency",
+                    args.rate_limit_redis_timeout,
+                )
+                .map_err(StartupError::Redis)?,
+            );
+            (
+                budgets.clone(),
+                answers.clone(),
+                vec![budgets as Arc<dyn Reconnect>, answers],
+            )
+        }
+        None => (
+            Arc::new(LocalBudgetStore::new(Arc::clone(&clock))),
+            Arc::new(LocalIdempotencyStore::new(
+                usize::try_from(args.idempotency_cache_size).unwrap_or(usize::MAX),
+                metrics,
+            )),
+            Vec::new(),
+        ),
+    };
+    let budgets = Budgets::new(
+        Limits {
+            day: args.budget_day,
+            month: args.budget_month,
+        },
+        budget_store,
+        clock,
+        "faceid-gateway:budget",
+        Arc::clone(metrics),
+    );
+    Ok(Spend::new(
+        Billing::new(args.billable_results.as_deref()),
+        budgets,
+        Idempotency::new(idempotency_store, args.idempotency_ttl, Arc::clone(metrics)),
+        Arc::clone(metrics),
+    )
+    .with_redis_stores(redis_stores))
 }
 
 fn encryption_policy(args: &ServeArgs, public_keys: PublicKeys) -> EncryptionPolicy {

@@ -61,6 +61,12 @@ pub struct TokenArgs {
     /// The caller's share of the upstream limit, calls per second.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     pub quota: Option<u32>,
+    /// The caller's budget: billable calls per day (Beijing time).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub budget_day: Option<u64>,
+    /// The caller's budget: billable calls per month (Beijing time).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub budget_month: Option<u64>,
 }
 
 /// How log lines are written.
@@ -174,6 +180,31 @@ pub struct ServeArgs {
     /// The share of --rate-limit one replica uses while Redis is unreachable.
     #[arg(long, env = "FACEID_RATE_LIMIT_FALLBACK_SHARE", default_value_t = 0.25, value_parser = parse_share)]
     pub rate_limit_fallback_share: f64,
+
+    /// Tencent codes that are billed, replacing Tencent's billing table
+    /// (`Success`, `FailedOperation.IdNameMisMatch`,
+    /// `FailedOperation.CompareLowSimilarity`); comma-separated.
+    #[arg(long, env = "FACEID_BILLABLE_RESULTS", value_delimiter = ',')]
+    pub billable_results: Option<Vec<String>>,
+
+    /// Billable calls the whole gateway may make per day (Beijing time);
+    /// shared by replicas through --rate-limit-redis.
+    #[arg(long, env = "FACEID_BUDGET_DAY", value_parser = clap::value_parser!(u64).range(1..))]
+    pub budget_day: Option<u64>,
+
+    /// Billable calls the whole gateway may make per month (Beijing time).
+    #[arg(long, env = "FACEID_BUDGET_MONTH", value_parser = clap::value_parser!(u64).range(1..))]
+    pub budget_month: Option<u64>,
+
+    /// How long an answer is kept for a repeated `idempotency-key`.
+    #[arg(long, env = "FACEID_IDEMPOTENCY_TTL", default_value = "24h", value_parser = parse_positive_duration)]
+    pub idempotency_ttl: Duration,
+
+    /// Bytes the in-memory idempotency cache may hold (least recently used
+    /// evicted beyond); not used with --rate-limit-redis, where Redis keeps
+    /// the answers.
+    #[arg(long, env = "FACEID_IDEMPOTENCY_CACHE_SIZE", default_value_t = 256 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub idempotency_cache_size: u64,
 
     /// Upstream calls in flight at most (waiting for a slot included), which
     /// bounds memory whatever callers send.

@@ -6,11 +6,16 @@
 //!
 //! ```text
 //! # name        sha256(token), hex                                           options
-//! billing       9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08 quota=20
-//! onboarding    60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752
+//! billing       9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08 quota=20 budget_day=5000
+//! onboarding    60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752 budget_month=20000
 //! ```
 //!
-//! `faceid-gateway token --name NAME [--quota N]` makes a token and its line.
+//! Options: `quota=N` (upstream calls per second), `budget_day=N` and
+//! `budget_month=N` (billable calls per day and month, Beijing time; see
+//! `server::spend`).
+//!
+//! `faceid-gateway token --name NAME [--quota N] [--budget-day N]
+//! [--budget-month N]` makes a token and its line.
 //! Names are letters, digits, `-`, `_` and `.`; they label spans, log lines
 //! and metrics, so they must not be personal data.
 
@@ -35,6 +40,7 @@ use crate::config::watch::Watched;
 use crate::metrics::Metrics;
 use crate::server::error::{Error, Refusal};
 use crate::server::observe::{self, Refused};
+use crate::server::spend::budget::{Limits, Payer};
 use crate::upstream::limit::{Gcra, Quota};
 
 /// The prefix of tokens `faceid-gateway token` makes.
@@ -49,6 +55,18 @@ pub(crate) struct Caller {
     pub(crate) name: Arc<str>,
     /// Calls per second this caller may make upstream, if capped.
     pub(crate) quota: Option<u32>,
+    /// Billable calls this caller may make per day and per month.
+    pub(crate) budgets: Limits,
+}
+
+impl Caller {
+    /// The caller as budgets see it.
+    pub(crate) fn payer(&self) -> Payer {
+        Payer {
+            name: Arc::clone(&self.name),
+            limits: self.budgets,
+        }
+    }
 }
 
 /// How telemetry names the caller of a call: its name, or `anonymous`
@@ -108,16 +126,34 @@ pub(crate) fn parse_tokens(text: &str) -> Result<Vec<(Caller, [u8; 32])>, Tokens
         hex::decode_to_slice(hex_hash, &mut hash)
             .map_err(|_| fail("the token's SHA-256 must be 64 hex characters"))?;
         let mut quota = None;
+        let mut budgets = Limits::default();
         for option in words {
-            let value = option
-                .strip_prefix("quota=")
-                .ok_or_else(|| fail("unknown option (only quota=N)"))?;
-            let calls: u32 = value
-                .parse()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| fail("quota must be a positive number of calls per second"))?;
-            quota = Some(calls);
+            let (name, value) = option.split_once('=').ok_or_else(|| {
+                fail("unknown option (only quota=N, budget_day=N, budget_month=N)")
+            })?;
+            match name {
+                "quota" => {
+                    let calls: u32 = value.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        fail("quota must be a positive number of calls per second")
+                    })?;
+                    quota = Some(calls);
+                }
+                "budget_day" | "budget_month" => {
+                    let calls: u64 = value.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        fail("a budget must be a positive number of billable calls")
+                    })?;
+                    if name == "budget_day" {
+                        budgets.day = Some(calls);
+                    } else {
+                        budgets.month = Some(calls);
+                    }
+                }
+                _ => {
+                    return Err(fail(
+                        "unknown option (only quota=N, budget_day=N, budget_month=N)",
+                    ));
+                }
+            }
         }
         if entries.iter().any(|e| &*e.caller.name == name) {
             return Err(fail("repeats a caller name"));
@@ -129,6 +165,7 @@ pub(crate) fn parse_tokens(text: &str) -> Result<Vec<(Caller, [u8; 32])>, Tokens
             caller: Caller {
                 name: Arc::from(name),
                 quota,
+                budgets,
             },
             hash,
         });
@@ -165,6 +202,21 @@ pub enum NewTokenError {
 /// [`NewTokenError`] when the name is not usable or no randomness is
 /// available.
 pub fn new_token(name: &str, quota: Option<u32>) -> Result<(String, String), NewTokenError> {
+    new_token_with_budgets(name, quota, None, None)
+}
+
+/// [`new_token`] with per-caller budgets: billable calls per day and per
+/// month (Beijing time).
+///
+/// # Errors
+/// [`NewTokenError`] when the name is not usable or no randomness is
+/// available.
+pub fn new_token_with_budgets(
+    name: &str,
+    quota: Option<u32>,
+    budget_day: Option<u64>,
+    budget_month: Option<u64>,
+) -> Result<(String, String), NewTokenError> {
     if !is_valid_name(name) {
         return Err(NewTokenError::InvalidName);
     }
@@ -177,6 +229,12 @@ pub fn new_token(name: &str, quota: Option<u32>) -> Result<(String, String), New
     let mut line = format!("{name} {}", hex::encode(Sha256::digest(token.as_bytes())));
     if let Some(quota) = quota {
         line.push_str(&format!(" quota={quota}"));
+    }
+    if let Some(day) = budget_day {
+        line.push_str(&format!(" budget_day={day}"));
+    }
+    if let Some(month) = budget_month {
+        line.push_str(&format!(" budget_month={month}"));
     }
     debug_assert!(parse_tokens(&line).is_ok(), "a made line parses");
     Ok((token, line))
@@ -227,6 +285,15 @@ impl Authenticator {
             }
         }
         found
+    }
+
+    /// Every caller of the current file.
+    pub(crate) fn callers(&self) -> Vec<Caller> {
+        self.tokens
+            .current()
+            .iter()
+            .map(|entry| entry.caller.clone())
+            .collect()
     }
 
     /// The caller named by an `authorization` header value.
@@ -472,6 +539,25 @@ mod tests {
     }
 
     #[test]
+    fn budgets_on_a_line_reach_the_caller() {
+        let (token, line) = new_token_with_budgets("batch", Some(2), Some(5), Some(100)).unwrap();
+        assert!(
+            line.ends_with(" quota=2 budget_day=5 budget_month=100"),
+            "{line}"
+        );
+        let (_dir, auth) = authenticator(&line);
+        let caller = auth.identify(&token).unwrap();
+        assert_eq!(
+            caller.budgets,
+            Limits {
+                day: Some(5),
+                month: Some(100)
+            }
+        );
+        assert_eq!(auth.callers(), vec![caller]);
+    }
+
+    #[test]
     fn a_token_for_an_unusable_name_is_refused_as_a_name_problem() {
         for name in ["bad name", "", "名字", &"a".repeat(65)] {
             let error = new_token(name, None).unwrap_err();
@@ -518,6 +604,9 @@ mod tests {
             (format!("a {hash}\nb deadbeef"), 2),
             (format!("a {hash} color=red"), 1),
             (format!("a {hash} quota=0"), 1),
+            (format!("a {hash} budget_day=0"), 1),
+            (format!("a {hash} budget_month=x"), 1),
+            (format!("a {hash} budget_week=3"), 1),
             (format!("a {hash}\na {}", "b".repeat(64)), 2),
             (format!("a {hash}\nb {hash}"), 2),
         ] {
@@ -537,10 +626,12 @@ mod tests {
         let greedy = Caller {
             name: Arc::from("greedy"),
             quota: Some(5),
+            budgets: Limits::default(),
         };
         let other = Caller {
             name: Arc::from("other"),
             quota: Some(5),
+            budgets: Limits::default(),
         };
         let allowed = (0..20)
             .filter(|_| quotas.check(Some(&greedy)).is_ok())
@@ -569,7 +660,7 @@ mod tests {
 
             #[test]
             fn the_parser_never_panics_on_line_shaped_input(
-                lines in proptest::collection::vec("[a-z._-]{0,70}( [0-9a-fA-F]{0,70})?( quota=[0-9a-z]{0,12})*( #.*)?", 0..8)
+                lines in proptest::collection::vec("[a-z._-]{0,70}( [0-9a-fA-F]{0,70})?( (quota|budget_day|budget_month)=[0-9a-z]{0,12})*( #.*)?", 0..8)
             ) {
                 let _ = parse_tokens(&lines.join("\n"));
             }

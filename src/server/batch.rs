@@ -43,6 +43,7 @@ use crate::proto::{VerifyIdCardBatchRequest, VerifyIdCardBatchResponse};
 use crate::server::auth::{Caller, caller_name};
 use crate::server::error::Error;
 use crate::server::observe::{self, BatchCounts, Rpc};
+use crate::server::spend::idempotency::IdempotencyKey;
 use crate::server::validate::{InvalidArgument, Verification};
 use crate::server::verifier::Verifier;
 
@@ -86,6 +87,8 @@ pub(crate) struct StreamCall {
     pub(crate) deadline: Option<Instant>,
     /// Who opened the stream (items count against its share).
     pub(crate) caller: Option<Caller>,
+    /// The stream's `idempotency-key`: each item's key is `<key>/<item_id>`.
+    pub(crate) idempotency_key: Option<IdempotencyKey>,
 }
 
 /// Starts the driver for one stream and returns its answers.
@@ -101,6 +104,7 @@ pub(crate) fn start(
         rpc,
         deadline,
         caller,
+        idempotency_key,
     } = call;
     let (answers, receiver) = mpsc::channel(settings.per_stream.max(1));
     let driver = Driver {
@@ -108,6 +112,7 @@ pub(crate) fn start(
         span: span.clone(),
         rpc,
         caller,
+        idempotency_key,
         verifier,
         settings,
         answers,
@@ -157,6 +162,8 @@ struct Driver {
     rpc: Rpc,
     /// Who opened the stream (items count against its share).
     caller: Option<Caller>,
+    /// The stream's idempotency key, if any.
+    idempotency_key: Option<IdempotencyKey>,
     verifier: Verifier,
     settings: BatchSettings,
     answers: mpsc::Sender<Result<VerifyIdCardBatchResponse, Status>>,
@@ -300,11 +307,16 @@ impl Driver {
         let caller = self.caller.clone();
         let answer_id = item_id.clone();
         let rpc = self.rpc;
+        let key = self
+            .idempotency_key
+            .as_ref()
+            .map(|key| key.for_item(&item_id));
         let task = async move {
             let _in_flight = GaugeGuard::up(&metrics.batch_items_in_flight);
             let result = verifier
-                .verify_valid(verification, caller.as_ref(), deadline)
-                .await;
+                .verify_keyed(verification, caller.as_ref(), deadline, key.as_ref())
+                .await
+                .result;
             drop(permit);
             let outcome = observe::Outcome::of(&result);
             observe::report(

@@ -66,6 +66,21 @@ pub(crate) enum Error {
         /// When the share has room again.
         retry_after: Duration,
     },
+    /// A budget of billable calls is spent for its period.
+    #[error("the {period} budget of {subject} is spent")]
+    BudgetExhausted {
+        /// `gateway` or `caller:<name>`.
+        subject: String,
+        /// `day` or `month`.
+        period: &'static str,
+        /// Billable calls the budget allows per period.
+        limit: u64,
+        /// Until the period resets.
+        retry_after: Duration,
+    },
+    /// The idempotency key was used, within its TTL, for another request.
+    #[error("the idempotency key was used for another request")]
+    IdempotencyKeyReused,
     /// A batch stream sent more items than `--batch-max-items`.
     #[error("the batch stream exceeded {max_items} items")]
     BatchTooLarge {
@@ -126,9 +141,11 @@ impl Error {
         match self {
             Error::InvalidArgument(_) => Code::InvalidArgument,
             Error::Upstream(error) => code_for(error.class()),
-            Error::RateLimited { .. } | Error::BatchTooLarge { .. } | Error::CallerQuota { .. } => {
-                Code::ResourceExhausted
-            }
+            Error::RateLimited { .. }
+            | Error::BatchTooLarge { .. }
+            | Error::CallerQuota { .. }
+            | Error::BudgetExhausted { .. } => Code::ResourceExhausted,
+            Error::IdempotencyKeyReused => Code::InvalidArgument,
             Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::DeadlineExceeded => Code::DeadlineExceeded,
             Error::ShuttingDown => Code::Unavailable,
@@ -158,6 +175,8 @@ impl Error {
             Error::Unauthenticated(Refusal::Missing) => "MissingToken",
             Error::Unauthenticated(Refusal::Unknown) => "UnknownToken",
             Error::CallerQuota { .. } => "CallerQuotaExceeded",
+            Error::BudgetExhausted { .. } => "BudgetExhausted",
+            Error::IdempotencyKeyReused => "IdempotencyKeyReused",
             Error::ShuttingDown => "GatewayShuttingDown",
             Error::EncryptionSetup(_) => "GatewayEncryptionFailed",
             Error::MalformedMessage { .. } | Error::InvalidJson { .. } => "MalformedMessage",
@@ -260,6 +279,37 @@ impl From<Error> for Status {
                     .into(),
                 );
                 format!("caller {caller} used up its share of {quota} calls per second")
+            }
+            Error::BudgetExhausted {
+                subject,
+                period,
+                limit,
+                retry_after,
+            } => {
+                more.push(RetryInfo::new(Some(*retry_after)).into());
+                more.push(
+                    QuotaFailure::with_violation(
+                        subject.as_str(),
+                        format!(
+                            "at most {limit} billable calls per {period} (Beijing time); the {period} resets in {} s",
+                            retry_after.as_secs()
+                        ),
+                    )
+                    .into(),
+                );
+                format!(
+                    "the {period} budget of {subject} ({limit} billable calls) is spent; nothing was sent"
+                )
+            }
+            Error::IdempotencyKeyReused => {
+                more.push(
+                    BadRequest::with_violation(
+                        "idempotency-key",
+                        "was used for another request (image, checks or encryption) within its TTL",
+                    )
+                    .into(),
+                );
+                "this idempotency-key was used for another request; use a new key for a new request; nothing was sent".to_owned()
             }
             Error::BatchTooLarge { max_items } => {
                 more.push(

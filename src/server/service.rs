@@ -17,7 +17,9 @@ use crate::proto::{VerifyIdCardBatchRequest, VerifyIdCardRequest, VerifyIdCardRe
 use crate::server::auth::{Caller, caller_name};
 use crate::server::batch::{self, BatchSettings, BatchStream, Inbound, StreamCall};
 use crate::server::deadline;
+use crate::server::error::Error;
 use crate::server::observe::{self, Outcome, Rpc, Transport, tag};
+use crate::server::spend::idempotency::{self, IdempotencyKey};
 use crate::server::verifier::Verifier;
 
 /// The service implementation, shared by every connection.
@@ -63,11 +65,26 @@ impl VerificationService {
         let caller = request.extensions().get::<Caller>().cloned();
         let name = caller_name(caller.as_ref()).to_owned();
         observe::record_caller(&span, &name);
-        let result = self
-            .verifier
-            .verify(request.into_inner(), "", caller.as_ref(), deadline)
-            .instrument(span.clone())
-            .await;
+        let verified = match IdempotencyKey::from_metadata(request.metadata()) {
+            Ok(key) => {
+                self.verifier
+                    .verify(
+                        request.into_inner(),
+                        "",
+                        caller.as_ref(),
+                        deadline,
+                        key.as_ref(),
+                    )
+                    .instrument(span.clone())
+                    .await
+            }
+            Err(invalid) => idempotency::Outcome {
+                result: Err(Error::from(invalid)),
+                replayed: false,
+            },
+        };
+        let replayed = verified.replayed;
+        let result = verified.result;
         observe::report(
             &span,
             rpc,
@@ -81,12 +98,18 @@ impl VerificationService {
                 let request_id = answer.request_id.clone();
                 let mut response = Response::new(answer);
                 tag(response.metadata_mut(), &span, Some(&request_id));
+                if replayed {
+                    mark_replay(response.metadata_mut());
+                }
                 Ok(response)
             }
             Err(error) => {
                 let mut status = Status::from(error);
                 // The request id is already in the status metadata.
                 tag(status.metadata_mut(), &span, None);
+                if replayed {
+                    mark_replay(status.metadata_mut());
+                }
                 Err(status)
             }
         }
@@ -105,6 +128,16 @@ impl VerificationService {
         let deadline = deadline::from_metadata(metadata, Instant::now());
         let caller = extensions.get::<Caller>().cloned();
         observe::record_caller(&span, caller_name(caller.as_ref()));
+        let idempotency_key = match IdempotencyKey::from_metadata(metadata) {
+            Ok(key) => key,
+            Err(invalid) => {
+                let mut status = Status::from(Error::from(invalid));
+                tag(status.metadata_mut(), &span, None);
+                let refused: BatchStream =
+                    Box::pin(futures_util::stream::once(std::future::ready(Err(status))));
+                return Response::new(refused);
+            }
+        };
         let answers = batch::start(
             self.verifier.clone(),
             self.batch.clone(),
@@ -115,12 +148,21 @@ impl VerificationService {
                 rpc,
                 deadline,
                 caller,
+                idempotency_key,
             },
         );
         let mut response = Response::new(answers);
         tag(response.metadata_mut(), &span, None);
         response
     }
+}
+
+/// Marks an answer as a replay of an earlier call's.
+fn mark_replay(metadata: &mut MetadataMap) {
+    metadata.insert(
+        idempotency::REPLAY_METADATA,
+        tonic::metadata::MetadataValue::from_static("true"),
+    );
 }
 
 /// The transport a request came by (gRPC unless the JSON gateway says).

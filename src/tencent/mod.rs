@@ -13,11 +13,13 @@
 //! - [`credentials`]: keys from the environment or a reloaded file;
 //! - [`encryption`] and [`crypto`]: asking for and opening Tencent's
 //!   encrypted answers;
-//! - [`codes`] and [`error`]: the classification table and the error type.
+//! - [`codes`] and [`error`]: the classification table and the error type;
+//!   [`billing`]: which of those codes Tencent bills.
 //!
 //! May import: [`crate::config`] (watched files), [`crate::net`] (the TLS
 //! provider) and [`crate::metrics`]; never the server or the upstream stack.
 
+pub(crate) mod billing;
 pub mod body;
 pub mod client;
 pub(crate) mod codes;

@@ -15,6 +15,7 @@ mod process;
 mod redis_server;
 mod security;
 mod server;
+mod spend;
 mod telemetry;
 mod unary;
 mod upstream_stack;

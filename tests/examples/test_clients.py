@@ -176,3 +176,21 @@ def test_batch_exits_non_zero_when_items_get_no_answer(client, tmp_path):
     assert result.stdout == ""
     assert "stream ended with UNAVAILABLE" in result.stderr
     assert "no answer for 1 item(s): lost.png" in result.stderr
+
+
+@pytest.mark.parametrize("language", ["python", "node"])
+def test_retries_carry_one_idempotency_key_and_replays_are_reported(language, request, gateway, tmp_path):
+    unary, _ = commands(language, request)
+    # The gateway's own three attempts fail; the example's retry succeeds.
+    flaky = image_with(tmp_path, "flaky.png", f"key=flaky-{language},fail-first=3,error=InternalError")
+    result = run([*unary, "--target", gateway.target, "--retries", "1", str(flaky)])
+    assert json_output(result, 0)["verdict"] == "VERDICT_MATCH"
+    assert "retrying in 1s with the same idempotency-key" in result.stderr
+    # The same key twice: the second answer is the first, replayed.
+    image = image_with(tmp_path, "card.png", "sim=91")
+    key = f"example-{language}-{time.time_ns()}"
+    first = run([*unary, "--target", gateway.target, "--idempotency-key", key, str(image)])
+    second = run([*unary, "--target", gateway.target, "--idempotency-key", key, str(image)])
+    assert json_output(first, 0) == json_output(second, 0)
+    assert "replayed" not in first.stderr
+    assert "replayed an earlier answer" in second.stderr

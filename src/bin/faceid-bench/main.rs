@@ -2,7 +2,7 @@
 //! that starts its own simulator, gateway (and Redis) as child processes on
 //! loopback ports, drives them with tonic clients, and prints its figures
 //! (latency percentiles from HDR histograms, the gateway's CPU time and peak
-//! RSS from `/proc`). Build with `cargo build --release --bins`.
+//! RSS from `/proc`). Build with `cargo build --release --features bench --bins`.
 
 mod batch;
 mod ceiling;
@@ -16,6 +16,7 @@ mod rate;
 #[path = "../../../tests/support/redis.rs"]
 mod redis_server;
 mod sdk;
+mod spend;
 
 use clap::{Parser, Subcommand};
 
@@ -46,6 +47,9 @@ enum Scenario {
     /// Tencent's official Python SDK calling the simulator directly versus
     /// grpcio calling the gateway.
     Sdk(sdk::Args),
+    /// What budgets and idempotency keys add to a call, in memory and in
+    /// Redis, and what a replay costs.
+    Spend(spend::Args),
 }
 
 #[tokio::main]
@@ -58,5 +62,6 @@ async fn main() -> anyhow::Result<()> {
         Scenario::BatchMemory(args) => batch::run(args).await,
         Scenario::Ceiling(args) => ceiling::run(args).await,
         Scenario::Sdk(args) => sdk::run(args).await,
+        Scenario::Spend(args) => spend::run(args).await,
     }
 }
