@@ -68,6 +68,22 @@ pub(crate) struct ClosedLabels {
     pub(crate) reason: &'static str,
 }
 
+/// Labels of the Tencent keys in use.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct CredentialLabels {
+    /// Where they come from: `env`, `file`, `oidc`, `cvm-role` or `role-arn`.
+    pub(crate) source: &'static str,
+}
+
+/// Labels of one attempt to renew temporary keys.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RefreshLabels {
+    /// Where the keys come from (see [`CredentialLabels`]).
+    pub(crate) source: &'static str,
+    /// `success` or `failure`.
+    pub(crate) outcome: &'static str,
+}
+
 /// Every metric the gateway exports.
 pub(crate) struct Metrics {
     registry: Registry,
@@ -105,6 +121,12 @@ pub(crate) struct Metrics {
     pub(crate) connections_closed: Family<ClosedLabels, Counter>,
     /// Connections open now, by port.
     pub(crate) connections_open: Family<PortLabels, Gauge>,
+    /// When the keys in use expire (Unix seconds), by source; temporary
+    /// keys only.
+    pub(crate) credentials_expiry: Family<CredentialLabels, Gauge>,
+    /// Attempts to renew temporary keys (STS, the metadata server), by
+    /// source and outcome.
+    pub(crate) credentials_refreshes: Family<RefreshLabels, Counter>,
     /// Reads the upstream calls sent in the last window, at each scrape.
     upstream_rate_source: OnceLock<RateSource>,
 }
@@ -244,6 +266,18 @@ impl Metrics {
             "Connections open now, by port",
             connections_open.clone(),
         );
+        let credentials_expiry = Family::<CredentialLabels, Gauge>::default();
+        registry.register(
+            "credentials_expiry_timestamp_seconds",
+            "When the temporary Tencent keys in use expire (Unix seconds), by source",
+            credentials_expiry.clone(),
+        );
+        let credentials_refreshes = Family::<RefreshLabels, Counter>::default();
+        registry.register(
+            "credentials_refresh",
+            "Attempts to renew temporary Tencent keys, by source and outcome",
+            credentials_refreshes.clone(),
+        );
         Self {
             registry,
             rpcs,
@@ -263,6 +297,8 @@ impl Metrics {
             connections_refused,
             connections_closed,
             connections_open,
+            credentials_expiry,
+            credentials_refreshes,
             upstream_rate_source: OnceLock::new(),
         }
     }

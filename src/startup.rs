@@ -184,6 +184,7 @@ impl Application {
             )?,
         };
         let metrics = Arc::new(Metrics::new());
+        credentials.report_to(&metrics);
         metrics
             .rate_limit_configured
             .set(i64::from(args.rate_limit));
