@@ -22,7 +22,8 @@
 //! Besides the API at `POST /`, it serves `GET /__simulator/stats` (JSON
 //! [`StatsSnapshot`]), `POST /__simulator/reset`, and
 //! `POST /__simulator/{sts,metadata}/{down,up}` to take STS or the metadata
-//! server away (they answer HTTP 503) and bring them back.
+//! server away (they answer HTTP 503) and bring them back, and
+//! `POST /__simulator/sts/revoke` to forget the temporary keys issued.
 //!
 //! May import: [`crate::tencent`] (the wire model, signing, the image rules
 //! and the cryptography it plays Tencent's side of), [`crate::net`] and
@@ -191,6 +192,18 @@ impl Simulator {
     /// brings it back.
     pub fn set_sts_available(&self, available: bool) {
         self.state.sts.set_sts_available(available);
+    }
+
+    /// Forgets every temporary key issued so far: calls signed with one
+    /// are answered `AuthFailure.SecretIdNotFound`.
+    pub fn revoke_temporary_credentials(&self) {
+        self.state.sts.revoke_all();
+    }
+
+    /// The temporary keys issued and not revoked (SecretId, SecretKey,
+    /// token), for tests that look for them where they must not be.
+    pub fn issued_temporary_credentials(&self) -> Vec<(String, SecretString, SecretString)> {
+        self.state.sts.all()
     }
 
     /// Takes its metadata server away (`false`: every GET answers HTTP 503)

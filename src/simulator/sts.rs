@@ -15,7 +15,8 @@
 //!
 //! Both can be taken away (HTTP 503) and brought back, by
 //! `POST /__simulator/{sts,metadata}/{down,up}` or the [`Simulator`]'s
-//! methods, so tests can watch keys expire and recover.
+//! methods, so tests can watch keys expire and recover; and
+//! `POST /__simulator/sts/revoke` forgets every key issued.
 //!
 //! [`Simulator`]: super::Simulator
 
@@ -87,6 +88,21 @@ impl Issuer {
         self.metadata_down.store(!available, Ordering::SeqCst);
     }
 
+    /// Forgets every key issued so far: Tencent then answers
+    /// `AuthFailure.SecretIdNotFound` to them (keys revoked, or issued by
+    /// another STS region that has not heard of them).
+    pub(super) fn revoke_all(&self) {
+        self.lock().clear();
+    }
+
+    /// Every key issued and not revoked: SecretId, SecretKey and token.
+    pub(super) fn all(&self) -> Vec<(String, SecretString, SecretString)> {
+        self.lock()
+            .iter()
+            .map(|(id, keys)| (id.clone(), keys.secret_key.clone(), keys.token.clone()))
+            .collect()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Issued>> {
         self.issued
             .lock()
@@ -131,6 +147,10 @@ pub(super) fn is_sts_action(headers: &HeaderMap) -> bool {
 
 /// `POST /__simulator/{sts,metadata}/{down,up}`.
 pub(super) fn switch(state: &State, path: &str) -> http::Response<Full<Bytes>> {
+    if path == "/__simulator/sts/revoke" {
+        state.sts.revoke_all();
+        return plain(StatusCode::OK, "text/plain", b"ok\n".to_vec());
+    }
     let flag = match path.strip_prefix("/__simulator/") {
         Some("sts/down") => Some((true, false)),
         Some("sts/up") => Some((true, true)),

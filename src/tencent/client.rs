@@ -11,7 +11,7 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, Header
 
 use super::body::RequestBody;
 use super::codes::Class;
-use super::credentials::{CredentialProvider, Credentials};
+use super::credentials::{CredentialProvider, Credentials, STALE_KEY_CODES};
 use super::encryption::RequestEncryption;
 use super::error::Error;
 use super::model::{ACTION, CheckIdCardInformationResponse, Envelope, SERVICE, VERSION};
@@ -23,9 +23,6 @@ pub const JSON_CONTENT_TYPE: &str = "application/json";
 pub const SIMULATED_HEADER: &str = "x-faceid-simulated";
 /// Largest answer body read; Tencent's answers for this action are far smaller.
 const MAX_RESPONSE_BYTES: usize = 16 * 1024 * 1024;
-/// Tencent's answers to temporary keys it no longer knows (expired, or
-/// replaced): renewing the keys and sending again can help.
-const STALE_KEY_CODES: [&str; 2] = ["AuthFailure.TokenFailure", "AuthFailure.SecretIdNotFound"];
 /// `X-TC-RequestClient`: who is calling, for Tencent's side of a support case.
 const REQUEST_CLIENT: &str = concat!("faceid-gateway/", env!("CARGO_PKG_VERSION"));
 

@@ -45,6 +45,11 @@ pub const ENV_SESSION_TOKEN: &str = "TENCENTCLOUD_SESSION_TOKEN";
 /// Environment variable with the path of an INI credentials file.
 pub const ENV_CREDENTIALS_FILE: &str = "TENCENTCLOUD_CREDENTIALS_FILE";
 
+/// Tencent's answers to temporary keys it no longer knows (expired early,
+/// revoked, or replaced): renewing the keys and sending again can help.
+pub(crate) const STALE_KEY_CODES: [&str; 2] =
+    ["AuthFailure.TokenFailure", "AuthFailure.SecretIdNotFound"];
+
 /// The INI section the SDKs read.
 const PROFILE_SECTION: &str = "default";
 /// How long before temporary keys expire a missing replacement is logged.

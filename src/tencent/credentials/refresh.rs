@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::metadata::Metadata;
 use super::sts::{AssumeRole, FetchError, Sts, WebIdentity};
-use super::{CredentialProvider, Credentials, Report, Trust};
+use super::{CredentialProvider, Credentials, Report, STALE_KEY_CODES, Trust};
 use crate::metrics::Metrics;
 
 /// The `RetryInfo` delay of calls refused for expired keys when no renewal
@@ -35,10 +35,10 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// Attempts at start-up before giving up on a source that fails.
 const START_ATTEMPTS: u32 = 3;
-/// Keys fetched less than this long ago are not renewed again because
-/// Tencent refused them (new keys can take a moment to be known
-/// everywhere; renewing in a loop would only load STS).
-const MIN_REFUSAL_RENEWAL_AGE: Duration = Duration::from_secs(1);
+/// At most one renewal per this interval because Tencent refused the keys
+/// (a burst of refused calls renews once; keys Tencent keeps refusing do
+/// not turn every call into an STS call).
+const MIN_REFUSAL_RENEWAL_GAP: Duration = Duration::from_secs(1);
 
 /// The keys in use expired and no renewal has succeeded since.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,11 +75,29 @@ impl Fetch {
             Fetch::WebIdentity { sts, request } => sts.assume_role_with_web_identity(request).await,
             Fetch::AssumeRole { sts, request, base } => {
                 let keys = base.usable().map_err(|_| FetchError::BaseExpired)?;
-                sts.assume_role(&keys, request).await
+                let result = sts.assume_role(&keys, request).await;
+                // Temporary base keys STS calls stale: renew them, once.
+                if let Err(FetchError::Api { code, .. }) = &result
+                    && keys.token().is_some()
+                    && STALE_KEY_CODES.contains(&code.as_str())
+                    && let Some(renewed) = renew_base(base, &keys).await
+                {
+                    return sts.assume_role(&renewed, request).await;
+                }
+                result
             }
             Fetch::CvmRole(metadata) => metadata.fetch().await,
         }
     }
+}
+
+/// `base.renew_after_refusal`, boxed: the base may itself be renewed by a
+/// [`Fetch`], and an async call cycle needs a box to have a size.
+fn renew_base<'a>(
+    base: &'a CredentialProvider,
+    keys: &'a Arc<Credentials>,
+) -> std::pin::Pin<Box<dyn Future<Output = Option<Arc<Credentials>>> + Send + 'a>> {
+    Box::pin(base.renew_after_refusal(keys))
 }
 
 /// The keys in use and when they were fetched (their lifetime starts
@@ -99,6 +117,8 @@ pub(super) struct Refresher {
     renewed: Notify,
     /// Unix milliseconds of the next attempt after a failure (0: none).
     next_attempt_ms: AtomicU64,
+    /// Unix milliseconds of the last renewal Tencent's refusal asked for.
+    last_refusal_renewal_ms: AtomicU64,
     spawned: AtomicBool,
     trust: Arc<Trust>,
     report: Arc<Report>,
@@ -141,6 +161,7 @@ impl Refresher {
             renewing: tokio::sync::Mutex::new(()),
             renewed: Notify::new(),
             next_attempt_ms: AtomicU64::new(0),
+            last_refusal_renewal_ms: AtomicU64::new(0),
             spawned: AtomicBool::new(false),
             trust,
             report,
@@ -187,17 +208,25 @@ impl Refresher {
     }
 
     /// Renews now because Tencent refused `used` as stale, unless newer
-    /// keys are already in (then returns those) or `used` is brand new.
+    /// keys are already in (then returns those) or such a renewal happened
+    /// less than [`MIN_REFUSAL_RENEWAL_GAP`] ago.
     pub(super) async fn renew_after_refusal(
         &self,
         used: &Arc<Credentials>,
     ) -> Option<Arc<Credentials>> {
         let result = self
             .renew(|held, now| {
-                Arc::ptr_eq(&held.credentials, used)
-                    && now
-                        .duration_since(held.fetched)
-                        .is_ok_and(|age| age >= MIN_REFUSAL_RENEWAL_AGE)
+                let now_ms = unix_ms(now);
+                let last = self.last_refusal_renewal_ms.load(Ordering::Relaxed);
+                let gap = u64::try_from(MIN_REFUSAL_RENEWAL_GAP.as_millis()).unwrap_or(u64::MAX);
+                let due =
+                    Arc::ptr_eq(&held.credentials, used) && now_ms.saturating_sub(last) >= gap;
+                if due {
+                    // Checked and set under the renewal lock: one at a time.
+                    self.last_refusal_renewal_ms
+                        .store(now_ms, Ordering::Relaxed);
+                }
+                due
             })
             .await;
         match result {
