@@ -556,11 +556,17 @@ mod tests {
             "KEY",
             "--rate-limit",
             "1000",
+            "--temporary-credentials-ttl",
+            "3s",
+            "--web-identity-token-file",
+            "/var/run/token",
         ]);
         let Command::Simulator(args) = cli.into_command() else {
             panic!("expected simulator");
         };
         assert_eq!(args.rate_limit, 1000);
+        assert_eq!(args.temporary_credentials_ttl, Duration::from_secs(3));
+        assert!(args.web_identity_token_file.is_some());
     }
 
     #[test]
