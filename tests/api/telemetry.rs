@@ -814,7 +814,9 @@ async fn a_run_on_temporary_keys_leaks_none_of_them() {
         "both layers renewed: {:?}",
         stats.credential_calls
     );
-    assert_eq!(stats.count("AuthFailure.SecretIdNotFound"), 1);
+    // (Zero when a scheduled renewal slipped in between the revocation and
+    // the call; the leak checks below hold either way.)
+    assert!(stats.count("AuthFailure.SecretIdNotFound") <= 1);
     for action in ["AssumeRoleWithWebIdentity", "AssumeRole"] {
         assert!(
             spans.iter().any(|span| span.kind == SpanKind::Client as i32

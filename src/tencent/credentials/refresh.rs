@@ -33,6 +33,9 @@ const MIN_MARGIN: Duration = Duration::from_secs(5);
 const FIRST_BACKOFF: Duration = Duration::from_millis(250);
 /// The longest backoff between two renewal attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// The longest the background task sleeps before looking at the clock
+/// again (the wall clock can jump; the timers do not follow it).
+const MAX_SLEEP: Duration = Duration::from_secs(60);
 /// Attempts at start-up before giving up on a source that fails.
 const START_ATTEMPTS: u32 = 3;
 /// At most one renewal per this interval because Tencent refused the keys
@@ -323,7 +326,10 @@ impl Refresher {
                         failures = 0;
                         continue;
                     }
-                    () = tokio::time::sleep(wait) => {}
+                    () = tokio::time::sleep(wait.min(MAX_SLEEP)) => {}
+                }
+                if failures == 0 && wait > MAX_SLEEP {
+                    continue;
                 }
             }
             let retrying = failures > 0;
