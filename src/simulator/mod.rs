@@ -15,7 +15,7 @@
 //! It also plays Tencent Cloud STS (`AssumeRole`, checked against its
 //! long-lived key, and `AssumeRoleWithWebIdentity`, checked against a token
 //! file it re-reads) by `X-TC-Action` on `POST /`, and the CVM metadata
-//! server on `GET /latest/meta-data/cam/security-credentials/…` ([`sts`]).
+//! server on `GET /latest/meta-data/cam/security-credentials/…` (`sts.rs`).
 //! The temporary keys it issues live [`SimulatorConfig::temporary_credentials_ttl`]
 //! and are accepted, with their token, until then, as Tencent does.
 //!

@@ -161,9 +161,21 @@ async fn no_log_line_holds_the_web_identity_token_or_temporary_keys() {
     gateway.stop().await.unwrap();
 
     let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    // The renewals happened (their log lines may be filtered out here: a
+    // callsite first reached on another test's thread, which has no
+    // subscriber, can be cached as uninteresting; the binary-level run in
+    // telemetry.rs captures them for sure).
     assert!(
-        logs.contains("temporary Tencent keys renewed"),
-        "the run renewed keys"
+        simulator
+            .stats()
+            .credential_calls("AssumeRoleWithWebIdentity:Success")
+            >= 3,
+        "{:?}",
+        simulator.stats().credential_calls
+    );
+    assert!(
+        logs.contains("credentials source chosen"),
+        "the run did log"
     );
     let mut forbidden = vec![
         web_identity_token.to_owned(),

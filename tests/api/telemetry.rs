@@ -602,6 +602,10 @@ async fn a_run_with_known_secrets_leaks_none_of_them() {
         !spans.is_empty() && logs.lines().count() > 50,
         "the run produced telemetry"
     );
+    assert!(
+        logs.contains("faceid-gateway stopped"),
+        "every log line of the run was read, to the last"
+    );
 
     no_known_secret_appears_in(
         &format!("{spans:?}\n{logs}\n{metrics}"),
@@ -830,6 +834,14 @@ async fn a_run_on_temporary_keys_leaks_none_of_them() {
             .contains(r#"faceid_credentials_refresh_total{source="role-arn",outcome="success"}"#)
             && metrics.contains(r#"faceid_credentials_expiry_timestamp_seconds{source="oidc"}"#),
         "{metrics}"
+    );
+
+    assert!(
+        logs.contains("temporary Tencent keys renewed")
+            && logs.contains("faceid-gateway stopped")
+            && logs.contains("Tencent refused the temporary keys as stale")
+                == (stats.count("AuthFailure.SecretIdNotFound") == 1),
+        "the whole run was logged: the renewals and the refusal"
     );
 
     let everything = format!("{spans:?}\n{logs}\n{metrics}");

@@ -4,9 +4,9 @@
 //! - long-lived keys from the environment or the SDKs' INI file, the file
 //!   re-read so a rotated Secret takes effect without a restart;
 //! - temporary keys from TKE OIDC, the CVM metadata server or STS
-//!   `AssumeRole` ([`chain`] picks the source in the SDKs' order), renewed
-//!   in the background before they expire ([`refresh`]) by [`sts`] and
-//!   [`metadata`] calls;
+//!   `AssumeRole` (`chain.rs` picks the source in the SDKs' order), renewed
+//!   in the background before they expire (`refresh.rs`) by `sts.rs` and
+//!   `metadata.rs` calls;
 //! - what Tencent's answers and the clock say of the keys in use
 //!   ([`CredentialState`]), which readiness follows.
 //!
@@ -536,6 +536,14 @@ impl CredentialProvider {
         let _ = self.report.metrics.set(Arc::clone(metrics));
         self.report.expiry(&self.current());
         if let Source::Renewed(refresher) = &self.source {
+            // Both outcomes from the start, so a dashboard's rate() and an
+            // alert on failures have a series before the first renewal.
+            for outcome in ["success", "failure"] {
+                drop(metrics.credentials_refreshes.get_or_create(&RefreshLabels {
+                    source: self.report.label,
+                    outcome,
+                }));
+            }
             refresher.report_to(metrics);
         }
     }
