@@ -11,6 +11,7 @@ use faceid_gateway::simulator::{Simulator, SimulatorConfig};
 use faceid_gateway::startup::{Application, UpstreamTarget, shutdown_signal};
 use faceid_gateway::telemetry;
 use faceid_gateway::tencent::CredentialProvider;
+use faceid_gateway::tencent::credentials::ChainSettings;
 use secrecy::SecretString;
 
 /// Every call allocates and frees image-sized buffers (hundreds of KiB):
@@ -50,7 +51,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let target = if args.simulate {
         UpstreamTarget::BuiltInSimulator
     } else {
-        let credentials = CredentialProvider::from_env(|name| std::env::var(name).ok())?;
+        let credentials =
+            CredentialProvider::from_chain(&ChainSettings::from_args(&args), |name| {
+                std::env::var(name).ok()
+            })
+            .await?;
         UpstreamTarget::Tencent(Arc::new(credentials))
     };
     let app = Application::build(args, target).await?;
@@ -79,6 +84,8 @@ async fn simulator(args: SimulatorArgs) -> anyhow::Result<()> {
     let mut config = SimulatorConfig::new(args.secret_id, args.secret_key);
     config.session_token = args.session_token.map(SecretString::from);
     config.rate_limit = args.rate_limit;
+    config.temporary_credentials_ttl = args.temporary_credentials_ttl;
+    config.web_identity_token_file = args.web_identity_token_file;
     let simulator = Simulator::bind(config, args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;

@@ -94,6 +94,22 @@ pub(crate) struct BudgetLabels {
     pub(crate) period: &'static str,
 }
 
+/// Labels of the Tencent keys in use.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct CredentialLabels {
+    /// Where they come from: `env`, `file`, `oidc`, `cvm-role` or `role-arn`.
+    pub(crate) source: &'static str,
+}
+
+/// Labels of one attempt to renew temporary keys.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RefreshLabels {
+    /// Where the keys come from (see [`CredentialLabels`]).
+    pub(crate) source: &'static str,
+    /// `success` or `failure`.
+    pub(crate) outcome: &'static str,
+}
+
 /// Every metric the gateway exports.
 pub(crate) struct Metrics {
     registry: Registry,
@@ -148,6 +164,12 @@ pub(crate) struct Metrics {
     pub(crate) idempotency_evictions: Counter,
     /// Bytes held by the in-memory idempotency cache.
     pub(crate) idempotency_cache_bytes: Gauge,
+    /// When the keys in use expire (Unix seconds), by source; temporary
+    /// keys only.
+    pub(crate) credentials_expiry: Family<CredentialLabels, Gauge>,
+    /// Attempts to renew temporary keys (STS, the metadata server), by
+    /// source and outcome.
+    pub(crate) credentials_refreshes: Family<RefreshLabels, Counter>,
     /// Reads the upstream calls sent in the last window, at each scrape.
     upstream_rate_source: OnceLock<RateSource>,
 }
@@ -335,6 +357,18 @@ impl Metrics {
             "Bytes held by the in-memory idempotency cache",
             idempotency_cache_bytes.clone(),
         );
+        let credentials_expiry = Family::<CredentialLabels, Gauge>::default();
+        registry.register(
+            "credentials_expiry_timestamp_seconds",
+            "When the temporary Tencent keys in use expire (Unix seconds), by source",
+            credentials_expiry.clone(),
+        );
+        let credentials_refreshes = Family::<RefreshLabels, Counter>::default();
+        registry.register(
+            "credentials_refresh",
+            "Attempts to renew temporary Tencent keys, by source and outcome",
+            credentials_refreshes.clone(),
+        );
         Self {
             registry,
             rpcs,
@@ -362,6 +396,8 @@ impl Metrics {
             idempotent_replays,
             idempotency_evictions,
             idempotency_cache_bytes,
+            credentials_expiry,
+            credentials_refreshes,
             upstream_rate_source: OnceLock::new(),
         }
     }

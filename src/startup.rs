@@ -197,6 +197,7 @@ impl Application {
             )?,
         };
         let metrics = Arc::new(Metrics::new());
+        credentials.report_to(&metrics);
         metrics
             .rate_limit_configured
             .set(i64::from(args.rate_limit));
@@ -447,25 +448,47 @@ impl Application {
 }
 
 /// Completes when the process receives SIGTERM (Kubernetes) or SIGINT
-/// (Ctrl-C): the signal that starts a graceful shutdown.
-pub async fn shutdown_signal() {
-    let interrupt = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// (Ctrl-C): the signal that starts a graceful shutdown. The handlers are
+/// installed when this is called, not when the future is first polled, so
+/// a SIGTERM sent as soon as "faceid-gateway serving" is logged is not lost
+/// (it would otherwise kill the process before the drain).
+///
+/// # Panics
+/// When called outside a Tokio runtime.
+pub fn shutdown_signal() -> impl Future<Output = ()> {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut stream) => {
-                stream.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let (interrupt, terminate) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::interrupt()).ok(),
+            signal(SignalKind::terminate()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = interrupt => tracing::info!("SIGINT received; shutting down"),
-        () = terminate => tracing::info!("SIGTERM received; shutting down"),
+    async move {
+        #[cfg(unix)]
+        let (interrupt, terminate) = (received(interrupt), received(terminate));
+        #[cfg(not(unix))]
+        let (interrupt, terminate) = (
+            async {
+                let _ = tokio::signal::ctrl_c().await;
+            },
+            std::future::pending::<()>(),
+        );
+        tokio::select! {
+            () = interrupt => tracing::info!("SIGINT received; shutting down"),
+            () = terminate => tracing::info!("SIGTERM received; shutting down"),
+        }
+    }
+}
+
+/// Completes at the first signal of `stream`; never without one.
+#[cfg(unix)]
+async fn received(stream: Option<tokio::signal::unix::Signal>) {
+    match stream {
+        Some(mut stream) => {
+            stream.recv().await;
+        }
+        None => std::future::pending::<()>().await,
     }
 }
 

@@ -80,6 +80,25 @@ pub enum LogFormat {
     Text,
 }
 
+/// Where the Tencent keys come from (`--credentials-source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CredentialsSource {
+    /// The first that yields keys, in the official SDKs' order: the
+    /// environment, the credentials files, TKE OIDC, the CVM role.
+    Auto,
+    /// `TENCENTCLOUD_SECRET_ID` / `_KEY` (and `_SESSION_TOKEN`).
+    Env,
+    /// `TENCENTCLOUD_CREDENTIALS_FILE`, `~/.tencentcloud/credentials` or
+    /// `/etc/tencentcloud/credentials`.
+    File,
+    /// TKE pod identity: STS `AssumeRoleWithWebIdentity` with the
+    /// projected service-account token (`TKE_*` variables).
+    Oidc,
+    /// The CAM role bound to the CVM instance, from its metadata server.
+    #[value(name = "cvm-role")]
+    CvmRole,
+}
+
 /// Tencent's sensitive-data encryption of answers, gateway-wide (a request
 /// may override it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -125,6 +144,48 @@ pub struct ServeArgs {
     /// Sent as X-TC-Region when set; not needed for this action.
     #[arg(long, env = "FACEID_REGION")]
     pub region: Option<String>,
+
+    /// Where the Tencent keys come from: auto (the first of env, file,
+    /// oidc, cvm-role that yields keys), env, file, oidc or cvm-role.
+    #[arg(long, env = "FACEID_CREDENTIALS_SOURCE", value_enum, default_value_t = CredentialsSource::Auto)]
+    pub credentials_source: CredentialsSource,
+
+    /// A CAM role to assume with the keys found (STS AssumeRole): calls are
+    /// then signed with the role's temporary keys, and the keys found are
+    /// used for STS only.
+    #[arg(long, env = "FACEID_ROLE_ARN")]
+    pub role_arn: Option<String>,
+
+    /// The session name of --role-arn (it shows in CloudAudit).
+    #[arg(
+        long,
+        env = "FACEID_ROLE_SESSION_NAME",
+        default_value = "faceid-gateway",
+        requires = "role_arn"
+    )]
+    pub role_session_name: String,
+
+    /// How long the temporary keys of --role-arn live (STS allows up to 12h).
+    #[arg(long, env = "FACEID_ROLE_DURATION", default_value = "2h", value_parser = parse_role_duration, requires = "role_arn")]
+    pub role_duration: Duration,
+
+    /// Tencent Cloud STS, which turns a role (--role-arn, TKE OIDC) into
+    /// temporary keys. `http://` is accepted for local tests.
+    #[arg(
+        long,
+        env = "FACEID_STS_ENDPOINT",
+        default_value = "https://sts.tencentcloudapi.com"
+    )]
+    pub sts_endpoint: Url,
+
+    /// The CVM metadata server, which hands out the instance role's
+    /// temporary keys.
+    #[arg(
+        long,
+        env = "FACEID_METADATA_ENDPOINT",
+        default_value = "http://metadata.tencentyun.com"
+    )]
+    pub metadata_endpoint: Url,
 
     /// Run the built-in simulator in-process and call it instead of Tencent
     /// (no credentials needed; results are marked simulated).
@@ -388,6 +449,16 @@ pub struct SimulatorArgs {
     #[arg(long, env = "FACEID_RATE_LIMIT", default_value_t = TENCENT_RATE_LIMIT)]
     pub rate_limit: u32,
 
+    /// How long the temporary keys its STS and metadata server issue live.
+    #[arg(long, env = "FACEID_TEMPORARY_CREDENTIALS_TTL", default_value = "2h", value_parser = parse_positive_duration)]
+    pub temporary_credentials_ttl: Duration,
+
+    /// A file holding the only web-identity token its
+    /// AssumeRoleWithWebIdentity accepts (re-read at every call, like a
+    /// projected service-account token); without it, that action is refused.
+    #[arg(long, env = "FACEID_WEB_IDENTITY_TOKEN_FILE")]
+    pub web_identity_token_file: Option<std::path::PathBuf>,
+
     /// Write the simulator's encryption public keys (rsa.pem, sm2.pem) to
     /// this folder, for a gateway's --tencent-rsa/sm2-public-key.
     #[arg(long, env = "FACEID_PUBLIC_KEYS_DIR")]
@@ -425,6 +496,19 @@ fn parse_duration_or_off(text: &str) -> Result<Option<Duration>, String> {
     parse_duration(text).map(|duration| (!duration.is_zero()).then_some(duration))
 }
 
+/// STS `AssumeRole` takes `DurationSeconds` up to 43200 (12 hours).
+fn parse_role_duration(text: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        duration if duration < Duration::from_secs(1) => {
+            Err("must be at least 1s (examples: 2h, 30m)".to_owned())
+        }
+        duration if duration > Duration::from_secs(43_200) => {
+            Err("STS issues role keys for 12h at most (examples: 2h, 12h)".to_owned())
+        }
+        duration => Ok(duration),
+    }
+}
+
 fn parse_share(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(value) if value > 0.0 && value <= 1.0 => Ok(value),
@@ -457,6 +541,17 @@ mod tests {
         assert_eq!(args.match_threshold, 70.0);
         assert!(!args.simulate);
         assert!(!args.allow_private_image_urls);
+        assert_eq!(args.credentials_source, CredentialsSource::Auto);
+        assert_eq!(args.role_session_name, "faceid-gateway");
+        assert_eq!(args.role_duration, Duration::from_secs(7200));
+        assert_eq!(
+            args.sts_endpoint.as_str(),
+            "https://sts.tencentcloudapi.com/"
+        );
+        assert_eq!(
+            args.metadata_endpoint.as_str(),
+            "http://metadata.tencentyun.com/"
+        );
     }
 
     #[test]
@@ -492,11 +587,17 @@ mod tests {
             "KEY",
             "--rate-limit",
             "1000",
+            "--temporary-credentials-ttl",
+            "3s",
+            "--web-identity-token-file",
+            "/var/run/token",
         ]);
         let Command::Simulator(args) = cli.into_command() else {
             panic!("expected simulator");
         };
         assert_eq!(args.rate_limit, 1000);
+        assert_eq!(args.temporary_credentials_ttl, Duration::from_secs(3));
+        assert!(args.web_identity_token_file.is_some());
     }
 
     #[test]
@@ -510,6 +611,15 @@ mod tests {
             vec!["faceid-gateway", "--max-attempts", "0"],
             vec!["faceid-gateway", "--tls-cert", "cert.pem"],
             vec!["faceid-gateway", "token"],
+            vec!["faceid-gateway", "--credentials-source", "vault"],
+            vec![
+                "faceid-gateway",
+                "--role-arn",
+                "a",
+                "--role-duration",
+                "13h",
+            ],
+            vec!["faceid-gateway", "--role-duration", "1h"],
         ] {
             assert!(Cli::try_parse_from(argv).is_err());
         }

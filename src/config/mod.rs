@@ -9,6 +9,6 @@ mod cli;
 pub(crate) mod watch;
 
 pub use cli::{
-    Cli, Command, DurationOrOff, EncryptionAlgorithm, EncryptionDefault, LogFormat, ServeArgs,
-    SimulatorArgs, TokenArgs, parse_duration,
+    Cli, Command, CredentialsSource, DurationOrOff, EncryptionAlgorithm, EncryptionDefault,
+    LogFormat, ServeArgs, SimulatorArgs, TokenArgs, parse_duration,
 };

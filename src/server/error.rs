@@ -123,11 +123,22 @@ pub(crate) enum Error {
     /// and the gateway goes on.
     #[error("the gateway failed on this call")]
     Panicked,
+    /// The gateway's temporary Tencent keys expired and no renewal has
+    /// succeeded yet (STS or the metadata server is unreachable); nothing
+    /// was sent.
+    #[error("the gateway's temporary Tencent keys expired")]
+    CredentialsExpired {
+        /// When the gateway tries to renew them next.
+        retry_after: Duration,
+    },
 }
 
 impl From<upstream::Error> for Error {
     fn from(error: upstream::Error) -> Self {
         match error {
+            upstream::Error::Tencent(tencent::Error::CredentialsExpired { retry_after }) => {
+                Error::CredentialsExpired { retry_after }
+            }
             upstream::Error::Tencent(error) => Error::Upstream(error),
             upstream::Error::RateLimited { retry_after } => Error::RateLimited { retry_after },
             upstream::Error::DeadlineExceeded => Error::DeadlineExceeded,
@@ -148,7 +159,7 @@ impl Error {
             Error::IdempotencyKeyReused => Code::InvalidArgument,
             Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::DeadlineExceeded => Code::DeadlineExceeded,
-            Error::ShuttingDown => Code::Unavailable,
+            Error::ShuttingDown | Error::CredentialsExpired { .. } => Code::Unavailable,
             Error::EncryptionSetup(_) | Error::Panicked => Code::Internal,
             Error::MalformedMessage { .. } | Error::InvalidJson { .. } => Code::InvalidArgument,
             Error::MessageTooLarge { .. } => Code::ResourceExhausted,
@@ -183,6 +194,7 @@ impl Error {
             Error::MessageTooLarge { .. } => "MessageTooLarge",
             Error::Panicked => "GatewayPanic",
             Error::Cancelled => "CallerCancelled",
+            Error::CredentialsExpired { .. } => "CredentialsExpired",
         }
     }
 
@@ -356,6 +368,13 @@ impl From<Error> for Status {
                 "the gateway failed on this call (a bug, logged and counted); nothing more was sent".to_owned()
             }
             Error::Cancelled => "the caller cancelled the call".to_owned(),
+            Error::CredentialsExpired { retry_after } => {
+                more.push(RetryInfo::new(Some(*retry_after)).into());
+                "the gateway's temporary Tencent keys expired and could not be renewed yet \
+                 (STS or the metadata server is unreachable); nothing was sent; retry shortly \
+                 or on another replica"
+                    .to_owned()
+            }
         };
         with_details(code, message, reason, gateway_metadata(), more)
     }
@@ -569,6 +588,23 @@ mod tests {
             "image"
         );
         assert!(status.message().contains("image: must not be empty"));
+    }
+
+    #[test]
+    fn expired_keys_are_unavailable_with_a_retry_delay_and_nothing_sent() {
+        let upstream = upstream::Error::Tencent(tencent::Error::CredentialsExpired {
+            retry_after: Duration::from_secs(3),
+        });
+        let status: Status = Error::from(upstream).into();
+        assert_eq!(status.code(), Code::Unavailable);
+        let info = status.get_details_error_info().unwrap();
+        assert_eq!(info.reason, "CredentialsExpired");
+        assert_eq!(info.metadata.get("checked_by").unwrap(), "gateway");
+        assert_eq!(
+            status.get_details_retry_info().unwrap().retry_delay,
+            Some(Duration::from_secs(3))
+        );
+        assert!(status.message().contains("nothing was sent"));
     }
 
     #[test]

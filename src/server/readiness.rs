@@ -1,9 +1,10 @@
 //! Whether this replica should get traffic, in one place for both probes
 //! (`grpc.health.v1` on the gRPC port, `/readyz` on the admin port): not
-//! while it drains for shutdown, and not while Tencent refuses its
-//! credentials, so Kubernetes stops sending calls to a misconfigured pod.
-//! Both recover by themselves: a call that succeeds, or new keys, make the
-//! credentials usable again.
+//! while it drains for shutdown, not while Tencent refuses its credentials,
+//! and not while its temporary keys have expired without a renewal, so
+//! Kubernetes stops sending calls to a pod that cannot serve them. Both
+//! recover by themselves: a call that succeeds, new keys, or a renewal make
+//! the credentials usable again.
 
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -42,6 +43,9 @@ impl Readiness {
         match *self.credentials.borrow() {
             CredentialState::Usable => None,
             CredentialState::Refused => Some("Tencent refuses the credentials"),
+            CredentialState::Expired => {
+                Some("the temporary Tencent keys expired and could not be renewed")
+            }
         }
     }
 

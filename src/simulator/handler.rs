@@ -18,6 +18,7 @@ use super::SimulatorConfig;
 use super::directives::{self, Directives, Fault};
 use super::identity::{Identity, PORTRAIT_PNG_BASE64};
 use super::stats::Stats;
+use super::sts::{self, Issuer};
 use crate::tencent::EncryptionMode;
 use crate::tencent::client::{SIMULATED_HEADER, unix_now};
 use crate::tencent::crypto::{self, Algorithm, Iv, PrivateKeys, SessionKey};
@@ -27,17 +28,19 @@ use crate::tencent::sign::{self, CanonicalRequest, SigningKey};
 use crate::upstream::limit::window::SlidingWindow;
 
 /// Tencent's cap on a TC3-signed POST body.
-const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
+pub(super) const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
 
 /// Shared by every connection.
 pub(super) struct State {
-    config: SimulatorConfig,
+    pub(super) config: SimulatorConfig,
     /// Made on first use: RSA key generation is slow in debug builds and
     /// most runs never ask for encryption.
     private_keys: OnceLock<PrivateKeys>,
     pub(super) stats: Stats,
     limiter: Option<SlidingWindow>,
     fail_counters: Mutex<HashMap<String, u32>>,
+    /// STS, the metadata server and the temporary keys they issued.
+    pub(super) sts: Issuer,
 }
 
 impl State {
@@ -54,6 +57,7 @@ impl State {
             stats: Stats::default(),
             limiter,
             fail_counters: Mutex::new(HashMap::new()),
+            sts: Issuer::default(),
         }
     }
 }
@@ -80,15 +84,28 @@ pub(super) enum Drop {
     BodyUnreadable,
 }
 
-type Answer = Result<Response<Full<Bytes>>, Drop>;
+pub(super) type Answer = Result<Response<Full<Bytes>>, Drop>;
 
 /// A Tencent error to answer with: the code and its message.
-struct ApiError(&'static str, String);
+pub(super) struct ApiError(pub(super) &'static str, pub(super) String);
 
 impl ApiError {
-    fn new(code: &'static str, message: impl Into<String>) -> Self {
+    pub(super) fn new(code: &'static str, message: impl Into<String>) -> Self {
         Self(code, message.into())
     }
+}
+
+/// Whose keys signed a request.
+pub(super) enum Signer {
+    /// A long-lived key of the configuration.
+    LongLived,
+    /// Temporary keys the simulated STS or metadata server issued.
+    Temporary {
+        /// Their session token, which `X-TC-Token` must carry.
+        token: secrecy::SecretString,
+        /// Unix seconds from which they are refused.
+        expires_at: i64,
+    },
 }
 
 pub(super) async fn handle(state: Arc<State>, request: Request<Incoming>) -> Answer {
@@ -101,6 +118,16 @@ pub(super) async fn handle(state: Arc<State>, request: Request<Incoming>) -> Ans
             state.stats.reset();
             Ok(plain(StatusCode::OK, "text/plain", b"reset\n".to_vec()))
         }
+        (&Method::POST, path) if path.starts_with("/__simulator/sts/") => {
+            Ok(sts::switch(&state, path))
+        }
+        (&Method::POST, path) if path.starts_with("/__simulator/metadata/") => {
+            Ok(sts::switch(&state, path))
+        }
+        (&Method::GET, path) if path.starts_with(sts::METADATA_PREFIX) => {
+            Ok(sts::metadata(&state, path))
+        }
+        (_, "/") if sts::is_sts_action(request.headers()) => sts::api_call(&state, request).await,
         (_, "/") => api_call(&state, request).await,
         _ => Ok(plain(
             StatusCode::NOT_FOUND,
@@ -185,6 +212,52 @@ fn check_envelope(
             "The simulator implements version 2018-03-01 only.",
         ));
     }
+    let signer = check_signed(state, headers, host, body, SERVICE)?;
+    check_token(state, headers, signer)
+}
+
+/// The session token: temporary keys need theirs, before they expire;
+/// long-lived keys need the configured one, if any.
+pub(super) fn check_token(
+    state: &State,
+    headers: &HeaderMap,
+    signer: Signer,
+) -> Result<(), ApiError> {
+    let sent = headers.get("x-tc-token").and_then(|v| v.to_str().ok());
+    let refused = |message: &str| ApiError::new("AuthFailure.TokenFailure", message);
+    match signer {
+        Signer::Temporary { token, expires_at } => {
+            if sent != Some(token.expose_secret()) {
+                return Err(refused("The session token is missing or invalid."));
+            }
+            if unix_now() >= expires_at {
+                return Err(refused("The session token has expired."));
+            }
+            Ok(())
+        }
+        Signer::LongLived => {
+            let expected = state
+                .config
+                .session_token
+                .as_ref()
+                .map(|t| t.expose_secret());
+            if sent != expected {
+                return Err(refused("The session token is missing or invalid."));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Timestamp, content type and the TC3 signature for `service`.
+pub(super) fn check_signed(
+    state: &State,
+    headers: &HeaderMap,
+    host: &str,
+    body: &[u8],
+    service: &str,
+) -> Result<Signer, ApiError> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
     let timestamp: i64 = header("x-tc-timestamp")
         .ok_or_else(|| ApiError::new("MissingParameter", "The X-TC-Timestamp header is missing."))?
         .parse()
@@ -204,19 +277,7 @@ fn check_envelope(
             "The simulator accepts application/json bodies only.",
         ));
     }
-    verify_signature(state, headers, host, timestamp, body)?;
-    let expected_token = state
-        .config
-        .session_token
-        .as_ref()
-        .map(|t| t.expose_secret());
-    if header("x-tc-token") != expected_token {
-        return Err(ApiError::new(
-            "AuthFailure.TokenFailure",
-            "The session token is missing or invalid.",
-        ));
-    }
-    Ok(())
+    verify_signature(state, headers, host, timestamp, body, service)
 }
 
 fn verify_signature(
@@ -225,7 +286,8 @@ fn verify_signature(
     host: &str,
     timestamp: i64,
     body: &[u8],
-) -> Result<(), ApiError> {
+    service: &str,
+) -> Result<Signer, ApiError> {
     let invalid = || {
         ApiError::new(
             "AuthFailure.InvalidAuthorization",
@@ -241,11 +303,26 @@ fn verify_signature(
     if !names.contains(&"content-type") || !names.contains(&"host") {
         return Err(invalid());
     }
-    let Some(secret_key) = state.config.secret_key_of(parsed.secret_id) else {
-        return Err(ApiError::new(
-            "AuthFailure.SecretIdNotFound",
-            "The SecretId is not found.",
-        ));
+    let (secret_key, signer) = match state.config.secret_key_of(parsed.secret_id) {
+        Some(key) => (
+            secrecy::SecretString::from(key.to_owned()),
+            Signer::LongLived,
+        ),
+        None => match state.sts.issued(parsed.secret_id) {
+            Some(issued) => (
+                issued.secret_key,
+                Signer::Temporary {
+                    token: issued.token,
+                    expires_at: issued.expires_at,
+                },
+            ),
+            None => {
+                return Err(ApiError::new(
+                    "AuthFailure.SecretIdNotFound",
+                    "The SecretId is not found.",
+                ));
+            }
+        },
     };
     let mismatch = || {
         ApiError::new(
@@ -253,7 +330,7 @@ fn verify_signature(
             "The provided credentials could not be validated. Please check your signature.",
         )
     };
-    if Some(parsed.date) != sign::credential_date(timestamp).as_deref() || parsed.service != SERVICE
+    if Some(parsed.date) != sign::credential_date(timestamp).as_deref() || parsed.service != service
     {
         return Err(mismatch());
     }
@@ -288,13 +365,16 @@ fn verify_signature(
         payload_sha256: &payload_sha256,
     };
     let string_to_sign =
-        sign::string_to_sign(timestamp, parsed.date, SERVICE, &canonical.to_text());
-    let key = SigningKey::derive(secret_key, parsed.date, SERVICE);
+        sign::string_to_sign(timestamp, parsed.date, service, &canonical.to_text());
+    let key = SigningKey::derive(secret_key.expose_secret(), parsed.date, service);
     if !key.verify(&string_to_sign, parsed.signature) {
         return Err(mismatch());
     }
-    state.stats.signed_by(parsed.secret_id);
-    Ok(())
+    if matches!(signer, Signer::LongLived) {
+        // Temporary SecretIds are new at every renewal: not a stats key.
+        state.stats.signed_by(parsed.secret_id);
+    }
+    Ok(signer)
 }
 
 /// What the business layer decided to answer.
@@ -750,7 +830,7 @@ fn error_answer(state: &State, error: &ApiError, request_id: &str) -> Response<F
     }}))
 }
 
-fn json_answer(body: &serde_json::Value) -> Response<Full<Bytes>> {
+pub(super) fn json_answer(body: &serde_json::Value) -> Response<Full<Bytes>> {
     let bytes = serde_json::to_vec(body).expect("JSON values serialize");
     simulated(StatusCode::OK, "application/json", bytes)
 }
@@ -763,7 +843,11 @@ fn simulated(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<
     response
 }
 
-fn plain(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Full<Bytes>> {
+pub(super) fn plain(
+    status: StatusCode,
+    content_type: &str,
+    body: Vec<u8>,
+) -> Response<Full<Bytes>> {
     Response::builder()
         .status(status)
         .header(CONTENT_TYPE, content_type)

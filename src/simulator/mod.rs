@@ -12,8 +12,18 @@
 //! answers carry the `X-FaceID-Simulated` header and a simulated address, so
 //! they can never pass for real ones.
 //!
+//! It also plays Tencent Cloud STS (`AssumeRole`, checked against its
+//! long-lived key, and `AssumeRoleWithWebIdentity`, checked against a token
+//! file it re-reads) by `X-TC-Action` on `POST /`, and the CVM metadata
+//! server on `GET /latest/meta-data/cam/security-credentials/…` (`sts.rs`).
+//! The temporary keys it issues live [`SimulatorConfig::temporary_credentials_ttl`]
+//! and are accepted, with their token, until then, as Tencent does.
+//!
 //! Besides the API at `POST /`, it serves `GET /__simulator/stats` (JSON
-//! [`StatsSnapshot`]) and `POST /__simulator/reset`.
+//! [`StatsSnapshot`]), `POST /__simulator/reset`, and
+//! `POST /__simulator/{sts,metadata}/{down,up}` to take STS or the metadata
+//! server away (they answer HTTP 503) and bring them back, and
+//! `POST /__simulator/sts/revoke` to forget the temporary keys issued.
 //!
 //! May import: [`crate::tencent`] (the wire model, signing, the image rules
 //! and the cryptography it plays Tencent's side of), [`crate::net`] and
@@ -24,6 +34,7 @@ mod directives;
 mod handler;
 mod identity;
 mod stats;
+mod sts;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -62,6 +73,16 @@ pub struct SimulatorConfig {
     /// More SecretId/SecretKey pairs accepted besides the first (a key
     /// being rotated in or out).
     pub also_accepted: Vec<(String, SecretString)>,
+    /// How long the temporary keys issued by its STS and metadata server
+    /// live (whole seconds, at least one).
+    pub temporary_credentials_ttl: Duration,
+    /// The file holding the only web-identity token
+    /// `AssumeRoleWithWebIdentity` accepts, re-read at every call (so a
+    /// test can rotate it); without one, every token is refused.
+    pub web_identity_token_file: Option<std::path::PathBuf>,
+    /// The CAM role its metadata server says the instance has; `None`
+    /// answers 404, as for an instance without a role.
+    pub cvm_role_name: Option<String>,
 }
 
 impl SimulatorConfig {
@@ -88,9 +109,15 @@ impl SimulatorConfig {
             max_clock_skew: Duration::from_secs(300),
             private_keys: None,
             also_accepted: Vec::new(),
+            temporary_credentials_ttl: Duration::from_secs(2 * 3600),
+            web_identity_token_file: None,
+            cvm_role_name: Some(DEFAULT_CVM_ROLE.to_owned()),
         }
     }
 }
+
+/// The CAM role name the simulated metadata server hands out by default.
+pub const DEFAULT_CVM_ROLE: &str = "faceid-gateway-simulated-role";
 
 impl std::fmt::Debug for SimulatorConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -159,6 +186,30 @@ impl Simulator {
     /// Forgets what it has seen so far.
     pub fn reset_stats(&self) {
         self.state.stats.reset();
+    }
+
+    /// Takes its STS away (`false`: every STS call answers HTTP 503) or
+    /// brings it back.
+    pub fn set_sts_available(&self, available: bool) {
+        self.state.sts.set_sts_available(available);
+    }
+
+    /// Forgets every temporary key issued so far: calls signed with one
+    /// are answered `AuthFailure.SecretIdNotFound`.
+    pub fn revoke_temporary_credentials(&self) {
+        self.state.sts.revoke_all();
+    }
+
+    /// The temporary keys issued and not revoked (SecretId, SecretKey,
+    /// token), for tests that look for them where they must not be.
+    pub fn issued_temporary_credentials(&self) -> Vec<(String, SecretString, SecretString)> {
+        self.state.sts.all()
+    }
+
+    /// Takes its metadata server away (`false`: every GET answers HTTP 503)
+    /// or brings it back.
+    pub fn set_metadata_available(&self, available: bool) {
+        self.state.sts.set_metadata_available(available);
     }
 
     /// Stops accepting connections and waits for the accept loop to end.

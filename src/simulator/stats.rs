@@ -22,6 +22,7 @@ pub struct Stats {
     encrypted: AtomicU64,
     answers: Mutex<BTreeMap<String, u64>>,
     signed_by: Mutex<BTreeMap<String, u64>>,
+    credential_calls: Mutex<BTreeMap<String, u64>>,
     /// Microseconds since `epoch` at which each request arrived.
     arrivals: Mutex<Vec<u64>>,
 }
@@ -47,12 +48,23 @@ pub struct StatsSnapshot {
     pub max_in_any_second: u64,
     /// Seconds from the first to the last arrival.
     pub span_seconds: f64,
+    /// STS and metadata-server calls (not counted in `received`), by
+    /// `<action>:<outcome>`: `AssumeRole:Success`,
+    /// `AssumeRoleWithWebIdentity:InvalidParameter.WebIdentityTokenError`,
+    /// `metadata:Success`, `sts:unavailable`, …
+    #[serde(default)]
+    pub credential_calls: BTreeMap<String, u64>,
 }
 
 impl StatsSnapshot {
     /// How many answers carried `outcome`.
     pub fn count(&self, outcome: &str) -> u64 {
         self.answers.get(outcome).copied().unwrap_or(0)
+    }
+
+    /// How many STS or metadata calls ended with `key` (`<action>:<outcome>`).
+    pub fn credential_calls(&self, key: &str) -> u64 {
+        self.credential_calls.get(key).copied().unwrap_or(0)
     }
 }
 
@@ -75,6 +87,7 @@ impl Default for Stats {
             encrypted: AtomicU64::new(0),
             answers: Mutex::new(BTreeMap::new()),
             signed_by: Mutex::new(BTreeMap::new()),
+            credential_calls: Mutex::new(BTreeMap::new()),
             arrivals: Mutex::new(Vec::new()),
         }
     }
@@ -111,6 +124,13 @@ impl Stats {
         *lock(&self.answers).entry(outcome.to_owned()).or_default() += 1;
     }
 
+    /// Records the outcome of an STS or metadata call.
+    pub fn credential_call(&self, action: &str, outcome: &str) {
+        *lock(&self.credential_calls)
+            .entry(format!("{action}:{outcome}"))
+            .or_default() += 1;
+    }
+
     /// Forgets everything seen so far (between benchmark phases).
     pub fn reset(&self) {
         *lock(&self.epoch) = Instant::now();
@@ -120,6 +140,7 @@ impl Stats {
             .store(self.in_flight.load(Ordering::SeqCst), Ordering::SeqCst);
         lock(&self.answers).clear();
         lock(&self.signed_by).clear();
+        lock(&self.credential_calls).clear();
         lock(&self.arrivals).clear();
     }
 
@@ -138,6 +159,7 @@ impl Stats {
             encrypted: self.encrypted.load(Ordering::SeqCst),
             answers: lock(&self.answers).clone(),
             signed_by: lock(&self.signed_by).clone(),
+            credential_calls: lock(&self.credential_calls).clone(),
             max_in_any_second: max_in_window(&arrivals, 1_000_000),
             span_seconds,
         }

@@ -11,7 +11,7 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderName, Header
 
 use super::body::RequestBody;
 use super::codes::Class;
-use super::credentials::{CredentialProvider, Credentials};
+use super::credentials::{CredentialProvider, Credentials, STALE_KEY_CODES};
 use super::encryption::RequestEncryption;
 use super::error::Error;
 use super::model::{ACTION, CheckIdCardInformationResponse, Envelope, SERVICE, VERSION};
@@ -157,6 +157,11 @@ impl Client {
     /// current time, posts it, and decodes the answer (opening it with
     /// `encryption` when the request asked for an encrypted one).
     ///
+    /// Expired temporary keys fail at once, nothing sent. When Tencent
+    /// refuses temporary keys as stale (`AuthFailure.TokenFailure`,
+    /// `AuthFailure.SecretIdNotFound`: not billed), the keys are renewed
+    /// and the attempt is sent once more with the new ones.
+    ///
     /// # Errors
     /// Any [`Error`]; [`Error::class`] says whether a retry may help.
     pub async fn send(
@@ -164,8 +169,36 @@ impl Client {
         body: &RequestBody,
         encryption: Option<&RequestEncryption>,
     ) -> Result<Reply, Error> {
+        let provider = &self.inner.credentials;
+        let credentials = provider
+            .usable()
+            .map_err(|expired| Error::CredentialsExpired {
+                retry_after: expired.retry_after,
+            })?;
+        let result = self.send_with(&credentials, body, encryption).await;
+        if let Err(Error::Api { code, .. }) = &result
+            && credentials.token().is_some()
+            && STALE_KEY_CODES.contains(&code.as_str())
+            && let Some(renewed) = provider.renew_after_refusal(&credentials).await
+        {
+            tracing::info!(
+                tencent.code = code.as_str(),
+                "Tencent refused the temporary keys as stale; sending again with renewed keys"
+            );
+            return self.send_with(&renewed, body, encryption).await;
+        }
+        result
+    }
+
+    /// [`Self::send`] with `credentials`.
+    async fn send_with(
+        &self,
+        credentials: &Arc<Credentials>,
+        body: &RequestBody,
+        encryption: Option<&RequestEncryption>,
+    ) -> Result<Reply, Error> {
         let timestamp = unix_now();
-        let headers = self.signed_headers(body, timestamp)?;
+        let headers = self.headers_signed_with(credentials, body, timestamp)?;
         let response = self
             .inner
             .http
@@ -203,7 +236,16 @@ impl Client {
     /// cannot go in a header (neither happens with keys that passed
     /// [`Credentials::new`]).
     pub fn signed_headers(&self, body: &RequestBody, timestamp: i64) -> Result<HeaderMap, Error> {
-        let credentials = self.inner.credentials.current();
+        self.headers_signed_with(&self.inner.credentials.current(), body, timestamp)
+    }
+
+    /// [`Self::signed_headers`] with `credentials`.
+    fn headers_signed_with(
+        &self,
+        credentials: &Arc<Credentials>,
+        body: &RequestBody,
+        timestamp: i64,
+    ) -> Result<HeaderMap, Error> {
         let date = sign::credential_date(timestamp).ok_or(Error::Signing)?;
         let canonical = CanonicalRequest {
             method: "POST",
@@ -215,7 +257,7 @@ impl Client {
             payload_sha256: body.sha256_hex(),
         };
         let string_to_sign = sign::string_to_sign(timestamp, &date, SERVICE, &canonical.to_text());
-        let signature = self.with_signing_key(&credentials, &date, |key| key.sign(&string_to_sign));
+        let signature = self.with_signing_key(credentials, &date, |key| key.sign(&string_to_sign));
         let authorization = sign::authorization(
             credentials.secret_id(),
             &date,

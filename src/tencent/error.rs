@@ -39,6 +39,13 @@ pub enum Error {
     /// sent.
     #[error("the request could not be signed")]
     Signing,
+    /// The temporary keys expired and no renewal has succeeded since:
+    /// nothing was sent (Tencent would refuse them).
+    #[error("the temporary Tencent keys expired and could not be renewed yet")]
+    CredentialsExpired {
+        /// When a renewal will be tried next.
+        retry_after: std::time::Duration,
+    },
     /// Tencent answered with an error code (`Error.Code`, or a business
     /// `Result` that is not a verification outcome).
     #[error("Tencent answered {code}")]
@@ -74,8 +81,16 @@ impl Error {
             | Error::Transport(_)
             | Error::HttpStatus { .. }
             | Error::Malformed { .. }
-            | Error::Decryption(_) => Class::Transient,
+            | Error::Decryption(_)
+            | Error::CredentialsExpired { .. } => Class::Transient,
         }
+    }
+
+    /// Whether another attempt of the same request may succeed. Expired
+    /// keys are transient but not retried at once: the renewal runs on its
+    /// own schedule, and the caller is told when to come back.
+    pub(crate) fn is_retryable(&self) -> bool {
+        !matches!(self, Error::CredentialsExpired { .. }) && self.class().is_retryable()
     }
 
     /// The `ErrorInfo.reason`: the Tencent code, or a name for the failure.
@@ -89,6 +104,7 @@ impl Error {
             Error::Malformed { .. } => "UpstreamMalformedResponse",
             Error::Decryption(_) => "UpstreamDecryptionFailed",
             Error::Signing => "GatewaySigningFailed",
+            Error::CredentialsExpired { .. } => "CredentialsExpired",
         }
     }
 

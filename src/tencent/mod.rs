@@ -10,7 +10,9 @@
 //!   image;
 //! - [`body`]: the request body, built in one pass over the image;
 //! - [`client`]: signing, sending and decoding one attempt;
-//! - [`credentials`]: keys from the environment or a reloaded file;
+//! - [`credentials`]: keys from the environment, a reloaded file, TKE OIDC,
+//!   the CVM metadata server or STS `AssumeRole`, temporary ones renewed in
+//!   the background;
 //! - [`encryption`] and [`crypto`]: asking for and opening Tencent's
 //!   encrypted answers;
 //! - [`codes`] and [`error`]: the classification table and the error type;

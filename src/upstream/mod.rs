@@ -52,7 +52,7 @@ impl Error {
     /// Whether another attempt may succeed (the retry policy asks).
     fn is_retryable(&self) -> bool {
         match self {
-            Error::Tencent(error) => error.class().is_retryable(),
+            Error::Tencent(error) => error.is_retryable(),
             Error::RateLimited { .. } | Error::DeadlineExceeded => false,
         }
     }

@@ -44,6 +44,26 @@ async fn serve_without_credentials_exits_and_says_what_to_set() {
 }
 
 #[tokio::test]
+async fn an_explicit_credentials_source_without_keys_exits_and_says_why() {
+    let mut oidc = command(&["serve", "--listen", "127.0.0.1:0"]);
+    oidc.env("FACEID_CREDENTIALS_SOURCE", "oidc")
+        .env("TKE_ROLE_ARN", "qcs::cam::uin/100000000001:roleName/r");
+    let output = tokio::time::timeout(Duration::from_secs(20), oidc.output())
+        .await
+        .expect("exits at once")
+        .unwrap();
+
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--credentials-source oidc"), "{stderr}");
+    assert!(
+        stderr.contains("TKE_PROVIDER_ID") && stderr.contains("TKE_WEB_IDENTITY_TOKEN_FILE"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("100000000001"), "{stderr}");
+}
+
+#[tokio::test]
 async fn serve_simulate_verifies_and_stops_cleanly_on_sigterm() {
     let mut gateway = Running::start(command(&["--simulate", "--listen", "127.0.0.1:0"]));
     let serving = gateway.wait_for("faceid-gateway serving").await;
@@ -111,6 +131,15 @@ async fn the_standalone_simulator_serves_a_gateway_with_env_or_file_credentials(
     let mut from_file = command(&["serve", "--listen", "127.0.0.1:0", "--endpoint", &endpoint]);
     from_file.env("TENCENTCLOUD_CREDENTIALS_FILE", &file);
     let mut gateway = Running::start(from_file);
+    // The start-up names the source and why the one before was passed over.
+    let chosen = gateway
+        .wait_for("Tencent Cloud credentials source chosen")
+        .await;
+    assert_eq!(chosen["source"], "file", "{chosen}");
+    assert_eq!(
+        chosen["skipped"], "env: TENCENTCLOUD_SECRET_ID and TENCENTCLOUD_SECRET_KEY are not set",
+        "{chosen}"
+    );
     let addr = gateway.wait_for("faceid-gateway serving").await["listen"]
         .as_str()
         .unwrap()

@@ -139,6 +139,14 @@ pub async fn spawn_simulator(rate_limit: u32) -> Simulator {
     Simulator::start(config, listener).unwrap()
 }
 
+/// Starts a simulator with `config` (whose key pair is usually
+/// [`SECRET_ID`]/[`SECRET_KEY`]).
+pub async fn spawn_simulator_with(config: SimulatorConfig) -> Simulator {
+    init_test_logging();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    Simulator::start(config, listener).unwrap()
+}
+
 /// Starts a simulator (with [`SECRET_ID`]/[`SECRET_KEY`]) and a gateway that
 /// calls it.
 pub async fn spawn_app() -> TestApp {

@@ -2,6 +2,7 @@
 
 mod batch;
 mod cli;
+mod credentials;
 mod encryption;
 mod grpcurl;
 mod hardening;

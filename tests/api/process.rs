@@ -4,8 +4,9 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStderr, Command};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc;
 
 const BINARY: &str = env!("CARGO_BIN_EXE_faceid-gateway");
 
@@ -28,17 +29,36 @@ pub fn command(args: &[&str]) -> Command {
 
 pub struct Running {
     child: Child,
-    logs: Lines<BufReader<ChildStderr>>,
+    /// stderr, line by line, read by a task of its own from the start: a
+    /// pipe nobody reads fills up (64 KiB, a few hundred TRACE lines), the
+    /// gateway's log writer then stalls, and the lines still queued when it
+    /// exits are lost.
+    lines: mpsc::UnboundedReceiver<String>,
     seen: Vec<String>,
+}
+
+/// A log line as text, whatever its bytes (a dependency's TRACE output need
+/// not be UTF-8, and must not end the reading).
+fn text(line: Vec<u8>) -> String {
+    String::from_utf8(line)
+        .unwrap_or_else(|error| String::from_utf8_lossy(error.as_bytes()).into_owned())
 }
 
 impl Running {
     pub fn start(mut command: Command) -> Self {
         let mut child = command.spawn().expect("start the binary");
-        let logs = BufReader::new(child.stderr.take().unwrap()).lines();
+        let mut stderr = BufReader::new(child.stderr.take().unwrap()).split(b'\n');
+        let (sender, lines) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = stderr.next_segment().await {
+                if sender.send(text(line)).is_err() {
+                    return;
+                }
+            }
+        });
         Self {
             child,
-            logs,
+            lines,
             seen: Vec::new(),
         }
     }
@@ -46,7 +66,7 @@ impl Running {
     /// Reads log lines until one has `message`; returns it parsed.
     pub async fn wait_for(&mut self, message: &str) -> serde_json::Value {
         let wait = async {
-            while let Some(line) = self.logs.next_line().await.unwrap() {
+            while let Some(line) = self.lines.recv().await {
                 self.seen.push(line.clone());
                 if let Ok(json) = serde_json::from_str::<serde_json::Value>(&line)
                     && json["message"] == message
@@ -90,7 +110,7 @@ impl Running {
         // The pipe closes with the exit; bounded all the same, in case
         // something the binary started still holds it.
         let rest = tokio::time::timeout(Duration::from_secs(10), async {
-            while let Ok(Some(line)) = self.logs.next_line().await {
+            while let Some(line) = self.lines.recv().await {
                 self.seen.push(line);
             }
         })

@@ -602,6 +602,10 @@ async fn a_run_with_known_secrets_leaks_none_of_them() {
         !spans.is_empty() && logs.lines().count() > 50,
         "the run produced telemetry"
     );
+    assert!(
+        logs.contains("faceid-gateway stopped"),
+        "every log line of the run was read, to the last"
+    );
 
     no_known_secret_appears_in(
         &format!("{spans:?}\n{logs}\n{metrics}"),
@@ -739,4 +743,128 @@ fn authorized_stream(
         .metadata_mut()
         .insert("authorization", format!("Bearer {token}").parse().unwrap());
     request
+}
+
+/// The leak test on temporary keys: the real binary gets its keys from TKE
+/// OIDC (a known web-identity token) and assumes a role with them
+/// (`--role-arn`), both renewed every second or two, one call is refused
+/// for revoked keys and sent again; neither the token, nor any temporary
+/// key or session token the simulator issued, nor the role ARN's account id
+/// appears in a log line (TRACE), an exported span or `/metrics`, while the
+/// STS calls do have their spans and the renewals their metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_on_temporary_keys_leaks_none_of_them() {
+    let (otlp, received) = grpc_receiver().await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    let web_identity_token = "eyJhbGciOiJSUzI1NiJ9.known-web-identity-token.c2lnbmF0dXJl";
+    std::fs::write(&token_file, web_identity_token).unwrap();
+    let mut config = faceid_gateway::simulator::SimulatorConfig::new(
+        crate::helpers::SECRET_ID,
+        crate::helpers::SECRET_KEY,
+    );
+    config.rate_limit = 0;
+    config.temporary_credentials_ttl = Duration::from_secs(3);
+    config.web_identity_token_file = Some(token_file.clone());
+    let simulator = crate::helpers::spawn_simulator_with(config).await;
+
+    let mut gateway = command(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--credentials-source",
+        "oidc",
+        "--role-arn",
+        crate::credentials::ROLE_ARN,
+    ]);
+    gateway
+        .env("TKE_ROLE_ARN", crate::credentials::ROLE_ARN)
+        .env("TKE_PROVIDER_ID", "tke-oidc-test")
+        .env("TKE_WEB_IDENTITY_TOKEN_FILE", &token_file)
+        .env("TKE_REGION", "ap-singapore")
+        .env("FACEID_STS_ENDPOINT", simulator.endpoint().as_str())
+        .env("FACEID_ENDPOINT", simulator.endpoint().as_str())
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}"))
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+        .env("RUST_LOG", "trace");
+    let mut gateway = Running::start(gateway);
+    let serving = gateway.wait_for("faceid-gateway serving").await;
+    let addr = serving["listen"].as_str().unwrap().to_owned();
+    let admin = serving["admin_listen"].as_str().unwrap().to_owned();
+    let mut client = IdCardVerificationServiceClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
+
+    // Calls for a few seconds: both layers of keys renew meanwhile.
+    let mut issued = simulator.issued_temporary_credentials();
+    for _ in 0..8 {
+        client.verify_id_card(request_with("")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        issued.extend(simulator.issued_temporary_credentials());
+    }
+    // A call refused for revoked keys renews them and goes through.
+    simulator.revoke_temporary_credentials();
+    client.verify_id_card(request_with("")).await.unwrap();
+    issued.extend(simulator.issued_temporary_credentials());
+    let metrics = scrape(&admin).await;
+    let (clean, logs) = gateway.terminate().await;
+    assert!(clean);
+    let spans = received.spans();
+
+    let stats = simulator.stats();
+    assert!(
+        stats.credential_calls("AssumeRoleWithWebIdentity:Success") >= 2
+            && stats.credential_calls("AssumeRole:Success") >= 3,
+        "both layers renewed: {:?}",
+        stats.credential_calls
+    );
+    // (Zero when a scheduled renewal slipped in between the revocation and
+    // the call; the leak checks below hold either way.)
+    assert!(stats.count("AuthFailure.SecretIdNotFound") <= 1);
+    for action in ["AssumeRoleWithWebIdentity", "AssumeRole"] {
+        assert!(
+            spans.iter().any(|span| span.kind == SpanKind::Client as i32
+                && text(span, "tencent.action").as_deref() == Some(action)
+                && text(span, "tencent.code").as_deref() == Some("Success")),
+            "an STS client span for {action}"
+        );
+    }
+    assert!(
+        metrics
+            .contains(r#"faceid_credentials_refresh_total{source="role-arn",outcome="success"}"#)
+            && metrics.contains(r#"faceid_credentials_expiry_timestamp_seconds{source="oidc"}"#),
+        "{metrics}"
+    );
+
+    assert!(
+        logs.contains("temporary Tencent keys renewed")
+            && logs.contains("faceid-gateway stopped")
+            && logs.contains("Tencent refused the temporary keys as stale")
+                == (stats.count("AuthFailure.SecretIdNotFound") == 1),
+        "the whole run was logged: the renewals and the refusal"
+    );
+
+    let everything = format!("{spans:?}\n{logs}\n{metrics}");
+    let mut forbidden = vec![
+        web_identity_token.to_owned(),
+        "known-web-identity-token".to_owned(),
+        "100000000001".to_owned(),
+        crate::helpers::SECRET_KEY.to_owned(),
+        "Signature=".to_owned(),
+    ];
+    assert!(issued.len() >= 5, "keys were issued: {}", issued.len());
+    for (secret_id, secret_key, token) in &issued {
+        use secrecy::ExposeSecret as _;
+        forbidden.extend([
+            secret_id.clone(),
+            secret_key.expose_secret().to_owned(),
+            token.expose_secret().to_owned(),
+        ]);
+    }
+    for value in forbidden {
+        assert!(
+            !everything.contains(&value),
+            "{value:?} leaked into logs, spans or metrics"
+        );
+    }
 }

@@ -54,6 +54,24 @@ ENCRYPTION = {
     }
 }
 
+ROLE_ARN = "qcs::cam::uin/100000000001:roleName/faceid-gateway"
+OIDC = {"credentials": {"mode": "oidc", "oidc": {"roleArn": ROLE_ARN}}}
+OIDC_PROJECTED = {
+    "credentials": {
+        "mode": "oidc",
+        "oidc": {
+            "roleArn": ROLE_ARN,
+            "webhook": False,
+            "providerId": "cls-abc123-oidc",
+            "region": "ap-singapore",
+            "audience": "sts.cloud.tencent.com",
+            "tokenExpirationSeconds": 3600,
+        },
+    }
+}
+CVM_ROLE = {"credentials": {"mode": "cvm-role"}}
+NETWORK_POLICY = {"networkPolicy": {"enabled": True}}
+
 # The renderings every structural test runs over.
 MATRIX = {
     "defaults": {},
@@ -84,6 +102,12 @@ MATRIX = {
     ),
     "service-monitor": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
     "simulate": {"simulate": True, "credentials": {"existingSecret": ""}},
+    "oidc": merge(OIDC, NETWORK_POLICY),
+    "oidc-projected-token": merge(OIDC_PROJECTED, NETWORK_POLICY),
+    "cvm-role": merge(CVM_ROLE, NETWORK_POLICY),
+    "role-arn-over-env": merge(
+        NETWORK_POLICY, {"credentials": {"roleArn": ROLE_ARN, "roleDuration": "1h"}}
+    ),
     "tls": TLS,
     "tls-mtls-secret": MTLS,
     "tls-mtls-configmap": merge(
@@ -298,6 +322,16 @@ def test_every_object_validates_against_kubernetes(rendered, case, kube_version)
         {"input": {"allowPrivateImageUrls": "true"}},
         {"input": {"allowPrivateUrls": True}},
         {"tests": {"tls": {"clientCert": "x"}}},
+        {"credentials": {"mode": "oidc", "oidc": {"roleArn": "arn:aws:iam::1:role/x"}}},
+        {"credentials": {"oidc": {"tokenExpirationSeconds": 60}}},
+        {"credentials": {"oidc": {"webhook": "yes"}}},
+        {"credentials": {"oidc": {"roleARN": ROLE_ARN}}},
+        {"credentials": {"roleArn": "faceid-gateway"}},
+        {"credentials": {"roleDuration": "2 hours"}},
+        {"credentials": {"roleSessionName": "with space"}},
+        {"credentials": {"stsEndpoint": "sts.tencentcloudapi.com"}},
+        {"credentials": {"mode": "cvm"}},
+        {"networkPolicy": {"egress": {"metadata": {"cidr": "169.254.0.23/32"}}}},
     ],
     ids=lambda bad: yaml.safe_dump(bad, default_flow_style=True, width=200).strip(),
 )
@@ -1259,12 +1293,15 @@ DURATION_SETTINGS = {
     "connections.maxConnectionAge": "FACEID_MAX_CONNECTION_AGE",
     "connections.handshakeTimeout": "FACEID_HANDSHAKE_TIMEOUT",
     "connections.idleTimeout": "FACEID_IDLE_TIMEOUT",
+    "credentials.roleDuration": "FACEID_ROLE_DURATION",
 }
 # The binary's parser -> the schema definition that accepts what it accepts.
 DURATION_DEFINITION = {
     "parse_positive_duration": "duration",
     "parse_duration": "durationOrZero",
     "parse_duration_or_off": "optionalDurationOrOff",
+    # Above zero and at most STS's 12 hours; the schema checks the first.
+    "parse_role_duration": "duration",
 }
 
 
@@ -1327,7 +1364,7 @@ def test_every_duration_of_the_schema_matches_the_binarys_parser():
 def test_a_zero_duration_is_refused_exactly_where_the_binary_refuses_it(chart, render, path, zero):
     variable = DURATION_SETTINGS[path]
     values = with_value(path, zero)
-    if serve_parsers()[variable] == "parse_positive_duration":
+    if serve_parsers()[variable] in ("parse_positive_duration", "parse_role_duration"):
         with pytest.raises(helm.HelmValuesError, match=re.escape(path.replace(".", "/"))):
             chart.validate_schema(values)
         with pytest.raises(helm.HelmValuesError):
@@ -1439,6 +1476,147 @@ def test_the_redis_ca_is_a_read_only_directory_mount(rendered):
             assert "redis-ca" not in [v["name"] for v in out.pod_spec["volumes"]], case
 
 
+# ------------------------------------------------- the pods' own identity
+
+
+def _egress_rules(out) -> list[dict]:
+    return out.one("NetworkPolicy")["spec"]["egress"]
+
+
+@pytest.mark.parametrize("case", ["oidc", "oidc-projected-token", "cvm-role"])
+def test_identity_modes_store_and_pass_no_key(rendered, case):
+    out = rendered[case]
+    assert out.maybe("Secret") is None
+    assert not [name for name in out.env if name.startswith("TENCENTCLOUD_")]
+    assert "checksum/secret" not in out.pod_annotations
+    mode = MATRIX[case]["credentials"]["mode"]
+    assert out.config["FACEID_CREDENTIALS_SOURCE"] == mode
+    # The API token stays off: the OIDC token (when the chart mounts it) is
+    # a volume of its own, with the STS audience.
+    assert out.pod_spec["automountServiceAccountToken"] is False
+
+
+def test_oidc_mode_annotates_the_service_account_for_tkes_webhook(render, rendered):
+    out = rendered["oidc"]
+    account = out.one("ServiceAccount")
+    # The names TKE's pod-identity-webhook reads
+    # (https://www.tencentcloud.com/document/product/457/57285).
+    assert account["metadata"]["annotations"] == {
+        "tke.cloud.tencent.com/role-arn": ROLE_ARN,
+        "tke.cloud.tencent.com/audience": "sts.cloud.tencent.com",
+        "tke.cloud.tencent.com/token-expiration": "86400",
+    }
+    assert account["automountServiceAccountToken"] is False
+    # The webhook injects TKE_* and the token: the chart adds neither.
+    assert not [name for name in out.env if name.startswith("TKE_")]
+    assert [v["name"] for v in out.pod_spec["volumes"]] == ["tmp"]
+    assert out.config["FACEID_STS_ENDPOINT"] == "https://sts.tencentcloudapi.com"
+    assert "FACEID_METADATA_ENDPOINT" not in out.config
+    assert "TKE OIDC" in out.notes and "pod-identity-webhook" in out.notes
+
+    # serviceAccount.annotations are kept, and win over the chart's.
+    out = render(
+        merge(
+            OIDC,
+            {
+                "serviceAccount": {
+                    "annotations": {
+                        "example.com/team": "identity",
+                        "tke.cloud.tencent.com/token-expiration": "7200",
+                    }
+                }
+            },
+        )
+    )
+    annotations = out.one("ServiceAccount")["metadata"]["annotations"]
+    assert annotations["example.com/team"] == "identity"
+    assert annotations["tke.cloud.tencent.com/token-expiration"] == "7200"
+    assert annotations["tke.cloud.tencent.com/role-arn"] == ROLE_ARN
+    # Other modes leave the ServiceAccount as configured.
+    assert "annotations" not in rendered["defaults"].one("ServiceAccount")["metadata"]
+    assert "annotations" not in rendered["cvm-role"].one("ServiceAccount")["metadata"]
+
+
+def test_oidc_without_the_webhook_mounts_the_projected_token_itself(rendered):
+    out = rendered["oidc-projected-token"]
+    env = out.env
+    assert env["TKE_ROLE_ARN"]["value"] == ROLE_ARN
+    assert env["TKE_PROVIDER_ID"]["value"] == "cls-abc123-oidc"
+    assert env["TKE_REGION"]["value"] == "ap-singapore"
+    assert env["TKE_WEB_IDENTITY_TOKEN_FILE"]["value"] == "/etc/faceid-gateway/oidc/token"
+    mount = next(m for m in out.container["volumeMounts"] if m["name"] == "oidc-token")
+    assert mount == {"name": "oidc-token", "mountPath": "/etc/faceid-gateway/oidc", "readOnly": True}
+    volume = next(v for v in out.pod_spec["volumes"] if v["name"] == "oidc-token")
+    assert volume["projected"]["sources"] == [
+        {
+            "serviceAccountToken": {
+                "audience": "sts.cloud.tencent.com",
+                "expirationSeconds": 3600,
+                "path": "token",
+            }
+        }
+    ]
+    # No webhook reads annotations here.
+    assert "annotations" not in out.one("ServiceAccount")["metadata"]
+
+
+def test_cvm_role_mode_asks_the_metadata_server(rendered):
+    out = rendered["cvm-role"]
+    assert out.config["FACEID_METADATA_ENDPOINT"] == "http://metadata.tencentyun.com"
+    assert "FACEID_STS_ENDPOINT" not in out.config
+    assert [v["name"] for v in out.pod_spec["volumes"]] == ["tmp"]
+    assert "CVM instances" in out.notes
+
+
+def test_role_arn_is_assumed_over_any_source(rendered):
+    config = rendered["role-arn-over-env"].config
+    assert config["FACEID_CREDENTIALS_SOURCE"] == "env"
+    assert config["FACEID_ROLE_ARN"] == ROLE_ARN
+    assert config["FACEID_ROLE_SESSION_NAME"] == "faceid-gateway"
+    assert config["FACEID_ROLE_DURATION"] == "1h"
+    assert config["FACEID_STS_ENDPOINT"] == "https://sts.tencentcloudapi.com"
+    assert "TENCENTCLOUD_SECRET_KEY" in rendered["role-arn-over-env"].env
+    for case in ("defaults", "oidc", "cvm-role"):
+        assert "FACEID_ROLE_ARN" not in rendered[case].config, case
+    assert "FACEID_CREDENTIALS_SOURCE" not in rendered["simulate"].config
+
+
+def test_network_policy_lets_sts_and_the_metadata_server_through_only_when_used(render, rendered):
+    def ports(out):
+        return {(p["port"], p["protocol"]) for rule in _egress_rules(out) for p in rule["ports"]}
+
+    def rule_for(out, comment_port, cidr):
+        return [
+            rule
+            for rule in _egress_rules(out)
+            if rule["ports"] == [{"port": comment_port, "protocol": "TCP"}]
+            and {"ipBlock": {"cidr": cidr}} in rule.get("to", [])
+        ]
+
+    # STS: its own HTTPS rule, so narrowing networkPolicy.egress.https to
+    # FaceID's addresses does not cut the key renewals off.
+    narrowed = {"networkPolicy": {"egress": {"https": {"cidrs": ["203.0.113.0/24"]}}}}
+    for case in ("oidc", "oidc-projected-token", "role-arn-over-env"):
+        out = render(merge(MATRIX[case], narrowed))
+        assert rule_for(out, 443, "0.0.0.0/0"), case
+        assert (80, "TCP") not in ports(out), case
+    out = render(
+        merge(OIDC, NETWORK_POLICY, {"networkPolicy": {"egress": {"sts": {"cidrs": ["198.51.100.7/32"]}}}})
+    )
+    assert rule_for(out, 443, "198.51.100.7/32")
+
+    # The metadata server: port 80 of 169.254.0.23 only, in mode cvm-role.
+    out = render(merge(MATRIX["cvm-role"], narrowed))
+    assert rule_for(out, 80, "169.254.0.23/32")
+    assert not rule_for(out, 443, "0.0.0.0/0"), "no STS rule without STS"
+    for case in ("network-policy", "oidc", "role-arn-over-env"):
+        assert (80, "TCP") not in ports(rendered[case]), case
+    # Keys from a Secret need neither.
+    out = render(merge(NETWORK_POLICY, narrowed))
+    assert not rule_for(out, 443, "0.0.0.0/0")
+    assert ports(out) == {(53, "UDP"), (53, "TCP"), (443, "TCP")}
+
+
 @pytest.mark.parametrize(
     "values, message",
     [
@@ -1463,6 +1641,30 @@ def test_the_redis_ca_is_a_read_only_directory_mount(rendered):
     ids=["ca-twice", "ca-without-redis", "ca-with-plaintext-redis", "mount-clash"],
 )
 def test_inconsistent_redis_tls_settings_are_refused(render, values, message):
+    with pytest.raises(helm.HelmRenderError, match=re.escape(message)):
+        render(values)
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        (
+            merge(OIDC, {"credentials": dict(INLINE_KEYS)}),
+            "credentials.mode=oidc uses the pods' own CAM role",
+        ),
+        (merge(CVM_ROLE, {"credentials": {"secretKey": FAKE_SECRET_KEY}}), "remove credentials.secretId"),
+        ({"credentials": {"mode": "oidc"}}, "credentials.mode=oidc needs credentials.oidc.roleArn"),
+        (
+            {"credentials": {"mode": "oidc", "oidc": {"webhook": False, "roleArn": ROLE_ARN}}},
+            "needs credentials.oidc.roleArn and credentials.oidc.providerId",
+        ),
+        (
+            {"credentials": {"mode": "file", "file": {"mountPath": "/etc/faceid-gateway/oidc"}}},
+            "credentials.file.mountPath=/etc/faceid-gateway/oidc",
+        ),
+    ],
+)
+def test_inconsistent_identity_settings_are_refused(render, values, message):
     with pytest.raises(helm.HelmRenderError, match=re.escape(message)):
         render(values)
 
@@ -1542,3 +1744,22 @@ def test_the_service_port_keeps_its_name_and_warns_against_http_only(rendered, r
         notes = render({"service": {"grpcAppProtocol": value}}).notes
         assert f"WARNING: service.grpcAppProtocol={value} tells service meshes" in notes
     assert "WARNING" not in render({"service": {"grpcAppProtocol": "kubernetes.io/h2c"}}).notes
+
+
+def test_oidc_with_an_unmanaged_service_account_leaves_the_annotations_to_you(render):
+    out = render({"credentials": {"mode": "oidc"}, "serviceAccount": {"create": False, "name": "tke-identity"}})
+    assert out.maybe("ServiceAccount") is None
+    assert out.pod_spec["serviceAccountName"] == "tke-identity"
+    assert "Annotate the ServiceAccount tke-identity yourself" in out.notes
+
+
+def test_the_chart_readme_cites_tkes_pod_identity_documentation():
+    readme = (CHART / "README.md").read_text()
+    assert "https://www.tencentcloud.com/document/product/457/57285" in readme
+    for name in (
+        "tke.cloud.tencent.com/role-arn",
+        "tke.cloud.tencent.com/audience",
+        "tke.cloud.tencent.com/token-expiration",
+        "TKE_WEB_IDENTITY_TOKEN_FILE",
+    ):
+        assert name in readme, name

@@ -66,18 +66,72 @@ app.kubernetes.io/part-of: faceid-gateway
 {{- end -}}
 
 {{/*
-Where the Tencent keys come from: "simulate" (none needed), "chart" (a Secret
-this chart makes from credentials.secretId/secretKey), "existing"
-(credentials.existingSecret) or "" (nothing configured).
+Where the Tencent keys come from: "simulate" (none needed), "identity" (the
+pod's or the node's own role: credentials.mode oidc or cvm-role, no Secret),
+"chart" (a Secret this chart makes from credentials.secretId/secretKey),
+"existing" (credentials.existingSecret) or "" (nothing configured).
 */}}
 {{- define "faceid-gateway.credentialsSource" -}}
 {{- $c := .Values.credentials -}}
 {{- if .Values.simulate -}}
 simulate
+{{- else if has $c.mode (list "oidc" "cvm-role") -}}
+identity
 {{- else if or $c.secretId $c.secretKey -}}
 chart
 {{- else if $c.existingSecret -}}
 existing
+{{- end -}}
+{{- end -}}
+
+{{/* "true" when the pods call Tencent Cloud STS (TKE OIDC or credentials.roleArn). */}}
+{{- define "faceid-gateway.callsSts" -}}
+{{- if and (not .Values.simulate) (or (eq .Values.credentials.mode "oidc") .Values.credentials.roleArn) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* "true" when the pods ask the CVM metadata server for keys. */}}
+{{- define "faceid-gateway.callsMetadata" -}}
+{{- if and (not .Values.simulate) (eq .Values.credentials.mode "cvm-role") -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* "true" when TKE's pod-identity webhook sets the pods' OIDC up from the ServiceAccount's annotations. */}}
+{{- define "faceid-gateway.oidcWebhook" -}}
+{{- $c := .Values.credentials -}}
+{{- if and (not .Values.simulate) (eq $c.mode "oidc") $c.oidc.webhook -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/* "true" when the chart mounts the projected token itself (mode oidc without the webhook). */}}
+{{- define "faceid-gateway.oidcProjected" -}}
+{{- $c := .Values.credentials -}}
+{{- if and (not .Values.simulate) (eq $c.mode "oidc") (not $c.oidc.webhook) -}}
+true
+{{- end -}}
+{{- end -}}
+
+{{/*
+The ServiceAccount's annotations: TKE's pod-identity annotations in mode oidc
+(https://www.tencentcloud.com/document/product/457/57285), then
+serviceAccount.annotations, which win.
+*/}}
+{{- define "faceid-gateway.serviceAccountAnnotations" -}}
+{{- $c := .Values.credentials -}}
+{{- $annotations := dict -}}
+{{- if include "faceid-gateway.oidcWebhook" . -}}
+{{- with $c.oidc.roleArn -}}
+{{- $_ := set $annotations "tke.cloud.tencent.com/role-arn" . -}}
+{{- end -}}
+{{- $_ := set $annotations "tke.cloud.tencent.com/audience" $c.oidc.audience -}}
+{{- $_ := set $annotations "tke.cloud.tencent.com/token-expiration" ($c.oidc.tokenExpirationSeconds | int64 | toString) -}}
+{{- end -}}
+{{- $annotations = merge (deepCopy .Values.serviceAccount.annotations) $annotations -}}
+{{- if $annotations -}}
+{{- toYaml $annotations -}}
 {{- end -}}
 {{- end -}}
 
@@ -186,6 +240,7 @@ volume mounted whole (never subPath), so kubelet delivers updates.
 {{- define "faceid-gateway.tokensDir" -}}/etc/faceid-gateway/auth{{- end -}}
 {{- define "faceid-gateway.publicKeysDir" -}}/etc/faceid-gateway/tencent-public-keys{{- end -}}
 {{- define "faceid-gateway.redisCaDir" -}}/etc/faceid-gateway/redis-ca{{- end -}}
+{{- define "faceid-gateway.oidcDir" -}}/etc/faceid-gateway/oidc{{- end -}}
 
 {{- define "faceid-gateway.gracePeriod" -}}
 {{- $floor := add .Values.preStopSleepSeconds .Values.drainTimeoutSeconds -}}
@@ -205,7 +260,17 @@ says what to set.
 {{- $v := .Values -}}
 {{- $source := include "faceid-gateway.credentialsSource" . -}}
 {{- if eq $source "" -}}
-{{- fail "faceid-gateway: no Tencent Cloud credentials. Set credentials.existingSecret to a Secret holding TENCENTCLOUD_SECRET_ID and TENCENTCLOUD_SECRET_KEY, or set credentials.secretId and credentials.secretKey, or set simulate=true to run the built-in simulator for a demo." -}}
+{{- fail "faceid-gateway: no Tencent Cloud credentials. Set credentials.existingSecret to a Secret holding TENCENTCLOUD_SECRET_ID and TENCENTCLOUD_SECRET_KEY, or set credentials.secretId and credentials.secretKey, or use the pods' own identity (credentials.mode=oidc on TKE, credentials.mode=cvm-role on CVM nodes with a CAM role), or set simulate=true to run the built-in simulator for a demo." -}}
+{{- end -}}
+{{- $c := $v.credentials -}}
+{{- if and (eq $source "identity") (or $c.secretId $c.secretKey $c.sessionToken) -}}
+{{- fail (printf "faceid-gateway: credentials.mode=%s uses the pods' own CAM role and no keys; remove credentials.secretId, secretKey and sessionToken (or use mode env or file)." $c.mode) -}}
+{{- end -}}
+{{- if and (include "faceid-gateway.oidcWebhook" .) $v.serviceAccount.create (not $c.oidc.roleArn) (not (hasKey $v.serviceAccount.annotations "tke.cloud.tencent.com/role-arn")) -}}
+{{- fail "faceid-gateway: credentials.mode=oidc needs credentials.oidc.roleArn, the CAM role the pods assume (qcs::cam::uin/<account>:roleName/<role>); the chart puts it on the ServiceAccount for TKE's pod-identity webhook." -}}
+{{- end -}}
+{{- if and (include "faceid-gateway.oidcProjected" .) (not (and $c.oidc.roleArn $c.oidc.providerId)) -}}
+{{- fail "faceid-gateway: credentials.mode=oidc with credentials.oidc.webhook=false needs credentials.oidc.roleArn and credentials.oidc.providerId (the CAM OIDC identity provider), since no webhook sets TKE_ROLE_ARN and TKE_PROVIDER_ID." -}}
 {{- end -}}
 {{- if and (eq $source "chart") (not (and $v.credentials.secretId $v.credentials.secretKey)) -}}
 {{- fail "faceid-gateway: credentials.secretId and credentials.secretKey must be set together." -}}
@@ -257,7 +322,7 @@ says what to set.
 {{- fail "faceid-gateway: with mutual TLS the `helm test` pod needs a client certificate from the client CA. Set tests.tls.clientSecret to a kubernetes.io/tls Secret holding one, or set tests.enabled=false." -}}
 {{- end -}}
 {{- $credDir := trimSuffix "/" $v.credentials.file.mountPath -}}
-{{- if has $credDir (list (include "faceid-gateway.tlsDir" .) (include "faceid-gateway.tokensDir" .) (include "faceid-gateway.publicKeysDir" .)) -}}
+{{- if has $credDir (list (include "faceid-gateway.tlsDir" .) (include "faceid-gateway.tokensDir" .) (include "faceid-gateway.publicKeysDir" .) (include "faceid-gateway.oidcDir" .)) -}}
 {{- fail (printf "faceid-gateway: credentials.file.mountPath=%s is where the chart mounts TLS, token or public-key files; choose another directory." $credDir) -}}
 {{- end -}}
 {{- $pk := $v.upstreamEncryption.tencentPublicKeys -}}

@@ -70,7 +70,8 @@ impl Billing {
                 tencent::Error::Api { .. }
                 | tencent::Error::Connect(_)
                 | tencent::Error::HttpStatus { .. }
-                | tencent::Error::Signing => Billed::No,
+                | tencent::Error::Signing
+                | tencent::Error::CredentialsExpired { .. } => Billed::No,
                 tencent::Error::Timeout
                 | tencent::Error::Transport(_)
                 | tencent::Error::Malformed { .. }

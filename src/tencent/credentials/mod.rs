@@ -1,6 +1,22 @@
-//! Tencent Cloud API keys: where they come from (environment variables or the
-//! SDKs' INI credentials file), how they are held (secret types that never
-//! print), and how a mounted file is re-read so keys rotate without a restart.
+//! Tencent Cloud API keys: where they come from, how they are held (secret
+//! types that never print), and how they stay current without a failed call.
+//!
+//! - long-lived keys from the environment or the SDKs' INI file, the file
+//!   re-read so a rotated Secret takes effect without a restart;
+//! - temporary keys from TKE OIDC, the CVM metadata server or STS
+//!   `AssumeRole` (`chain.rs` picks the source in the SDKs' order), renewed
+//!   in the background before they expire (`refresh.rs`) by `sts.rs` and
+//!   `metadata.rs` calls;
+//! - what Tencent's answers and the clock say of the keys in use
+//!   ([`CredentialState`]), which readiness follows.
+//!
+//! Reading the keys for a call ([`CredentialProvider::current`]) is a
+//! read-lock clone of an `Arc`: it never waits for a renewal.
+
+mod chain;
+mod metadata;
+mod refresh;
+mod sts;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -14,6 +30,11 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::watch::Watched;
+use crate::metrics::{CredentialLabels, Metrics, RefreshLabels};
+pub use chain::{ChainSettings, RoleSettings};
+pub(crate) use refresh::KeysExpired;
+use refresh::Refresher;
+pub use sts::FetchError;
 
 /// Environment variable with the SecretId (the official SDKs' name).
 pub const ENV_SECRET_ID: &str = "TENCENTCLOUD_SECRET_ID";
@@ -23,6 +44,11 @@ pub const ENV_SECRET_KEY: &str = "TENCENTCLOUD_SECRET_KEY";
 pub const ENV_SESSION_TOKEN: &str = "TENCENTCLOUD_SESSION_TOKEN";
 /// Environment variable with the path of an INI credentials file.
 pub const ENV_CREDENTIALS_FILE: &str = "TENCENTCLOUD_CREDENTIALS_FILE";
+
+/// Tencent's answers to temporary keys it no longer knows (expired early,
+/// revoked, or replaced): renewing the keys and sending again can help.
+pub(crate) const STALE_KEY_CODES: [&str; 2] =
+    ["AuthFailure.TokenFailure", "AuthFailure.SecretIdNotFound"];
 
 /// The INI section the SDKs read.
 const PROFILE_SECTION: &str = "default";
@@ -37,10 +63,33 @@ pub enum CredentialsError {
     #[error(
         "no Tencent Cloud credentials: set {ENV_SECRET_ID} and {ENV_SECRET_KEY} \
          (and {ENV_SESSION_TOKEN} for temporary keys), or point {ENV_CREDENTIALS_FILE} \
-         at an INI file with a [default] section holding secret_id and secret_key; \
+         at an INI file with a [default] section holding secret_id and secret_key \
+         (~/.tencentcloud/credentials and /etc/tencentcloud/credentials are read too), \
+         or run on TKE with pod identity (TKE_ROLE_ARN, TKE_PROVIDER_ID, \
+         TKE_WEB_IDENTITY_TOKEN_FILE) or on a CVM with a CAM role; \
          or run `faceid-gateway serve --simulate` to try the gateway without them"
     )]
     Missing,
+    /// The source asked for with `--credentials-source` has no keys.
+    #[error("--credentials-source {chosen}: {reason}")]
+    Unavailable {
+        /// The source asked for.
+        chosen: &'static str,
+        /// Why it has none (names variables and files, never values).
+        reason: String,
+    },
+    /// Temporary keys could not be obtained at start-up.
+    #[error("cannot get temporary keys ({origin}): {error}")]
+    Fetch {
+        /// Where they were asked for: `oidc`, `cvm-role` or `role-arn`.
+        origin: &'static str,
+        /// What went wrong.
+        #[source]
+        error: FetchError,
+    },
+    /// A client for STS or the metadata server could not be built.
+    #[error("{0}")]
+    Setup(&'static str),
     /// One half of a key pair was configured.
     #[error("{present} is set but {missing} is not; set both")]
     Incomplete {
@@ -106,12 +155,20 @@ const FILE_NAMES: Names = Names {
     token: "token",
 };
 
+/// The values as fields of STS and metadata-server answers.
+const TEMPORARY_NAMES: Names = Names {
+    secret_id: "TmpSecretId",
+    secret_key: "TmpSecretKey",
+    token: "Token",
+};
+
 /// One SecretId/SecretKey pair and, for temporary keys, its session token.
 pub struct Credentials {
     secret_id: String,
     secret_key: SecretString,
     token: Option<SecretString>,
-    /// When temporary keys stop working (`expired_time` in the file).
+    /// When temporary keys stop working (`expired_time` in the file, or
+    /// `ExpiredTime` from STS and the metadata server).
     expires_at: Option<SystemTime>,
 }
 
@@ -128,6 +185,19 @@ impl Credentials {
         token: Option<String>,
     ) -> Result<Self, CredentialsError> {
         Self::checked(secret_id.into(), secret_key.into(), token, FILE_NAMES, None)
+    }
+
+    /// Temporary keys as STS or the metadata server hand them out.
+    fn temporary(
+        secret_id: String,
+        secret_key: String,
+        token: String,
+        expires_at: SystemTime,
+    ) -> Result<Self, CredentialsError> {
+        Ok(
+            Self::checked(secret_id, secret_key, Some(token), TEMPORARY_NAMES, None)?
+                .expiring_at(expires_at),
+        )
     }
 
     /// [`Self::new`], naming the values as `names` (and `file`) in errors.
@@ -170,6 +240,11 @@ impl Credentials {
     /// When temporary keys expire, if known.
     pub fn expires_at(&self) -> Option<SystemTime> {
         self.expires_at
+    }
+
+    /// Whether the keys are known to have expired at `now`.
+    pub fn expired_at(&self, now: SystemTime) -> bool {
+        self.expires_at.is_some_and(|at| now >= at)
     }
 
     /// The SecretId (an identifier, sent in clear in `Authorization`).
@@ -215,7 +290,8 @@ fn is_visible_ascii(value: &str) -> bool {
     !value.is_empty() && value.bytes().all(|byte| byte.is_ascii_graphic())
 }
 
-/// Whether the keys in use work, as far as Tencent's answers tell.
+/// Whether the keys in use work, as far as Tencent's answers and the clock
+/// tell.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CredentialState {
     /// No reason to doubt them.
@@ -223,6 +299,9 @@ pub enum CredentialState {
     /// Tencent answered `AuthFailure.*` to several calls in a row and to
     /// none since: the keys (or their permissions) are wrong.
     Refused,
+    /// The temporary keys expired and no renewal has succeeded since: calls
+    /// fail at once, without being sent, until one does.
+    Expired,
 }
 
 /// Refused answers in a row, with no other answer between them, after
@@ -230,11 +309,58 @@ pub enum CredentialState {
 const REFUSALS_IN_A_ROW: u32 = 3;
 
 /// Hands out the current credentials; re-reads a credentials file when it
-/// changes; keeps track of whether Tencent accepts them. Cheap to share
-/// (`Arc`) and to read on every call.
+/// changes; renews temporary keys before they expire; keeps track of
+/// whether Tencent accepts them. Cheap to share (`Arc`) and to read on
+/// every call.
 pub struct CredentialProvider {
     source: Source,
     trust: Arc<Trust>,
+    report: Arc<Report>,
+}
+
+/// Where the provider reports its keys' expiry and renewals: the source's
+/// label, and the metrics once the gateway hands them over.
+pub(crate) struct Report {
+    /// `env`, `file`, `oidc`, `cvm-role` or `role-arn`.
+    label: &'static str,
+    metrics: std::sync::OnceLock<Arc<Metrics>>,
+}
+
+impl Report {
+    fn new(label: &'static str) -> Arc<Self> {
+        Arc::new(Self {
+            label,
+            metrics: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// Publishes when `credentials` expire (temporary keys only).
+    fn expiry(&self, credentials: &Credentials) {
+        let (Some(metrics), Some(at)) = (self.metrics.get(), credentials.expires_at()) else {
+            return;
+        };
+        let seconds = at.duration_since(UNIX_EPOCH).map_or(0, |since| {
+            i64::try_from(since.as_secs()).unwrap_or(i64::MAX)
+        });
+        metrics
+            .credentials_expiry
+            .get_or_create(&CredentialLabels { source: self.label })
+            .set(seconds);
+    }
+
+    /// Counts one renewal attempt.
+    fn refreshed(&self, success: bool) {
+        if let Some(metrics) = self.metrics.get() {
+            let outcome = if success { "success" } else { "failure" };
+            metrics
+                .credentials_refreshes
+                .get_or_create(&RefreshLabels {
+                    source: self.label,
+                    outcome,
+                })
+                .inc();
+        }
+    }
 }
 
 /// What Tencent's answers say of the keys in use.
@@ -253,6 +379,11 @@ impl Trust {
     }
 
     fn note_answer(&self, refused: bool) {
+        if *self.state.borrow() == CredentialState::Expired {
+            // Only a renewal ends that (an answer to keys signed just
+            // before the expiry says nothing of the keys now).
+            return;
+        }
         if refused {
             let in_a_row = self.refusals_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
             if in_a_row >= REFUSALS_IN_A_ROW {
@@ -270,17 +401,34 @@ impl Trust {
         self.set(CredentialState::Usable);
     }
 
+    /// The keys in use expired without a renewal.
+    fn expired(&self) {
+        self.set(CredentialState::Expired);
+    }
+
+    fn is_expired(&self) -> bool {
+        *self.state.borrow() == CredentialState::Expired
+    }
+
     fn set(&self, state: CredentialState) {
         self.state.send_if_modified(|current| {
             if *current == state {
                 return false;
             }
-            match state {
-                CredentialState::Refused => tracing::error!(
+            match (*current, state) {
+                (_, CredentialState::Refused) => tracing::error!(
                     "Tencent refuses the credentials (AuthFailure on every call); \
                      readiness is NOT_SERVING until a call succeeds or the keys change"
                 ),
-                CredentialState::Usable => {
+                (_, CredentialState::Expired) => tracing::error!(
+                    "the temporary Tencent keys expired and could not be renewed; calls fail \
+                     UNAVAILABLE (CredentialsExpired) without being sent and readiness is \
+                     NOT_SERVING until a renewal succeeds"
+                ),
+                (CredentialState::Expired, CredentialState::Usable) => {
+                    tracing::info!("temporary Tencent keys renewed; calls and readiness restored");
+                }
+                (_, CredentialState::Usable) => {
                     tracing::info!("Tencent accepts the credentials; readiness restored");
                 }
             }
@@ -293,13 +441,15 @@ impl Trust {
 enum Source {
     Fixed(Arc<Credentials>),
     File(Arc<Watched<Credentials, CredentialsError>>),
+    /// Temporary keys renewed in the background.
+    Renewed(Arc<Refresher>),
 }
 
 impl fmt::Debug for CredentialProvider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CredentialProvider")
             .field("current", &*self.current())
-            .field("from_file", &matches!(self.source, Source::File(_)))
+            .field("source", &self.report.label)
             .finish()
     }
 }
@@ -307,10 +457,30 @@ impl fmt::Debug for CredentialProvider {
 impl CredentialProvider {
     /// Credentials that never change.
     pub fn fixed(credentials: Credentials) -> Self {
+        Self::labelled_fixed(credentials, "env")
+    }
+
+    fn labelled_fixed(credentials: Credentials, label: &'static str) -> Self {
         Self {
             source: Source::Fixed(Arc::new(credentials)),
             trust: Trust::new(),
+            report: Report::new(label),
         }
+    }
+
+    /// Temporary keys renewed by `refresher` (whose first keys are in).
+    fn renewed(refresher: Refresher, trust: Arc<Trust>, report: Arc<Report>) -> Self {
+        Self {
+            source: Source::Renewed(Arc::new(refresher)),
+            trust,
+            report,
+        }
+    }
+
+    /// Where the keys come from: `env`, `file`, `oidc`, `cvm-role` or
+    /// `role-arn` (a metric label, never a value).
+    pub fn source_label(&self) -> &'static str {
+        self.report.label
     }
 
     /// Credentials from an INI file (`[default]` with `secret_id`,
@@ -333,6 +503,7 @@ impl CredentialProvider {
         Ok(Self {
             source: Source::File(Arc::new(watched)),
             trust: Trust::new(),
+            report: Report::new("file"),
         })
     }
 
@@ -345,22 +516,9 @@ impl CredentialProvider {
     /// # Errors
     /// Nothing is configured, only half a pair is, or the file is unusable.
     pub fn from_env(var: impl Fn(&str) -> Option<String>) -> Result<Self, CredentialsError> {
-        let id = var(ENV_SECRET_ID).filter(|v| !v.is_empty());
-        let key = var(ENV_SECRET_KEY).filter(|v| !v.is_empty());
-        let token = var(ENV_SESSION_TOKEN).filter(|v| !v.is_empty());
-        match (id, key) {
-            (Some(id), Some(key)) => Ok(Self::fixed(Credentials::checked(
-                id, key, token, ENV_NAMES, None,
-            )?)),
-            (Some(_), None) => Err(CredentialsError::Incomplete {
-                present: ENV_SECRET_ID,
-                missing: ENV_SECRET_KEY,
-            }),
-            (None, Some(_)) => Err(CredentialsError::Incomplete {
-                present: ENV_SECRET_KEY,
-                missing: ENV_SECRET_ID,
-            }),
-            (None, None) => match var(ENV_CREDENTIALS_FILE).filter(|v| !v.is_empty()) {
+        match env_keys(&var)? {
+            Some(credentials) => Ok(Self::fixed(credentials)),
+            None => match var(ENV_CREDENTIALS_FILE).filter(|v| !v.is_empty()) {
                 Some(path) => Self::from_file(path),
                 None => Err(CredentialsError::Missing),
             },
@@ -372,6 +530,24 @@ impl CredentialProvider {
         self.trust.state.subscribe()
     }
 
+    /// Hands over the metrics the provider reports its keys' expiry and
+    /// renewals to (and those of the keys it renews from).
+    pub(crate) fn report_to(&self, metrics: &Arc<Metrics>) {
+        let _ = self.report.metrics.set(Arc::clone(metrics));
+        self.report.expiry(&self.current());
+        if let Source::Renewed(refresher) = &self.source {
+            // Both outcomes from the start, so a dashboard's rate() and an
+            // alert on failures have a series before the first renewal.
+            for outcome in ["success", "failure"] {
+                drop(metrics.credentials_refreshes.get_or_create(&RefreshLabels {
+                    source: self.report.label,
+                    outcome,
+                }));
+            }
+            refresher.report_to(metrics);
+        }
+    }
+
     /// Notes Tencent's verdict on the keys: `refused` for an `AuthFailure.*`
     /// answer, otherwise any answer Tencent gave (it got past
     /// authentication).
@@ -379,11 +555,54 @@ impl CredentialProvider {
         self.trust.note_answer(refused);
     }
 
-    /// The credentials to sign the next call with.
+    /// The credentials to sign the next call with. Never waits for a
+    /// renewal.
     pub fn current(&self) -> Arc<Credentials> {
         match &self.source {
             Source::Fixed(credentials) => Arc::clone(credentials),
             Source::File(watched) => watched.current(),
+            Source::Renewed(refresher) => refresher.current(),
+        }
+    }
+
+    /// [`Self::current`], unless those keys have expired (no renewal
+    /// succeeded in time): then nothing should be sent with them.
+    ///
+    /// # Errors
+    /// [`KeysExpired`], with when a renewal will be tried next.
+    pub(crate) fn usable(&self) -> Result<Arc<Credentials>, KeysExpired> {
+        let credentials = self.current();
+        if !credentials.expired_at(SystemTime::now()) {
+            return Ok(credentials);
+        }
+        if !self.trust.is_expired() {
+            self.trust.expired();
+        }
+        let retry_after = match &self.source {
+            Source::Renewed(refresher) => refresher.next_attempt_in(),
+            _ => refresh::DEFAULT_RETRY_AFTER,
+        };
+        Err(KeysExpired { retry_after })
+    }
+
+    /// Called when Tencent refused `used` as if the token were bad or the
+    /// SecretId unknown (temporary keys that expired early, or were
+    /// replaced): renews the keys now, unless that already happened, and
+    /// returns the keys to retry with. `None` when there is nothing newer
+    /// to try.
+    pub(crate) async fn renew_after_refusal(
+        &self,
+        used: &Arc<Credentials>,
+    ) -> Option<Arc<Credentials>> {
+        match &self.source {
+            Source::Fixed(_) => None,
+            Source::File(_) => {
+                // Maybe the file was just rewritten: read it now.
+                let _ = self.reload();
+                let current = self.current();
+                (!Arc::ptr_eq(&current, used)).then_some(current)
+            }
+            Source::Renewed(refresher) => refresher.renew_after_refusal(used).await,
         }
     }
 
@@ -394,28 +613,41 @@ impl CredentialProvider {
     /// The file became unreadable or invalid; the previous keys stay in use.
     pub fn reload(&self) -> Result<bool, CredentialsError> {
         let changed = match &self.source {
-            Source::Fixed(_) => false,
+            Source::Fixed(_) | Source::Renewed(_) => false,
             Source::File(watched) => watched.reload()?,
         };
         if changed {
             self.trust.keys_changed();
+            self.report.expiry(&self.current());
         }
         Ok(changed)
     }
 
-    /// Polls the credentials file every `interval` until `shutdown`, logging
-    /// (without values) when keys change, the file turns bad, or temporary
-    /// keys come within ten minutes of their expiry without a replacement.
+    /// Keeps the keys current until `shutdown`: temporary keys are renewed
+    /// in the background before they expire; a credentials file is polled
+    /// every `interval`, logging (without values) when keys change, the file
+    /// turns bad, or temporary keys in it come within ten minutes of their
+    /// expiry without a replacement.
     pub fn spawn_reloader(&self, interval: Duration, shutdown: CancellationToken) {
-        let Source::File(watched) = &self.source else {
-            return;
+        let watched = match &self.source {
+            Source::Fixed(_) => return,
+            Source::Renewed(refresher) => {
+                refresher.spawn(interval, shutdown);
+                return;
+            }
+            Source::File(watched) => watched,
         };
         // The fingerprint of the keys last warned about, to warn once.
         let warned = Mutex::new(None::<String>);
         let trust = Arc::clone(&self.trust);
+        let report = Arc::clone(&self.report);
         watched.spawn_reloader(interval, shutdown, move |current: &Credentials, changed| {
             if changed {
                 trust.keys_changed();
+                report.expiry(current);
+            }
+            if current.expired_at(SystemTime::now()) && !trust.is_expired() {
+                trust.expired();
             }
             let left = current.expires_at().map(|at| {
                 at.duration_since(SystemTime::now())
@@ -436,6 +668,31 @@ impl CredentialProvider {
                 *warned = Some(fingerprint);
             }
         });
+    }
+}
+
+/// The key pair of `TENCENTCLOUD_SECRET_ID` / `_KEY` (and the token of
+/// `TENCENTCLOUD_SESSION_TOKEN`); `None` when neither half is set.
+///
+/// # Errors
+/// Only one half is set, or a value is malformed.
+fn env_keys(
+    var: &impl Fn(&str) -> Option<String>,
+) -> Result<Option<Credentials>, CredentialsError> {
+    let id = var(ENV_SECRET_ID).filter(|v| !v.is_empty());
+    let key = var(ENV_SECRET_KEY).filter(|v| !v.is_empty());
+    let token = var(ENV_SESSION_TOKEN).filter(|v| !v.is_empty());
+    match (id, key) {
+        (Some(id), Some(key)) => Ok(Some(Credentials::checked(id, key, token, ENV_NAMES, None)?)),
+        (Some(_), None) => Err(CredentialsError::Incomplete {
+            present: ENV_SECRET_ID,
+            missing: ENV_SECRET_KEY,
+        }),
+        (None, Some(_)) => Err(CredentialsError::Incomplete {
+            present: ENV_SECRET_KEY,
+            missing: ENV_SECRET_ID,
+        }),
+        (None, None) => Ok(None),
     }
 }
 
