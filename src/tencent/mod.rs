@@ -30,7 +30,7 @@ pub mod model;
 pub mod sign;
 
 pub use body::RequestBody;
-pub use client::{Client, ClientConfig, Reply};
+pub use client::{Client, ClientConfig, Endpoint, Reply};
 pub use codes::{Class, NoMatch};
 pub use credentials::{CredentialProvider, Credentials};
 pub use encryption::{EncryptionSettings, Mode as EncryptionMode, RequestEncryption};
