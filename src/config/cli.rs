@@ -357,6 +357,17 @@ pub struct SimulatorArgs {
     #[arg(long, env = "FACEID_RATE_LIMIT", default_value_t = TENCENT_RATE_LIMIT)]
     pub rate_limit: u32,
 
+    /// A fault of the whole server to start with: `down` (refuse
+    /// connections), `5xx` or `5xx=502` (every call answered with that HTTP
+    /// status), `slow` or `slow=2s` (every call waits that long first), or
+    /// `none`. `POST /__simulator/fault` switches it at run time.
+    #[arg(long, env = "FACEID_FAULT")]
+    pub fault: Option<String>,
+
+    /// How long the --fault lasts (until switched when unset).
+    #[arg(long, env = "FACEID_FAULT_FOR", requires = "fault", value_parser = parse_positive_duration)]
+    pub fault_for: Option<Duration>,
+
     /// Write the simulator's encryption public keys (rsa.pem, sm2.pem) to
     /// this folder, for a gateway's --tencent-rsa/sm2-public-key.
     #[arg(long, env = "FACEID_PUBLIC_KEYS_DIR")]
