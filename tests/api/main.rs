@@ -3,6 +3,7 @@
 mod batch;
 mod cli;
 mod encryption;
+mod failover;
 mod grpcurl;
 mod hardening;
 mod helpers;
