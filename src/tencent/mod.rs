@@ -9,7 +9,8 @@
 //! - [`model`]: the JSON wire types; [`image`]: what Tencent accepts as an
 //!   image;
 //! - [`body`]: the request body, built in one pass over the image;
-//! - [`client`]: signing, sending and decoding one attempt;
+//! - [`client`]: signing, sending and decoding one attempt, to any of the
+//!   configured endpoints;
 //! - [`credentials`]: keys from the environment or a reloaded file;
 //! - [`encryption`] and [`crypto`]: asking for and opening Tencent's
 //!   encrypted answers;
