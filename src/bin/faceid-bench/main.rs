@@ -6,6 +6,7 @@
 
 mod batch;
 mod ceiling;
+mod failover;
 mod harness;
 mod overhead;
 mod rate;
@@ -42,6 +43,9 @@ enum Scenario {
     /// Tencent's official Python SDK calling the simulator directly versus
     /// grpcio calling the gateway.
     Sdk(sdk::Args),
+    /// Two endpoints; the primary is killed mid-run and started again:
+    /// calls and errors per second, and where the calls went.
+    Failover(failover::Args),
 }
 
 #[tokio::main]
@@ -53,5 +57,6 @@ async fn main() -> anyhow::Result<()> {
         Scenario::BatchMemory(args) => batch::run(args).await,
         Scenario::Ceiling(args) => ceiling::run(args).await,
         Scenario::Sdk(args) => sdk::run(args).await,
+        Scenario::Failover(args) => failover::run(args).await,
     }
 }
