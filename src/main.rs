@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser as _;
 use faceid_gateway::config::{Cli, Command, ServeArgs, SimulatorArgs, TokenArgs};
-use faceid_gateway::simulator::{Simulator, SimulatorConfig};
+use faceid_gateway::simulator::{ServerFault, Simulator, SimulatorConfig};
 use faceid_gateway::startup::{Application, UpstreamTarget, shutdown_signal};
 use faceid_gateway::telemetry;
 use faceid_gateway::tencent::CredentialProvider;
@@ -81,6 +81,12 @@ fn token(args: &TokenArgs) -> anyhow::Result<()> {
 
 async fn simulator(args: SimulatorArgs) -> anyhow::Result<()> {
     let _telemetry = telemetry::init(args.log_format)?;
+    let fault = args
+        .fault
+        .as_deref()
+        .map(str::parse::<ServerFault>)
+        .transpose()
+        .context("--fault")?;
     let mut config = SimulatorConfig::new(args.secret_id, args.secret_key);
     config.session_token = args.session_token.map(SecretString::from);
     config.rate_limit = args.rate_limit;
@@ -89,6 +95,9 @@ async fn simulator(args: SimulatorArgs) -> anyhow::Result<()> {
     let simulator = Simulator::bind(config, args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
+    if let Some(fault) = fault {
+        simulator.set_fault(fault, args.fault_for);
+    }
     if let Some(dir) = &args.public_keys_dir {
         let keys = simulator.public_keys();
         std::fs::create_dir_all(dir)?;

@@ -2,7 +2,8 @@
 //!
 //! Every label value comes from a closed set (method names, gRPC codes,
 //! code classes, the code table's patterns, fixed failure names, caller
-//! names from the tokens file), so no label ever holds personal data, a
+//! names from the tokens file, upstream endpoints from `--endpoint`), so no
+//! label ever holds personal data, a
 //! request id or another unbounded value; the callers choose the values,
 //! this module only holds the families. It imports nothing else of the
 //! crate, so every layer may report here.
@@ -43,6 +44,15 @@ pub(crate) struct TencentLabels {
     /// The code's row in the table (`AuthFailure*`, `Success`), a fixed
     /// transport failure name, or `other` for codes the table lacks.
     pub(crate) code: String,
+    /// The endpoint the attempt went to (`host` or `host:port`).
+    pub(crate) endpoint: String,
+}
+
+/// Labels of an upstream endpoint.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct EndpointLabels {
+    /// `host` or `host:port`, one of `--endpoint`.
+    pub(crate) endpoint: String,
 }
 
 /// Labels of a retry.
@@ -117,10 +127,14 @@ pub(crate) struct Metrics {
     pub(crate) rpcs: Family<RpcLabels, Counter>,
     /// RPC latency by method.
     pub(crate) rpc_seconds: Family<MethodLabels, Histogram>,
-    /// Upstream attempts by the class and code of their outcome.
+    /// Upstream attempts by the class and code of their outcome, per endpoint.
     pub(crate) tencent_responses: Family<TencentLabels, Counter>,
-    /// Upstream attempt latency.
-    pub(crate) attempt_seconds: Histogram,
+    /// Upstream attempt latency, per endpoint.
+    pub(crate) attempt_seconds: Family<EndpointLabels, Histogram>,
+    /// 1 while an endpoint takes traffic, 0 while it is ejected.
+    pub(crate) endpoint_up: Family<EndpointLabels, Gauge>,
+    /// Ejections of an endpoint by outlier detection.
+    pub(crate) ejections: Family<EndpointLabels, Counter>,
     /// Upstream attempts in flight.
     pub(crate) upstream_in_flight: Gauge,
     /// Retries by the class of the failure retried.
@@ -215,14 +229,28 @@ impl Metrics {
         let tencent_responses = Family::<TencentLabels, Counter>::default();
         registry.register(
             "tencent_responses",
-            "Upstream attempt outcomes by code class and code table row",
+            "Upstream attempt outcomes by code class, code table row and endpoint",
             tencent_responses.clone(),
         );
-        let attempt_seconds = latency_histogram();
+        let attempt_seconds = Family::<EndpointLabels, Histogram>::new_with_constructor(
+            latency_histogram as fn() -> Histogram,
+        );
         registry.register(
             "upstream_attempt_duration_seconds",
-            "Latency of one upstream attempt",
+            "Latency of one upstream attempt, by endpoint",
             attempt_seconds.clone(),
+        );
+        let endpoint_up = Family::<EndpointLabels, Gauge>::default();
+        registry.register(
+            "upstream_endpoint_up",
+            "1 while an upstream endpoint takes traffic, 0 while outlier detection ejects it",
+            endpoint_up.clone(),
+        );
+        let ejections = Family::<EndpointLabels, Counter>::default();
+        registry.register(
+            "upstream_ejections",
+            "Ejections of an upstream endpoint by outlier detection",
+            ejections.clone(),
         );
         let upstream_in_flight = Gauge::default();
         registry.register(
@@ -375,6 +403,8 @@ impl Metrics {
             rpc_seconds,
             tencent_responses,
             attempt_seconds,
+            endpoint_up,
+            ejections,
             upstream_in_flight,
             retries,
             rate_limit_wait_seconds,
@@ -424,15 +454,27 @@ impl Metrics {
     }
 
     /// Records one upstream attempt's outcome: the class of its code and
-    /// the code's row in the table (or the transport failure's name).
-    pub(crate) fn attempt_finished(&self, class: &'static str, row: &str, elapsed: Duration) {
+    /// the code's row in the table (or the transport failure's name), and
+    /// the endpoint it went to.
+    pub(crate) fn attempt_finished(
+        &self,
+        class: &'static str,
+        row: &str,
+        endpoint: &str,
+        elapsed: Duration,
+    ) {
         self.tencent_responses
             .get_or_create(&TencentLabels {
                 class,
                 code: row.to_owned(),
+                endpoint: endpoint.to_owned(),
             })
             .inc();
-        self.attempt_seconds.observe(elapsed.as_secs_f64());
+        self.attempt_seconds
+            .get_or_create(&EndpointLabels {
+                endpoint: endpoint.to_owned(),
+            })
+            .observe(elapsed.as_secs_f64());
     }
 
     /// Lets scrapes report the upstream rate counted by `source`.
@@ -460,7 +502,12 @@ mod tests {
     #[test]
     fn the_text_has_every_family_and_the_labels_given() {
         let metrics = Metrics::new();
-        metrics.attempt_finished("gateway_setup", "AuthFailure*", Duration::ZERO);
+        metrics.attempt_finished(
+            "gateway_setup",
+            "AuthFailure*",
+            "faceid.tencentcloudapi.com",
+            Duration::ZERO,
+        );
         metrics.rpc_finished(
             "VerifyIdCard",
             "billing",
@@ -471,7 +518,7 @@ mod tests {
         let text = metrics.encode();
         assert!(
             text.contains(
-                r#"faceid_tencent_responses_total{class="gateway_setup",code="AuthFailure*"} 1"#
+                r#"faceid_tencent_responses_total{class="gateway_setup",code="AuthFailure*",endpoint="faceid.tencentcloudapi.com"} 1"#
             ),
             "{text}"
         );

@@ -184,9 +184,12 @@ impl Application {
             }
         };
         let credentials_state = credentials.state();
-        let endpoint = match &bound_simulator {
-            Some(simulator) => simulator_endpoint(&simulator.listener)?,
-            None => args.endpoint.clone(),
+        let (endpoint, backups) = match &bound_simulator {
+            Some(simulator) => (simulator_endpoint(&simulator.listener)?, Vec::new()),
+            None => match args.endpoint.split_first() {
+                Some((primary, backups)) => (primary.clone(), backups.to_vec()),
+                None => return Err(tencent::client::BuildError::Endpoint.into()),
+            },
         };
         let public_keys = match &bound_simulator {
             // The simulator's key pairs stand in for Tencent's.
@@ -211,13 +214,14 @@ impl Application {
             Limiter::Local(_) => None,
         };
         let spend = Arc::new(build_spend(&args, redis.as_ref(), &metrics)?);
-        let client = tencent::Client::new(
+        let client = tencent::Client::with_backups(
             ClientConfig {
                 endpoint,
                 region: args.region.clone(),
                 connect_timeout: args.connect_timeout,
                 request_timeout: args.upstream_timeout,
             },
+            backups,
             credentials,
         )?;
         let tls = match (&args.tls_cert, &args.tls_key) {
@@ -814,6 +818,8 @@ fn stack_config(args: &ServeArgs) -> StackConfig {
         max_attempts: args.max_attempts,
         retry_base_delay: args.retry_base_delay,
         retry_max_delay: args.retry_max_delay,
+        eject_after: args.eject_after,
+        eject_for: args.eject_for,
     }
 }
 

@@ -133,13 +133,17 @@ pub struct ServeArgs {
     #[arg(long, env = "FACEID_ADMIN_LISTEN", default_value = "0.0.0.0:9090")]
     pub admin_listen: SocketAddr,
 
-    /// Tencent API endpoint (`http://` is accepted for local tests).
+    /// Tencent API endpoints, comma-separated: the first is preferred, the
+    /// others are backups in order, which take the calls while outlier
+    /// detection ejects the ones before them (`http://` is accepted for
+    /// local tests).
     #[arg(
         long,
         env = "FACEID_ENDPOINT",
+        value_delimiter = ',',
         default_value = "https://faceid.intl.tencentcloudapi.com"
     )]
-    pub endpoint: Url,
+    pub endpoint: Vec<Url>,
 
     /// Sent as X-TC-Region when set; not needed for this action.
     #[arg(long, env = "FACEID_REGION")]
@@ -186,6 +190,16 @@ pub struct ServeArgs {
         default_value = "http://metadata.tencentyun.com"
     )]
     pub metadata_endpoint: Url,
+    /// Failures in a row that say nothing about the request (connect or
+    /// TLS failure, timeout, HTTP 5xx, a body that is not Tencent's JSON,
+    /// InternalError) after which an endpoint is ejected.
+    #[arg(long, env = "FACEID_EJECT_AFTER", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub eject_after: u32,
+
+    /// How long an ejected endpoint gets no calls before one call probes
+    /// it; doubles per ejection in a row, up to 5 minutes.
+    #[arg(long, env = "FACEID_EJECT_FOR", default_value = "30s", value_parser = parse_positive_duration)]
+    pub eject_for: Duration,
 
     /// Run the built-in simulator in-process and call it instead of Tencent
     /// (no credentials needed; results are marked simulated).
@@ -458,6 +472,16 @@ pub struct SimulatorArgs {
     /// projected service-account token); without it, that action is refused.
     #[arg(long, env = "FACEID_WEB_IDENTITY_TOKEN_FILE")]
     pub web_identity_token_file: Option<std::path::PathBuf>,
+    /// A fault of the whole server to start with: `down` (refuse
+    /// connections), `5xx` or `5xx=502` (every call answered with that HTTP
+    /// status), `slow` or `slow=2s` (every call waits that long first), or
+    /// `none`. `POST /__simulator/fault` switches it at run time.
+    #[arg(long, env = "FACEID_FAULT")]
+    pub fault: Option<String>,
+
+    /// How long the --fault lasts (until switched when unset).
+    #[arg(long, env = "FACEID_FAULT_FOR", requires = "fault", value_parser = parse_positive_duration)]
+    pub fault_for: Option<Duration>,
 
     /// Write the simulator's encryption public keys (rsa.pem, sm2.pem) to
     /// this folder, for a gateway's --tencent-rsa/sm2-public-key.
@@ -535,9 +559,11 @@ mod tests {
         };
         assert_eq!(args.listen.to_string(), "0.0.0.0:50051");
         assert_eq!(
-            args.endpoint.as_str(),
-            "https://faceid.intl.tencentcloudapi.com/"
+            args.endpoint.iter().map(Url::as_str).collect::<Vec<_>>(),
+            ["https://faceid.intl.tencentcloudapi.com/"]
         );
+        assert_eq!(args.eject_after, 5);
+        assert_eq!(args.eject_for, Duration::from_secs(30));
         assert_eq!(args.match_threshold, 70.0);
         assert!(!args.simulate);
         assert!(!args.allow_private_image_urls);
@@ -571,6 +597,36 @@ mod tests {
             };
             assert!(args.simulate);
             assert_eq!(args.listen.port(), 0);
+        }
+    }
+
+    #[test]
+    fn endpoints_are_a_comma_separated_list_in_order() {
+        let args = ServeArgs::from_flags([
+            "--endpoint",
+            "https://faceid.tencentcloudapi.com, https://faceid.ap-guangzhou.tencentcloudapi.com",
+            "--endpoint",
+            "http://127.0.0.1:9000",
+        ]);
+        let hosts: Vec<_> = args.endpoint.iter().map(|url| url.as_str()).collect();
+        assert_eq!(
+            hosts,
+            [
+                "https://faceid.tencentcloudapi.com/",
+                "https://faceid.ap-guangzhou.tencentcloudapi.com/",
+                "http://127.0.0.1:9000/"
+            ]
+        );
+        for bad in [
+            vec![
+                "faceid-gateway",
+                "--endpoint",
+                "https://a.example,not a url",
+            ],
+            vec!["faceid-gateway", "--eject-after", "0"],
+            vec!["faceid-gateway", "--eject-for", "0"],
+        ] {
+            assert!(Cli::try_parse_from(bad).is_err());
         }
     }
 

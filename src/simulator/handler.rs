@@ -16,6 +16,7 @@ use serde_json::json;
 
 use super::SimulatorConfig;
 use super::directives::{self, Directives, Fault};
+use super::fault::{FaultRequest, FaultSwitch, ServerFault};
 use super::identity::{Identity, PORTRAIT_PNG_BASE64};
 use super::stats::Stats;
 use super::sts::{self, Issuer};
@@ -41,6 +42,8 @@ pub(super) struct State {
     fail_counters: Mutex<HashMap<String, u32>>,
     /// STS, the metadata server and the temporary keys they issued.
     pub(super) sts: Issuer,
+    /// The fault of the whole server in force.
+    pub(super) fault: FaultSwitch,
 }
 
 impl State {
@@ -58,6 +61,7 @@ impl State {
             limiter,
             fail_counters: Mutex::new(HashMap::new()),
             sts: Issuer::default(),
+            fault: FaultSwitch::default(),
         }
     }
 }
@@ -128,6 +132,8 @@ pub(super) async fn handle(state: Arc<State>, request: Request<Incoming>) -> Ans
             Ok(sts::metadata(&state, path))
         }
         (_, "/") if sts::is_sts_action(request.headers()) => sts::api_call(&state, request).await,
+        (&Method::GET, "/__simulator/fault") => Ok(fault_status(&state)),
+        (&Method::POST, "/__simulator/fault") => switch_fault(state, request).await,
         (_, "/") => api_call(&state, request).await,
         _ => Ok(plain(
             StatusCode::NOT_FOUND,
@@ -135,6 +141,64 @@ pub(super) async fn handle(state: Arc<State>, request: Request<Incoming>) -> Ans
             b"not found\n".to_vec(),
         )),
     }
+}
+
+/// `GET /__simulator/fault`: the fault in force.
+fn fault_status(state: &State) -> Response<Full<Bytes>> {
+    let body = serde_json::to_vec(&state.fault.status()).expect("the status serializes");
+    plain(StatusCode::OK, "application/json", body)
+}
+
+/// `POST /__simulator/fault` with `{"mode": "5xx", "for": "10s"}`: switches
+/// the fault of the whole server. `down` takes effect just after the
+/// answer is sent, so the caller gets it before the port closes.
+async fn switch_fault(state: Arc<State>, request: Request<Incoming>) -> Answer {
+    let bad = |why: String| {
+        Ok(plain(
+            StatusCode::BAD_REQUEST,
+            "text/plain",
+            format!("{why}\n").into_bytes(),
+        ))
+    };
+    let body = match Limited::new(request.into_body(), 4096).collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(_) => return bad("the body is unreadable or too long".to_owned()),
+    };
+    let asked: FaultRequest = match serde_json::from_slice(&body) {
+        Ok(asked) => asked,
+        Err(error) => {
+            return bad(format!(
+                "expected {{\"mode\": \"down\", \"for\": \"10s\"}}: {error}"
+            ));
+        }
+    };
+    let fault = match asked.mode.parse::<ServerFault>() {
+        Ok(fault) => fault,
+        Err(error) => return bad(error.to_string()),
+    };
+    let duration = match asked.duration.as_deref().map(humantime::parse_duration) {
+        None => None,
+        Some(Ok(duration)) => Some(duration),
+        Some(Err(error)) => return bad(format!("\"for\" is not a duration (10s, 500ms): {error}")),
+    };
+    if fault == ServerFault::Down {
+        let answered = plain(
+            StatusCode::OK,
+            "application/json",
+            serde_json::to_vec(&serde_json::json!({
+                "mode": fault.to_string(),
+                "remaining_ms": duration.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            }))
+            .expect("JSON values serialize"),
+        );
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            state.fault.set(fault, duration);
+        });
+        return Ok(answered);
+    }
+    state.fault.set(fault, duration);
+    Ok(fault_status(&state))
 }
 
 async fn api_call(state: &State, request: Request<Incoming>) -> Answer {
@@ -155,6 +219,21 @@ async fn api_call(state: &State, request: Request<Incoming>) -> Answer {
         }
         Err(_) => return Err(Drop::BodyUnreadable),
     };
+    match state.fault.current() {
+        ServerFault::None => {}
+        ServerFault::Http(status) => {
+            state.stats.answered(&format!("http:{status}"));
+            let status = StatusCode::from_u16(status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            let body = format!("simulated HTTP {} (server fault)\n", status.as_u16());
+            return Ok(simulated(status, "text/plain", body.into_bytes()));
+        }
+        ServerFault::Slow(delay) => tokio::time::sleep(delay).await,
+        // Arrived as the port was closing.
+        ServerFault::Down => {
+            state.stats.answered("fault:down");
+            return Err(Drop::Reset);
+        }
+    }
     let host = parts
         .headers
         .get(HOST)

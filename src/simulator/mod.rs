@@ -20,10 +20,12 @@
 //! and are accepted, with their token, until then, as Tencent does.
 //!
 //! Besides the API at `POST /`, it serves `GET /__simulator/stats` (JSON
-//! [`StatsSnapshot`]), `POST /__simulator/reset`, and
+//! [`StatsSnapshot`]), `POST /__simulator/reset`,
 //! `POST /__simulator/{sts,metadata}/{down,up}` to take STS or the metadata
-//! server away (they answer HTTP 503) and bring them back, and
-//! `POST /__simulator/sts/revoke` to forget the temporary keys issued.
+//! server away (they answer HTTP 503) and bring them back,
+//! `POST /__simulator/sts/revoke` to forget the temporary keys issued, and
+//! `GET`/`POST /__simulator/fault`: a [`ServerFault`] of the whole server
+//! (down, 5xx, slow), also switchable through [`Simulator::set_fault`].
 //!
 //! May import: [`crate::tencent`] (the wire model, signing, the image rules
 //! and the cryptography it plays Tencent's side of), [`crate::net`] and
@@ -31,6 +33,7 @@
 //! layer is never used: the simulator checks requests as Tencent would.
 
 mod directives;
+mod fault;
 mod handler;
 mod identity;
 mod stats;
@@ -49,6 +52,7 @@ use tokio_util::sync::CancellationToken;
 use crate::net::http::{HttpServer, HttpSettings};
 use crate::net::listener::Listener;
 use crate::tencent::crypto::{PrivateKeys, PublicKeys};
+pub use fault::{ParseFaultError, ServerFault};
 pub use stats::StatsSnapshot;
 
 /// Tencent's default limit for this action, which the simulator enforces
@@ -212,6 +216,19 @@ impl Simulator {
         self.state.sts.set_metadata_available(available);
     }
 
+    /// Puts a fault of the whole server in force, for `duration` or until
+    /// switched again ([`ServerFault::None`] ends it). `Down` closes the
+    /// port at once and cuts open connections; the port opens again on
+    /// the same address when the fault ends.
+    pub fn set_fault(&self, fault: ServerFault, duration: Option<Duration>) {
+        self.state.fault.set(fault, duration);
+    }
+
+    /// The fault in force now.
+    pub fn fault(&self) -> ServerFault {
+        self.state.fault.current()
+    }
+
     /// Stops accepting connections and waits for the accept loop to end.
     pub async fn shutdown(self) {
         self.cancel.cancel();
@@ -231,15 +248,93 @@ impl Simulator {
 
 /// Serves the simulator on `listener` until `cancel`, then drops every
 /// connection at once (a stopped simulator is an outage, not a drain).
+/// While the [`ServerFault::Down`] fault is in force the port is closed
+/// (connections are refused) and open connections are cut; it is bound
+/// again on the same address when the fault ends.
 async fn serve(listener: TcpListener, state: Arc<handler::State>, cancel: CancellationToken) {
-    let service = tower::service_fn(move |request| handler::handle(Arc::clone(&state), request));
-    let settings = HttpSettings {
-        http1: true,
-        ..HttpSettings::default()
+    let Ok(addr) = listener.local_addr() else {
+        return;
     };
-    HttpServer::new(Listener::new(listener, "simulator"), service, settings)
-        .serve(cancel)
-        .await
-        .finish_within(Duration::ZERO)
-        .await;
+    let mut faults = state.fault.subscribe();
+    let mut listener = Some(listener);
+    loop {
+        if let Some(tcp) = listener.take() {
+            let handler_state = Arc::clone(&state);
+            let service = tower::service_fn(move |request| {
+                handler::handle(Arc::clone(&handler_state), request)
+            });
+            let settings = HttpSettings {
+                http1: true,
+                ..HttpSettings::default()
+            };
+            let stop = cancel.child_token();
+            let server = HttpServer::new(Listener::new(tcp, "simulator"), service, settings)
+                .serve(stop.clone());
+            let server = tokio::spawn(server);
+            let down = tokio::select! {
+                () = cancel.cancelled() => false,
+                () = until_down(&mut faults) => true,
+            };
+            stop.cancel();
+            if let Ok(draining) = server.await {
+                draining.finish_within(Duration::ZERO).await;
+            }
+            if !down {
+                return;
+            }
+            tracing::info!(%addr, "simulator down: connections refused");
+        }
+        // Down: wait for the fault to end (by itself or switched).
+        let until = faults.borrow_and_update().until;
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = sleep_until(until) => {}
+            changed = faults.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
+        if state.fault.current() == ServerFault::Down {
+            continue;
+        }
+        // Up again, on the same address (retrying while it is taken).
+        loop {
+            match TcpListener::bind(addr).await {
+                Ok(tcp) => {
+                    tracing::info!(%addr, "simulator up again");
+                    listener = Some(tcp);
+                    break;
+                }
+                Err(error) => {
+                    tracing::warn!(%addr, %error, "cannot bind the simulator's address again yet");
+                    tokio::select! {
+                        () = cancel.cancelled() => return,
+                        () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Completes when the `down` fault is in force.
+async fn until_down(faults: &mut tokio::sync::watch::Receiver<fault::Setting>) {
+    loop {
+        let setting = *faults.borrow_and_update();
+        if setting.at(tokio::time::Instant::now()) == ServerFault::Down {
+            return;
+        }
+        if faults.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// Sleeps until `until`, or forever without one.
+async fn sleep_until(until: Option<tokio::time::Instant>) {
+    match until {
+        Some(until) => tokio::time::sleep_until(until).await,
+        None => std::future::pending().await,
+    }
 }

@@ -29,7 +29,8 @@ const REQUEST_CLIENT: &str = concat!("faceid-gateway/", env!("CARGO_PKG_VERSION"
 /// How to reach Tencent.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// Base URL, e.g. `https://faceid.intl.tencentcloudapi.com`.
+    /// Base URL, e.g. `https://faceid.intl.tencentcloudapi.com` (the
+    /// primary, when [`Client::with_backups`] adds others).
     pub endpoint: Url,
     /// Sent as `X-TC-Region` when set (not needed for this action).
     pub region: Option<String>,
@@ -57,6 +58,9 @@ pub enum BuildError {
     /// The endpoint is not an http(s) URL with a host.
     #[error("the endpoint must be an http:// or https:// URL with a host and no path")]
     Endpoint,
+    /// The same endpoint is listed twice.
+    #[error("an endpoint is listed twice in --endpoint")]
+    DuplicateEndpoint,
     /// reqwest refused the configuration.
     #[error("cannot build the HTTP client")]
     Http(#[source] reqwest::Error),
@@ -69,11 +73,61 @@ pub struct Client {
     inner: Arc<Inner>,
 }
 
+/// One Tencent endpoint a request can go to: its URL and the Host header
+/// that is signed for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    url: Url,
+    /// The Host header value reqwest sends (`host` or `host:port`), which
+    /// is what gets signed.
+    authority: String,
+}
+
+impl Endpoint {
+    /// Checks that `url` can be an endpoint: `http://` or `https://`, a
+    /// host, no user, no path, no query.
+    ///
+    /// # Errors
+    /// [`BuildError::Endpoint`] when it cannot.
+    pub fn new(url: Url) -> Result<Self, BuildError> {
+        if !matches!(url.scheme(), "http" | "https")
+            || !url.username().is_empty()
+            || url.password().is_some()
+            || url.path() != "/"
+            || url.query().is_some()
+            || url.fragment().is_some()
+        {
+            return Err(BuildError::Endpoint);
+        }
+        let authority = match (url.host_str(), url.port()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => host.to_owned(),
+            (None, _) => return Err(BuildError::Endpoint),
+        };
+        Ok(Self { url, authority })
+    }
+
+    /// The URL requests are posted to.
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// The host name, without the port (`server.address` in spans).
+    pub fn host(&self) -> &str {
+        self.url.host_str().unwrap_or_default()
+    }
+
+    /// `host` or `host:port` as sent in the Host header: a bounded label
+    /// for metrics and logs (the endpoint list is configuration).
+    pub fn authority(&self) -> &str {
+        &self.authority
+    }
+}
+
 struct Inner {
     http: reqwest::Client,
-    endpoint: Url,
-    /// The Host header value reqwest sends, which is what gets signed.
-    host: String,
+    /// The primary first, then the backups in order.
+    endpoints: Vec<Endpoint>,
     region: Option<HeaderValue>,
     credentials: Arc<CredentialProvider>,
     key_cache: Mutex<Option<CachedKey>>,
@@ -89,7 +143,15 @@ struct CachedKey {
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("endpoint", &self.inner.endpoint.as_str())
+            .field(
+                "endpoints",
+                &self
+                    .inner
+                    .endpoints
+                    .iter()
+                    .map(Endpoint::authority)
+                    .collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -103,27 +165,41 @@ impl Client {
         config: ClientConfig,
         credentials: Arc<CredentialProvider>,
     ) -> Result<Self, BuildError> {
-        let endpoint = config.endpoint;
-        if !matches!(endpoint.scheme(), "http" | "https")
-            || endpoint.host_str().is_none()
-            || endpoint.path() != "/"
-            || endpoint.query().is_some()
-        {
-            return Err(BuildError::Endpoint);
+        Self::with_backups(config, Vec::new(), credentials)
+    }
+
+    /// Builds the client for `config.endpoint` and `backups` (in order of
+    /// preference): one connection pool for all of them, one signing-key
+    /// cache.
+    ///
+    /// # Errors
+    /// An endpoint is not usable or listed twice, or the HTTP client cannot
+    /// be built.
+    pub fn with_backups(
+        config: ClientConfig,
+        backups: Vec<Url>,
+        credentials: Arc<CredentialProvider>,
+    ) -> Result<Self, BuildError> {
+        let mut endpoints: Vec<Endpoint> = Vec::with_capacity(1 + backups.len());
+        for url in std::iter::once(config.endpoint).chain(backups) {
+            let endpoint = Endpoint::new(url)?;
+            if endpoints
+                .iter()
+                .any(|known| known.url.origin() == endpoint.url.origin())
+            {
+                return Err(BuildError::DuplicateEndpoint);
+            }
+            endpoints.push(endpoint);
         }
-        let host = match (endpoint.host_str(), endpoint.port()) {
-            (Some(host), Some(port)) => format!("{host}:{port}"),
-            (Some(host), None) => host.to_owned(),
-            (None, _) => return Err(BuildError::Endpoint),
-        };
         crate::net::install_crypto_provider();
+        let all_https = endpoints.iter().all(|e| e.url.scheme() == "https");
         let http = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .timeout(config.request_timeout)
             .pool_idle_timeout(Duration::from_secs(60))
             .tcp_nodelay(true)
             .user_agent(REQUEST_CLIENT)
-            .https_only(endpoint.scheme() == "https")
+            .https_only(all_https)
             .build()
             .map_err(BuildError::Http)?;
         let region = config
@@ -134,8 +210,7 @@ impl Client {
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
-                endpoint,
-                host,
+                endpoints,
                 region,
                 credentials,
                 key_cache: Mutex::new(None),
@@ -143,14 +218,19 @@ impl Client {
         })
     }
 
-    /// The endpoint this client calls.
+    /// The primary endpoint's URL.
     pub fn endpoint(&self) -> &Url {
-        &self.inner.endpoint
+        &self.inner.endpoints[0].url
     }
 
-    /// The host name (without port) of the endpoint, for telemetry.
+    /// The host name (without port) of the primary endpoint, for telemetry.
     pub fn host(&self) -> &str {
-        self.inner.endpoint.host_str().unwrap_or_default()
+        self.inner.endpoints[0].host()
+    }
+
+    /// Every endpoint, the primary first, then the backups in order.
+    pub fn endpoints(&self) -> &[Endpoint] {
+        &self.inner.endpoints
     }
 
     /// Sends one attempt: signs `body` with the current credentials and the
@@ -169,13 +249,30 @@ impl Client {
         body: &RequestBody,
         encryption: Option<&RequestEncryption>,
     ) -> Result<Reply, Error> {
+        self.send_to(&self.inner.endpoints[0], body, encryption)
+            .await
+    }
+
+    /// [`Self::send`] to `endpoint` (one of [`Self::endpoints`]), signed
+    /// for its Host.
+    ///
+    /// # Errors
+    /// Any [`Error`]; [`Error::class`] says whether a retry may help.
+    pub async fn send_to(
+        &self,
+        endpoint: &Endpoint,
+        body: &RequestBody,
+        encryption: Option<&RequestEncryption>,
+    ) -> Result<Reply, Error> {
         let provider = &self.inner.credentials;
         let credentials = provider
             .usable()
             .map_err(|expired| Error::CredentialsExpired {
                 retry_after: expired.retry_after,
             })?;
-        let result = self.send_with(&credentials, body, encryption).await;
+        let result = self
+            .send_with(endpoint, &credentials, body, encryption)
+            .await;
         if let Err(Error::Api { code, .. }) = &result
             && credentials.token().is_some()
             && STALE_KEY_CODES.contains(&code.as_str())
@@ -185,24 +282,25 @@ impl Client {
                 tencent.code = code.as_str(),
                 "Tencent refused the temporary keys as stale; sending again with renewed keys"
             );
-            return self.send_with(&renewed, body, encryption).await;
+            return self.send_with(endpoint, &renewed, body, encryption).await;
         }
         result
     }
 
-    /// [`Self::send`] with `credentials`.
+    /// [`Self::send_to`] with `credentials`.
     async fn send_with(
         &self,
+        endpoint: &Endpoint,
         credentials: &Arc<Credentials>,
         body: &RequestBody,
         encryption: Option<&RequestEncryption>,
     ) -> Result<Reply, Error> {
         let timestamp = unix_now();
-        let headers = self.headers_signed_with(credentials, body, timestamp)?;
+        let headers = self.headers_signed_with(endpoint, credentials, body, timestamp)?;
         let response = self
             .inner
             .http
-            .post(self.inner.endpoint.clone())
+            .post(endpoint.url.clone())
             .headers(headers)
             .body(body.bytes())
             .send()
@@ -236,12 +334,32 @@ impl Client {
     /// cannot go in a header (neither happens with keys that passed
     /// [`Credentials::new`]).
     pub fn signed_headers(&self, body: &RequestBody, timestamp: i64) -> Result<HeaderMap, Error> {
-        self.headers_signed_with(&self.inner.credentials.current(), body, timestamp)
+        self.signed_headers_for(&self.inner.endpoints[0], body, timestamp)
     }
 
-    /// [`Self::signed_headers`] with `credentials`.
+    /// [`Self::signed_headers`] for `endpoint`: its Host is what gets
+    /// signed.
+    ///
+    /// # Errors
+    /// As [`Self::signed_headers`].
+    pub fn signed_headers_for(
+        &self,
+        endpoint: &Endpoint,
+        body: &RequestBody,
+        timestamp: i64,
+    ) -> Result<HeaderMap, Error> {
+        self.headers_signed_with(
+            endpoint,
+            &self.inner.credentials.current(),
+            body,
+            timestamp,
+        )
+    }
+
+    /// [`Self::signed_headers_for`] with `credentials`.
     fn headers_signed_with(
         &self,
+        endpoint: &Endpoint,
         credentials: &Arc<Credentials>,
         body: &RequestBody,
         timestamp: i64,
@@ -252,7 +370,7 @@ impl Client {
             query: "",
             headers: &[
                 ("content-type", JSON_CONTENT_TYPE),
-                ("host", &self.inner.host),
+                ("host", &endpoint.authority),
             ],
             payload_sha256: body.sha256_hex(),
         };
@@ -338,10 +456,13 @@ pub fn unix_now() -> i64 {
 }
 
 fn map_send_error(error: reqwest::Error) -> Error {
-    if error.is_timeout() {
-        Error::Timeout
-    } else if error.is_connect() {
+    // Connect first: a connect timeout is a connect failure (nothing was
+    // sent, so the request may go to another endpoint), not a timeout of
+    // a request Tencent may be working on.
+    if error.is_connect() {
         Error::Connect(error)
+    } else if error.is_timeout() {
+        Error::Timeout
     } else {
         Error::Transport(error)
     }

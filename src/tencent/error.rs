@@ -7,7 +7,8 @@ use super::codes::{self, Class};
 /// The failure of one upstream attempt.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// No connection could be made.
+    /// No connection could be made (DNS, TCP, TLS, or the connect
+    /// timeout): nothing was sent.
     #[error("could not connect to the upstream")]
     Connect(#[source] reqwest::Error),
     /// The attempt took longer than the per-attempt timeout.
@@ -106,6 +107,13 @@ impl Error {
             Error::Signing => "GatewaySigningFailed",
             Error::CredentialsExpired { .. } => "CredentialsExpired",
         }
+    }
+
+    /// Whether the request certainly never left the gateway (no connection
+    /// was made), so sending it to another endpoint cannot make a second
+    /// billed call.
+    pub(crate) fn never_sent(&self) -> bool {
+        matches!(self, Error::Connect(_))
     }
 
     /// Tencent's `RequestId`, when the answer carried one.

@@ -9,7 +9,8 @@
 //! - [`model`]: the JSON wire types; [`image`]: what Tencent accepts as an
 //!   image;
 //! - [`body`]: the request body, built in one pass over the image;
-//! - [`client`]: signing, sending and decoding one attempt;
+//! - [`client`]: signing, sending and decoding one attempt, to any of the
+//!   configured endpoints;
 //! - [`credentials`]: keys from the environment, a reloaded file, TKE OIDC,
 //!   the CVM metadata server or STS `AssumeRole`, temporary ones renewed in
 //!   the background;
@@ -34,7 +35,7 @@ pub mod model;
 pub mod sign;
 
 pub use body::RequestBody;
-pub use client::{Client, ClientConfig, Reply};
+pub use client::{Client, ClientConfig, Endpoint, Reply};
 pub use codes::{Class, NoMatch};
 pub use credentials::{CredentialProvider, Credentials};
 pub use encryption::{EncryptionSettings, Mode as EncryptionMode, RequestEncryption};

@@ -1,5 +1,6 @@
-//! One signed HTTP attempt at Tencent, in an HTTP client span, bounded by
-//! the caller's deadline, recorded in the span and the metrics.
+//! One signed HTTP attempt at Tencent, at the endpoint outlier detection
+//! picks, in an HTTP client span, bounded by the caller's deadline,
+//! recorded in the span, the metrics and the endpoint's health.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,6 +13,7 @@ use tower::Service;
 use tracing::Instrument as _;
 use tracing::field::Empty;
 
+use super::failover::Failover;
 use super::{Error, UpstreamRequest};
 use crate::metrics::Metrics;
 use crate::tencent::model::ACTION;
@@ -22,13 +24,23 @@ use crate::tencent::{self, Class, Reply, codes};
 #[derive(Debug, Clone)]
 pub(super) struct Attempt {
     client: tencent::Client,
+    failover: Arc<Failover>,
     metrics: Arc<Metrics>,
 }
 
 impl Attempt {
-    /// Attempts through `client`, counted in `metrics`.
-    pub(super) fn new(client: tencent::Client, metrics: Arc<Metrics>) -> Self {
-        Self { client, metrics }
+    /// Attempts through `client`, at the endpoints `failover` picks,
+    /// counted in `metrics`.
+    pub(super) fn new(
+        client: tencent::Client,
+        failover: Arc<Failover>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            client,
+            failover,
+            metrics,
+        }
     }
 }
 
@@ -44,23 +56,31 @@ impl Service<UpstreamRequest> for Attempt {
     fn call(&mut self, request: UpstreamRequest) -> Self::Future {
         let client = self.client.clone();
         let metrics = Arc::clone(&self.metrics);
-        let endpoint = client.endpoint();
+        // Picked here, after the rate-limit wait: the health is current.
+        let reporter = self.failover.pick(&request.tried.snapshot());
+        request.tried.push(reporter.index());
+        let label = self.failover.label(reporter.index()).to_owned();
+        let endpoint = &client.endpoints()[reporter.index()];
         let span = tracing::info_span!(
             "upstream attempt",
             otel.name = "POST",
             otel.kind = "client",
             otel.status_code = Empty,
             http.request.method = "POST",
-            server.address = client.host(),
-            server.port = endpoint.port_or_known_default().map(i64::from),
-            url.full = endpoint.as_str(),
+            server.address = endpoint.host(),
+            server.port = endpoint.url().port_or_known_default().map(i64::from),
+            url.full = endpoint.url().as_str(),
             http.request.resend_count = Empty,
             http.response.status_code = Empty,
             error.type = Empty,
             tencent.action = ACTION,
             tencent.code = Empty,
             tencent.request_id = Empty,
+            faceid.upstream.probe = Empty,
         );
+        if reporter.is_probe() {
+            span.record("faceid.upstream.probe", true);
+        }
         if request.attempt > 1 {
             // Integers as i64: tracing-opentelemetry keeps those as numbers.
             span.record("http.request.resend_count", i64::from(request.attempt - 1));
@@ -68,7 +88,8 @@ impl Service<UpstreamRequest> for Attempt {
         let attempt = async move {
             let _in_flight = InFlight::up(&metrics);
             let started = Instant::now();
-            let send = client.send(&request.body, request.encryption.as_deref());
+            let endpoint = &client.endpoints()[reporter.index()];
+            let send = client.send_to(endpoint, &request.body, request.encryption.as_deref());
             let result = match request.deadline {
                 Some(deadline) => match tokio::time::timeout_at(deadline, send).await {
                     Ok(result) => result.map_err(Error::Tencent),
@@ -79,9 +100,11 @@ impl Service<UpstreamRequest> for Attempt {
             record_attempt(
                 &tracing::Span::current(),
                 &result,
+                &label,
                 started.elapsed(),
                 &metrics,
             );
+            reporter.report(&result);
             result
         };
         Box::pin(attempt.instrument(span))
@@ -93,6 +116,7 @@ impl Service<UpstreamRequest> for Attempt {
 fn record_attempt(
     span: &tracing::Span,
     result: &Result<Reply, Error>,
+    endpoint: &str,
     elapsed: Duration,
     metrics: &Metrics,
 ) {
@@ -104,7 +128,12 @@ fn record_attempt(
             if let Some(request_id) = &reply.response.request_id {
                 span.record("tencent.request_id", request_id.as_str());
             }
-            metrics.attempt_finished(reply.class.as_str(), &code_row(reply.class, code), elapsed);
+            metrics.attempt_finished(
+                reply.class.as_str(),
+                &code_row(reply.class, code),
+                endpoint,
+                elapsed,
+            );
         }
         Err(error) => {
             span.record("otel.status_code", "error");
@@ -128,7 +157,7 @@ fn record_attempt(
                 }
                 let class = upstream.class();
                 let row = code_row(class, upstream.reason());
-                metrics.attempt_finished(class.as_str(), &row, elapsed);
+                metrics.attempt_finished(class.as_str(), &row, endpoint, elapsed);
             }
         }
     }

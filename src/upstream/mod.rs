@@ -7,13 +7,18 @@
 //!
 //! Because the rate limit sits inside the retry layer, every attempt passes
 //! it again; because the client signs inside the attempt, every attempt is
-//! signed with a fresh timestamp.
+//! signed with a fresh timestamp. The attempt also picks the endpoint
+//! ([`endpoints`]: outlier detection across `--endpoint`, primary
+//! preferred), so a retry goes to the next healthy endpoint while the rate
+//! limit stays one limit for the account, wherever calls go.
 //!
 //! May import: [`crate::tencent`] (the client it drives) and
 //! [`crate::metrics`]. Never the server: arrows point server → upstream →
 //! tencent. [`limit`] imports nothing else of the crate.
 
 mod attempt;
+mod endpoints;
+mod failover;
 pub(crate) mod limit;
 mod retry;
 
@@ -28,6 +33,8 @@ use tower::util::BoxCloneSyncService;
 use crate::metrics::Metrics;
 use crate::tencent::{self, Reply, RequestBody, RequestEncryption};
 use attempt::Attempt;
+use endpoints::EjectionPolicy;
+use failover::{Failover, Tried};
 use limit::{Deadline, LimitMetrics, Limiter, RateLimitLayer, Rejected};
 use retry::RetryPolicy;
 
@@ -55,6 +62,12 @@ impl Error {
             Error::Tencent(error) => error.is_retryable(),
             Error::RateLimited { .. } | Error::DeadlineExceeded => false,
         }
+    }
+
+    /// Whether the request certainly never left the gateway, so another
+    /// endpoint may have it without risk of a second billed call.
+    fn never_sent(&self) -> bool {
+        matches!(self, Error::Tencent(error) if error.never_sent())
     }
 
     /// A short name for spans and logs: the Tencent code or the failure.
@@ -86,6 +99,9 @@ pub(crate) struct UpstreamRequest {
     attempt: u32,
     /// The session key that opens an encrypted answer, when one was asked for.
     pub(crate) encryption: Option<Arc<RequestEncryption>>,
+    /// The endpoints its attempts went to, shared by the retry layer's
+    /// clones so a retry can prefer another one.
+    tried: Tried,
 }
 
 impl UpstreamRequest {
@@ -96,6 +112,7 @@ impl UpstreamRequest {
             deadline,
             attempt: 1,
             encryption: None,
+            tried: Tried::default(),
         }
     }
 }
@@ -124,7 +141,16 @@ pub(crate) struct StackConfig {
     pub(crate) retry_base_delay: Duration,
     /// The longest backoff.
     pub(crate) retry_max_delay: Duration,
+    /// Failures in a row that say nothing about the request after which an
+    /// endpoint is ejected.
+    pub(crate) eject_after: u32,
+    /// The first ejection's length (doubling per ejection in a row).
+    pub(crate) eject_for: Duration,
 }
+
+/// The longest ejection, however often an endpoint fails in a row (or
+/// `eject_for`, when that is longer).
+const MAX_EJECTION: Duration = Duration::from_secs(5 * 60);
 
 /// Builds the stack around `client`, drawing slots from `limiter` and
 /// reporting to `metrics`.
@@ -146,10 +172,28 @@ pub(crate) fn build(
     });
     let window = rate_limit.dispatch_window();
     metrics.observe_upstream_rate(move || window.recent(Instant::now()));
+    let failover = Arc::new(Failover::new(
+        client
+            .endpoints()
+            .iter()
+            .map(|endpoint| endpoint.authority().to_owned())
+            .collect(),
+        EjectionPolicy {
+            after: config.eject_after,
+            base: config.eject_for,
+            max: MAX_EJECTION,
+        },
+        Arc::clone(&metrics),
+    ));
     let stack = ServiceBuilder::new()
         .concurrency_limit(config.max_in_flight)
-        .retry(RetryPolicy::new(budget, config, Arc::clone(&metrics)))
+        .retry(RetryPolicy::new(
+            budget,
+            config,
+            Arc::clone(&failover),
+            Arc::clone(&metrics),
+        ))
         .layer(rate_limit)
-        .service(Attempt::new(client, metrics));
+        .service(Attempt::new(client, failover, metrics));
     BoxCloneSyncService::new(stack)
 }

@@ -1,6 +1,9 @@
 //! Which failed attempts are tried again: transient and rate-limited
 //! failures only, with exponential backoff and full jitter, inside a retry
-//! budget, never past the caller's deadline.
+//! budget, never past the caller's deadline. The attempt service sends a
+//! retry to the next healthy endpoint; a call whose connection failed
+//! (nothing sent, nothing billed) moves to an endpoint it has not tried at
+//! once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +13,7 @@ use tokio::time::Instant;
 use tower::retry::budget::{Budget as _, TpsBudget};
 use tracing::Instrument as _;
 
+use super::failover::Failover;
 use super::{Error, StackConfig, UpstreamRequest};
 use crate::metrics::{ClassLabels, Metrics};
 use crate::tencent::Reply;
@@ -24,18 +28,27 @@ pub(super) struct RetryPolicy {
     max_delay: Duration,
     /// Picks the actual delay under a ceiling ([`full_jitter`] in service).
     jitter: fn(Duration) -> Duration,
+    /// Which endpoints would take an attempt now.
+    failover: Arc<Failover>,
     metrics: Arc<Metrics>,
 }
 
 impl RetryPolicy {
-    /// The policy of `config`, drawing from `budget`, counting in `metrics`.
-    pub(super) fn new(budget: Arc<TpsBudget>, config: &StackConfig, metrics: Arc<Metrics>) -> Self {
+    /// The policy of `config`, drawing from `budget`, moving calls between
+    /// the endpoints of `failover`, counting in `metrics`.
+    pub(super) fn new(
+        budget: Arc<TpsBudget>,
+        config: &StackConfig,
+        failover: Arc<Failover>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
             budget,
             max_attempts: config.max_attempts.max(1),
             base_delay: config.retry_base_delay,
             max_delay: config.retry_max_delay,
             jitter: full_jitter,
+            failover,
             metrics,
         }
     }
@@ -71,7 +84,20 @@ impl tower::retry::Policy<UpstreamRequest, Reply, Error> for RetryPolicy {
             }
             Err(error) => error,
         };
-        if !error.is_retryable() || request.attempt >= self.max_attempts {
+        if !error.is_retryable() {
+            return None;
+        }
+        let tried = request.tried.snapshot();
+        if error.never_sent()
+            && tried.len() < self.failover.len()
+            && self.failover.has_untried_available(&tried)
+        {
+            // Nothing left the gateway, so nothing was billed: another
+            // endpoint gets the call at once, outside the budget and the
+            // attempt count (as many attempts as endpoints at most).
+            return Some(self.again(request, error, Duration::ZERO));
+        }
+        if request.attempt >= self.max_attempts {
             return None;
         }
         let delay = self.backoff(request.attempt);
@@ -92,6 +118,22 @@ impl tower::retry::Policy<UpstreamRequest, Reply, Error> for RetryPolicy {
             );
             return None;
         }
+        Some(self.again(request, error, delay))
+    }
+
+    fn clone_request(&mut self, request: &UpstreamRequest) -> Option<UpstreamRequest> {
+        Some(request.clone())
+    }
+}
+
+impl RetryPolicy {
+    /// Counts a retry of `request` after `delay` and returns the wait.
+    fn again(
+        &self,
+        request: &mut UpstreamRequest,
+        error: &Error,
+        delay: Duration,
+    ) -> tracing::instrument::Instrumented<tokio::time::Sleep> {
         let class = match error {
             Error::Tencent(upstream) => upstream.class().as_str(),
             _ => "other",
@@ -114,11 +156,7 @@ impl tower::retry::Policy<UpstreamRequest, Reply, Error> for RetryPolicy {
             faceid.retry.backoff_ms = delay.as_secs_f64() * 1e3,
         );
         request.attempt += 1;
-        Some(tokio::time::sleep(delay).instrument(span))
-    }
-
-    fn clone_request(&mut self, request: &UpstreamRequest) -> Option<UpstreamRequest> {
-        Some(request.clone())
+        tokio::time::sleep(delay).instrument(span)
     }
 }
 
@@ -129,8 +167,14 @@ mod tests {
     use super::*;
     use crate::tencent::model::CheckIdCardInformationRequest;
     use crate::tencent::{self, RequestBody};
+    use crate::upstream::endpoints::EjectionPolicy;
 
     fn policy(max_attempts: u32) -> RetryPolicy {
+        policy_with_endpoints(max_attempts, 1)
+    }
+
+    fn policy_with_endpoints(max_attempts: u32, endpoints: usize) -> RetryPolicy {
+        let metrics = Arc::new(Metrics::new());
         RetryPolicy {
             budget: Arc::new(TpsBudget::new(Duration::from_secs(10), 10, 0.2)),
             max_attempts,
@@ -138,8 +182,32 @@ mod tests {
             max_delay: Duration::from_secs(1),
             // The ceiling itself, so decisions are deterministic.
             jitter: |ceiling| ceiling,
-            metrics: Arc::new(Metrics::new()),
+            failover: Arc::new(Failover::new(
+                (0..endpoints).map(|i| format!("endpoint-{i}")).collect(),
+                EjectionPolicy {
+                    after: 5,
+                    base: Duration::from_secs(30),
+                    max: Duration::from_secs(300),
+                },
+                Arc::clone(&metrics),
+            )),
+            metrics,
         }
+    }
+
+    /// A connection refused: a port that was just bound and released.
+    async fn refused() -> Error {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        crate::net::install_crypto_provider();
+        let error = reqwest::Client::new()
+            .post(format!("http://{addr}/"))
+            .send()
+            .await
+            .expect_err("nothing listens there");
+        assert!(error.is_connect(), "{error:?}");
+        Error::Tencent(tencent::Error::Connect(error))
     }
 
     fn request(deadline: Option<Instant>) -> UpstreamRequest {
@@ -243,6 +311,63 @@ mod tests {
         assert!(
             policy
                 .retry(&mut call, &mut failure("InternalError"))
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_call_never_sent_moves_to_an_untried_endpoint_at_once_outside_budget_and_count() {
+        let mut policy = policy_with_endpoints(1, 2);
+        // No budget at all, and no retries allowed by the attempt count.
+        policy.budget = Arc::new(TpsBudget::new(Duration::from_secs(1), 0, 0.1));
+        let mut call = request(None);
+        call.tried.push(0);
+
+        let mut result = Err(refused().await);
+        let wait = policy
+            .retry(&mut call, &mut result)
+            .expect("the backup gets the call");
+        assert_eq!(call.attempt, 2);
+        let started = Instant::now();
+        wait.await;
+        assert!(started.elapsed() < Duration::from_millis(50), "no backoff");
+
+        // Both endpoints tried: the ordinary rules decide, and say no.
+        call.tried.push(1);
+        let mut result = Err(refused().await);
+        assert!(policy.retry(&mut call, &mut result).is_none());
+
+        // However the attempts were spread, never more of them than
+        // endpoints outside the ordinary rules.
+        let mut again = request(None);
+        again.tried.push(0);
+        again.tried.push(0);
+        let mut result = Err(refused().await);
+        assert!(policy.retry(&mut again, &mut result).is_none());
+    }
+
+    #[tokio::test]
+    async fn with_one_endpoint_a_refused_connection_follows_the_ordinary_rules() {
+        let mut policy = policy_with_endpoints(1, 1);
+        let mut call = request(None);
+        call.tried.push(0);
+        let mut result = Err(refused().await);
+        assert!(policy.retry(&mut call, &mut result).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_that_may_have_reached_tencent_never_skip_the_rules() {
+        // A 503 may have been processed: no immediate move, no extra attempt.
+        let mut policy = policy_with_endpoints(1, 2);
+        let mut call = request(None);
+        call.tried.push(0);
+        let mut result = Err(Error::Tencent(tencent::Error::HttpStatus { status: 503 }));
+        assert!(policy.retry(&mut call, &mut result).is_none());
+        // And nothing the table forbids is retried, whatever the endpoints.
+        let mut result = failure("AuthFailure.SignatureFailure");
+        assert!(
+            policy_with_endpoints(3, 3)
+                .retry(&mut call, &mut result)
                 .is_none()
         );
     }

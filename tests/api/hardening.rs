@@ -671,6 +671,7 @@ async fn zero_durations_mean_off_or_are_refused_with_a_message() {
         "--upstream-timeout",
         "--connect-timeout",
         "--reload-interval",
+        "--eject-for",
     ] {
         let output = command(&["serve", "--simulate", "--listen", "127.0.0.1:0", flag, "0s"])
             .output()

@@ -147,6 +147,43 @@ pub async fn spawn_simulator_with(config: SimulatorConfig) -> Simulator {
     Simulator::start(config, listener).unwrap()
 }
 
+/// Starts a simulator like [`spawn_simulator`] (no rate limit) on `addr`:
+/// a simulator that was shut down, started again on its port.
+pub async fn spawn_simulator_at(addr: SocketAddr) -> Simulator {
+    init_test_logging();
+    let mut config = SimulatorConfig::new(SECRET_ID, SECRET_KEY);
+    config.rate_limit = 0;
+    within(
+        "the simulator's port to be free again",
+        Duration::from_secs(10),
+        async {
+            loop {
+                match TcpListener::bind(addr).await {
+                    Ok(listener) => return Simulator::start(config, listener).unwrap(),
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+        },
+    )
+    .await
+}
+
+/// Starts a gateway calling `primary`, with `backups` after it in
+/// `--endpoint` (in order).
+pub async fn spawn_gateway_with_backups(
+    primary: &Simulator,
+    backups: &[&Simulator],
+    mut options: Options,
+) -> Gateway {
+    for backup in backups {
+        // A repeated --endpoint adds to the list, as a comma does.
+        options
+            .flags
+            .extend(["--endpoint".to_owned(), backup.endpoint().to_string()]);
+    }
+    spawn_gateway(primary, options).await
+}
+
 /// Starts a simulator (with [`SECRET_ID`]/[`SECRET_KEY`]) and a gateway that
 /// calls it.
 pub async fn spawn_app() -> TestApp {

@@ -4,6 +4,7 @@ mod batch;
 mod cli;
 mod credentials;
 mod encryption;
+mod failover;
 mod grpcurl;
 mod hardening;
 mod helpers;

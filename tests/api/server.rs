@@ -185,13 +185,20 @@ async fn the_admin_port_serves_metrics_that_count_calls() {
         .await
         .unwrap();
 
+    let upstream = app.simulator.local_addr();
     for line in [
-        r#"faceid_rpcs_total{method="VerifyIdCard",caller="anonymous",code="OK"} 1"#,
-        r#"faceid_rpcs_total{method="VerifyIdCard",caller="anonymous",code="INVALID_ARGUMENT"} 1"#,
-        r#"faceid_tencent_responses_total{class="success",code="Success"} 1"#,
-        "faceid_upstream_rate_limit 100",
-        "faceid_upstream_rate_observed 1",
-        "faceid_upstream_in_flight 0",
+        r#"faceid_rpcs_total{method="VerifyIdCard",caller="anonymous",code="OK"} 1"#.to_owned(),
+        r#"faceid_rpcs_total{method="VerifyIdCard",caller="anonymous",code="INVALID_ARGUMENT"} 1"#
+            .to_owned(),
+        format!(
+            r#"faceid_tencent_responses_total{{class="success",code="Success",endpoint="{upstream}"}} 1"#
+        ),
+        format!(r#"faceid_upstream_attempt_duration_seconds_count{{endpoint="{upstream}"}} 1"#),
+        format!(r#"faceid_upstream_endpoint_up{{endpoint="{upstream}"}} 1"#),
+        format!(r#"faceid_upstream_ejections_total{{endpoint="{upstream}"}} 0"#),
+        "faceid_upstream_rate_limit 100".to_owned(),
+        "faceid_upstream_rate_observed 1".to_owned(),
+        "faceid_upstream_in_flight 0".to_owned(),
     ] {
         assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
     }

@@ -500,9 +500,15 @@ fn the_metrics_counted_every_call_and_retry(
     before: &HashMap<String, f64>,
     after: &HashMap<String, f64>,
 ) {
-    let delta = |key: &str| {
-        after.get(key).copied().unwrap_or(0.0) - before.get(key).copied().unwrap_or(0.0)
+    // Upstream figures are per endpoint: add them up.
+    let total = |metrics: &HashMap<String, f64>, key: &str| -> f64 {
+        metrics
+            .iter()
+            .filter(|(sample, _)| without_endpoint(sample) == key)
+            .map(|(_, value)| value)
+            .sum()
     };
+    let delta = |key: &str| total(after, key) - total(before, key);
     assert_eq!(
         delta("faceid_rpcs_total{caller=anonymous,code=OK,method=VerifyIdCard}"),
         1.0
@@ -529,7 +535,23 @@ fn the_metrics_counted_every_call_and_retry(
     );
     assert_eq!(delta("faceid_upstream_retries_total{class=transient}"), 1.0);
     assert_eq!(after["faceid_upstream_rate_limit{}"], 100.0);
-    assert!(after["faceid_upstream_attempt_duration_seconds_count{}"] >= 7.0);
+    assert!(total(after, "faceid_upstream_attempt_duration_seconds_count{}") >= 7.0);
+}
+
+/// A sample's key (`name{a=1,endpoint=host:port,z=2}`) without its
+/// `endpoint` label.
+fn without_endpoint(key: &str) -> String {
+    let Some(start) = key.find("endpoint=") else {
+        return key.to_owned();
+    };
+    let end = key[start..]
+        .find([',', '}'])
+        .map_or(key.len(), |offset| start + offset);
+    let (head, tail) = (&key[..start], &key[end..]);
+    match head.strip_suffix(',') {
+        Some(head) => format!("{head}{tail}"),
+        None => format!("{head}{}", tail.strip_prefix(',').unwrap_or(tail)),
+    }
 }
 
 /// No card holder's field, image bytes, signature or item id appears in any
@@ -867,4 +889,113 @@ async fn a_run_on_temporary_keys_leaks_none_of_them() {
             "{value:?} leaked into logs, spans or metrics"
         );
     }
+}
+
+/// Failover seen from outside: each attempt span names the endpoint it went
+/// to (a retry moves from the failing primary to the backup; the probe that
+/// restores the primary is marked), and the ejection and the restoration
+/// are logged once each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attempt_spans_name_their_endpoint_and_ejection_and_restoration_are_logged_once() {
+    use faceid_gateway::simulator::ServerFault;
+
+    let (otlp, received) = grpc_receiver().await;
+    let primary = crate::helpers::spawn_simulator(0).await;
+    let backup = crate::helpers::spawn_simulator(0).await;
+    primary.set_fault(ServerFault::Http(503), None);
+    let mut gateway = command(&["serve", "--listen", "127.0.0.1:0"]);
+    gateway
+        .env("TENCENTCLOUD_SECRET_ID", crate::helpers::SECRET_ID)
+        .env("TENCENTCLOUD_SECRET_KEY", crate::helpers::SECRET_KEY)
+        .env(
+            "FACEID_ENDPOINT",
+            format!("{},{}", primary.endpoint(), backup.endpoint()),
+        )
+        .env("FACEID_EJECT_AFTER", "2")
+        .env("FACEID_EJECT_FOR", "1s")
+        .env("FACEID_RETRY_BASE_DELAY", "5ms")
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}"))
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")
+        .env("RUST_LOG", "info");
+    let mut gateway = Running::start(gateway);
+    let serving = gateway.wait_for("faceid-gateway serving").await;
+    let mut client = IdCardVerificationServiceClient::connect(format!(
+        "http://{}",
+        serving["listen"].as_str().unwrap()
+    ))
+    .await
+    .unwrap();
+
+    // Two calls fail at the primary (ejecting it) and succeed at the backup.
+    for _ in 0..4 {
+        client.verify_id_card(request_with("")).await.unwrap();
+    }
+    assert_eq!(primary.stats().received, 2);
+    // The primary heals; after the ejection a probe restores it.
+    primary.set_fault(ServerFault::None, None);
+    crate::helpers::wait_until(
+        "a probe to restore the primary",
+        Duration::from_secs(20),
+        async || {
+            client.verify_id_card(request_with("")).await.unwrap();
+            primary.stats().received > 2
+        },
+    )
+    .await;
+    let (clean, logs) = gateway.terminate().await;
+    assert!(clean);
+
+    let count = |message: &str| {
+        logs.lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|line| line["message"] == message)
+            .count()
+    };
+    assert_eq!(count("upstream endpoint ejected"), 1, "{logs}");
+    assert_eq!(count("upstream endpoint restored"), 1, "{logs}");
+
+    let spans = received.spans();
+    let attempts: Vec<&Span> = spans
+        .iter()
+        .filter(|s| s.kind == SpanKind::Client as i32 && s.name == "POST")
+        .collect();
+    let port =
+        |simulator: &faceid_gateway::simulator::Simulator| i64::from(simulator.local_addr().port());
+    for attempt in &attempts {
+        assert_eq!(
+            text(attempt, "server.address").as_deref(),
+            Some("127.0.0.1")
+        );
+    }
+    // The first call: the primary, then the retry at the backup.
+    let first_trace = trace_of_the_first_attempt(&attempts);
+    let mut first: Vec<&&Span> = attempts
+        .iter()
+        .filter(|s| s.trace_id == first_trace)
+        .collect();
+    first.sort_by_key(|s| s.start_time_unix_nano);
+    let ports: Vec<_> = first.iter().map(|s| int(s, "server.port")).collect();
+    assert_eq!(ports, [Some(port(&primary)), Some(port(&backup))]);
+    assert_eq!(int(first[0], "http.response.status_code"), Some(503));
+    assert_eq!(int(first[1], "http.request.resend_count"), Some(1));
+    // The probe went to the primary and is marked as such.
+    let probes: Vec<_> = attempts
+        .iter()
+        .filter(|s| attribute(s, "faceid.upstream.probe").is_some())
+        .collect();
+    assert_eq!(probes.len(), 1, "{probes:?}");
+    assert_eq!(int(probes[0], "server.port"), Some(port(&primary)));
+    assert_eq!(
+        text(probes[0], "url.full"),
+        Some(primary.endpoint().to_string())
+    );
+}
+
+/// The trace of the earliest attempt span.
+fn trace_of_the_first_attempt(attempts: &[&Span]) -> Vec<u8> {
+    attempts
+        .iter()
+        .min_by_key(|s| s.start_time_unix_nano)
+        .map(|s| s.trace_id.clone())
+        .unwrap()
 }

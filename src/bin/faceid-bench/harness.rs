@@ -36,6 +36,13 @@ impl Process {
         Usage::of(self.pid())
     }
 
+    /// Kills it at once (SIGKILL: no drain, the kernel closes its sockets)
+    /// and waits.
+    pub async fn kill(mut self) {
+        let _ = self.child.start_kill();
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await;
+    }
+
     /// Stops it with SIGTERM and waits.
     pub async fn stop(mut self) {
         let pid = self.pid().to_string();
@@ -129,14 +136,16 @@ async fn spawn(mut command: Command, ready_message: &str) -> anyhow::Result<Proc
 
 /// Starts `faceid-gateway simulator` allowing `rate_limit` calls a second (0 = no limit).
 pub async fn start_simulator(rate_limit: u32) -> anyhow::Result<(Process, String)> {
+    start_simulator_at("127.0.0.1:0", rate_limit).await
+}
+
+/// [`start_simulator`] listening on `listen` (a port it had before).
+pub async fn start_simulator_at(
+    listen: &str,
+    rate_limit: u32,
+) -> anyhow::Result<(Process, String)> {
     let mut command = Command::new(gateway_binary()?);
-    command.args([
-        "simulator",
-        "--listen",
-        "127.0.0.1:0",
-        "--secret-id",
-        SECRET_ID,
-    ]);
+    command.args(["simulator", "--listen", listen, "--secret-id", SECRET_ID]);
     command.args([
         "--secret-key",
         SECRET_KEY,

@@ -7,6 +7,7 @@
 mod batch;
 mod ceiling;
 mod h2load;
+mod failover;
 mod harness;
 mod overhead;
 mod rate;
@@ -50,6 +51,9 @@ enum Scenario {
     /// What budgets and idempotency keys add to a call, in memory and in
     /// Redis, and what a replay costs.
     Spend(spend::Args),
+    /// Two endpoints; the primary is killed mid-run and started again:
+    /// calls and errors per second, and where the calls went.
+    Failover(failover::Args),
 }
 
 #[tokio::main]
@@ -63,5 +67,6 @@ async fn main() -> anyhow::Result<()> {
         Scenario::Ceiling(args) => ceiling::run(args).await,
         Scenario::Sdk(args) => sdk::run(args).await,
         Scenario::Spend(args) => spend::run(args).await,
+        Scenario::Failover(args) => failover::run(args).await,
     }
 }
