@@ -71,6 +71,15 @@ OIDC_PROJECTED = {
 }
 CVM_ROLE = {"credentials": {"mode": "cvm-role"}}
 NETWORK_POLICY = {"networkPolicy": {"enabled": True}}
+SPEND = {
+    "spend": {
+        "billableResults": ["Success", "FailedOperation.IdNameMisMatch"],
+        "budgetDay": 5000,
+        "budgetMonth": 120000,
+        "idempotencyTtl": "48h",
+        "idempotencyCacheSize": 67108864,
+    }
+}
 
 # The renderings every structural test runs over.
 MATRIX = {
@@ -101,6 +110,9 @@ MATRIX = {
         },
     ),
     "service-monitor": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
+    # Gateway-wide budgets on one replica need no Redis.
+    "spend-one-replica": merge(TOKENS, SPEND),
+    "spend-hpa-redis": merge(HPA, REDIS, SPEND),
     "simulate": {"simulate": True, "credentials": {"existingSecret": ""}},
     "oidc": merge(OIDC, NETWORK_POLICY),
     "oidc-projected-token": merge(OIDC_PROJECTED, NETWORK_POLICY),
@@ -146,6 +158,7 @@ MATRIX = {
         MTLS,
         TOKENS,
         ENCRYPTION,
+        SPEND,
         {
             "reloadInterval": "30s",
             "connections": {
@@ -332,6 +345,23 @@ def test_every_object_validates_against_kubernetes(rendered, case, kube_version)
         {"credentials": {"stsEndpoint": "sts.tencentcloudapi.com"}},
         {"credentials": {"mode": "cvm"}},
         {"networkPolicy": {"egress": {"metadata": {"cidr": "169.254.0.23/32"}}}},
+        {"spend": {"budgetDay": 0}},
+        {"spend": {"budgetMonth": 0}},
+        {"spend": {"budgetDay": -1}},
+        {"spend": {"budgetMonth": 2.5}},
+        {"spend": {"budgetDay": "5000"}},
+        {"spend": {"budgetDay": 9007199254740992}},
+        {"spend": {"idempotencyTtl": "0s"}},
+        {"spend": {"idempotencyTtl": "0"}},
+        {"spend": {"idempotencyTtl": 0}},
+        {"spend": {"idempotencyTtl": "a day"}},
+        {"spend": {"idempotencyCacheSize": 0}},
+        {"spend": {"idempotencyCacheSize": "256Mi"}},
+        {"spend": {"billableResults": "Success"}},
+        {"spend": {"billableResults": ["Success,FailedOperation.IdNameMisMatch"]}},
+        {"spend": {"billableResults": [""]}},
+        {"spend": {"billableResults": ["Success", "Success"]}},
+        {"spend": {"budget": {"day": 10}}},
     ],
     ids=lambda bad: yaml.safe_dump(bad, default_flow_style=True, width=200).strip(),
 )
@@ -1229,6 +1259,7 @@ def test_notes_for_tls_and_tokens(rendered):
 
 
 def _values_of_0_1_0(values):
+    del values["spend"]
     for key in ("reloadInterval", "tls", "auth", "connections", "upstreamEncryption", "input"):
         del values[key]
     values["credentials"]["reloadInterval"] = "5s"
@@ -1237,10 +1268,15 @@ def _values_of_0_1_0(values):
 
 
 def _values_of_0_2_0(values):
+    _values_of_0_3_0(values)
     del values["input"]
     del values["rateLimit"]["redis"]["ca"]
     for key in ("handshakeTimeout", "idleTimeout", "maxConnections"):
         del values["connections"][key]
+
+
+def _values_of_0_3_0(values):
+    del values["spend"]
 
 
 @pytest.mark.parametrize(
@@ -1248,11 +1284,12 @@ def _values_of_0_2_0(values):
     [
         (
             _values_of_0_1_0,
-            "reloadInterval, tls, auth, connections, upstreamEncryption, input, rateLimit.redis.ca",
+            "reloadInterval, tls, auth, connections, upstreamEncryption, input, rateLimit.redis.ca, spend",
         ),
-        (_values_of_0_2_0, "input, rateLimit.redis.ca"),
+        (_values_of_0_2_0, "input, rateLimit.redis.ca, spend"),
+        (_values_of_0_3_0, "spend"),
     ],
-    ids=["from-0.1.0", "from-0.2.0"],
+    ids=["from-0.1.0", "from-0.2.0", "from-0.3.0"],
 )
 def test_reused_values_of_an_older_release_fail_with_advice(tmp_path, old_defaults, missing):
     """`helm upgrade --reuse-values` renders with the old chart's defaults
@@ -1294,6 +1331,7 @@ DURATION_SETTINGS = {
     "connections.handshakeTimeout": "FACEID_HANDSHAKE_TIMEOUT",
     "connections.idleTimeout": "FACEID_IDLE_TIMEOUT",
     "credentials.roleDuration": "FACEID_ROLE_DURATION",
+    "spend.idempotencyTtl": "FACEID_IDEMPOTENCY_TTL",
 }
 # The binary's parser -> the schema definition that accepts what it accepts.
 DURATION_DEFINITION = {
@@ -1303,14 +1341,22 @@ DURATION_DEFINITION = {
     # Above zero and at most STS's 12 hours; the schema checks the first.
     "parse_role_duration": "duration",
 }
+# A value that may also be left empty (no variable: the binary's default)
+# uses the optional form of the definition, which accepts the same durations.
+OPTIONAL_DEFINITION = {"duration": "optionalDuration"}
+
+
+def serve_arg_attributes() -> list[str]:
+    """The text inside each #[arg(...)] of a ServeArgs field."""
+    source = CONFIG_RS.read_text()
+    serve = source[source.index("pub struct ServeArgs") : source.index("impl ServeArgs")]
+    return re.findall(r"#\[arg\((.*?)\)\]\s*pub \w+", serve, re.S)
 
 
 def serve_parsers() -> dict[str, str]:
     """FACEID_* variable -> the name of its value parser in ServeArgs."""
-    source = CONFIG_RS.read_text()
-    serve = source[source.index("pub struct ServeArgs") : source.index("impl ServeArgs")]
     parsers = {}
-    for attribute in re.findall(r"#\[arg\((.*?)\)\]\s*pub \w+", serve, re.S):
+    for attribute in serve_arg_attributes():
         env = re.search(r'env = "(FACEID_[A-Z0-9_]+)"', attribute)
         parser = re.search(r"value_parser = ([a-z_]+)\b", attribute)
         if env and parser:
@@ -1350,7 +1396,8 @@ def test_every_duration_of_the_schema_matches_the_binarys_parser():
     assert set(durations) == set(DURATION_SETTINGS), set(durations) ^ set(DURATION_SETTINGS)
     for path, variable in DURATION_SETTINGS.items():
         assert variable in parsers, (path, variable)
-        assert durations[path] == DURATION_DEFINITION[parsers[variable]], (path, variable, parsers[variable])
+        expected = DURATION_DEFINITION[parsers[variable]]
+        assert durations[path] in (expected, OPTIONAL_DEFINITION.get(expected)), (path, variable, parsers[variable])
     # And no duration flag of `serve` is left out of the chart
     # (FACEID_DRAIN_TIMEOUT is set from drainTimeoutSeconds, an integer >= 1).
     for variable, parser in parsers.items():
@@ -1763,3 +1810,116 @@ def test_the_chart_readme_cites_tkes_pod_identity_documentation():
         "TKE_WEB_IDENTITY_TOKEN_FILE",
     ):
         assert name in readme, name
+
+
+# ------------------------------------------------------------- spend control
+
+SPEND_VARIABLES = (
+    "FACEID_BILLABLE_RESULTS",
+    "FACEID_BUDGET_DAY",
+    "FACEID_BUDGET_MONTH",
+    "FACEID_IDEMPOTENCY_TTL",
+    "FACEID_IDEMPOTENCY_CACHE_SIZE",
+)
+
+
+def serve_defaults() -> dict[str, str]:
+    """FACEID_* variable -> its default in ServeArgs, as text (a product of
+    integers such as 256 * 1024 * 1024 is worked out)."""
+    defaults = {}
+    for attribute in serve_arg_attributes():
+        env = re.search(r'env = "(FACEID_[A-Z0-9_]+)"', attribute)
+        text = re.search(r'default_value = "([^"]*)"', attribute)
+        product = re.search(r"default_value_t = ([0-9_ *]+?)\s*(?:,|$)", attribute)
+        if env and text:
+            defaults[env.group(1)] = text.group(1)
+        elif env and product:
+            value = 1
+            for factor in product.group(1).split("*"):
+                value *= int(factor.strip().replace("_", ""))
+            defaults[env.group(1)] = str(value)
+    return defaults
+
+
+def test_spend_control_is_left_to_the_binarys_defaults(rendered):
+    """Unset, no spend variable reaches the pods: Tencent's billing table, no
+    gateway-wide budget, and the binary's TTL and cache size. The defaults
+    values.yaml names are the binary's."""
+    for case in ("defaults", "hpa-redis", "tokens", "simulate"):
+        config = rendered[case].config
+        for name in SPEND_VARIABLES:
+            assert name not in config, (case, name)
+    defaults = serve_defaults()
+    values_text = (CHART / "values.yaml").read_text()
+    for name in ("FACEID_IDEMPOTENCY_TTL", "FACEID_IDEMPOTENCY_CACHE_SIZE"):
+        assert f"({name}; default {defaults[name]}" in values_text, (name, defaults[name])
+    # No default for these: unset means none.
+    assert not {"FACEID_BILLABLE_RESULTS", "FACEID_BUDGET_DAY", "FACEID_BUDGET_MONTH"} & defaults.keys()
+
+
+@pytest.mark.parametrize("case", ["spend-one-replica", "spend-hpa-redis", "everything"])
+def test_spend_control_settings_are_mapped(rendered, case):
+    config = rendered[case].config
+    assert config["FACEID_BILLABLE_RESULTS"] == "Success,FailedOperation.IdNameMisMatch"
+    assert config["FACEID_BUDGET_DAY"] == "5000"
+    assert config["FACEID_BUDGET_MONTH"] == "120000"  # never 1.2e+05
+    assert config["FACEID_IDEMPOTENCY_TTL"] == "48h"
+    assert config["FACEID_IDEMPOTENCY_CACHE_SIZE"] == "67108864"  # never 6.7108864e+07
+    # Settings, not files or secrets: nothing else changes in the pod.
+    assert not {name for name in SPEND_VARIABLES if name in rendered[case].env}
+
+
+def test_spend_control_values_are_independent(render):
+    config = render({"spend": {"budgetMonth": 1, "idempotencyCacheSize": 9007199254740991}}).config
+    assert config["FACEID_BUDGET_MONTH"] == "1"
+    assert config["FACEID_IDEMPOTENCY_CACHE_SIZE"] == "9007199254740991"
+    assert not {"FACEID_BUDGET_DAY", "FACEID_BILLABLE_RESULTS", "FACEID_IDEMPOTENCY_TTL"} & config.keys()
+    config = render({"spend": {"billableResults": ["Success"], "idempotencyTtl": "1m 30s"}}).config
+    assert config["FACEID_BILLABLE_RESULTS"] == "Success"
+    assert config["FACEID_IDEMPOTENCY_TTL"] == "1m 30s"
+    assert not {"FACEID_BUDGET_DAY", "FACEID_BUDGET_MONTH", "FACEID_IDEMPOTENCY_CACHE_SIZE"} & config.keys()
+    # Null is unset too, as `--set spend.idempotencyTtl=null` gives.
+    config = render({"spend": {"idempotencyTtl": None, "billableResults": []}}).config
+    assert not {"FACEID_IDEMPOTENCY_TTL", "FACEID_BILLABLE_RESULTS"} & config.keys()
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"replicaCount": 2, "spend": {"budgetDay": 5000}},
+        {"replicaCount": 3, "rateLimit": {"perReplica": True, "perSecond": 33}, "spend": {"budgetMonth": 100}},
+        merge(HPA, {"rateLimit": {"perReplica": True, "perSecond": 25}, "spend": {"budgetDay": 1}}),
+        {"autoscaling": {"enabled": True, "minReplicas": 1, "maxReplicas": 1}, "spend": {"budgetDay": 10}},
+    ],
+    ids=["replicas-2", "per-replica-limit", "hpa-per-replica-limit", "hpa-max-1"],
+)
+def test_gateway_budgets_over_several_replicas_need_redis(render, values):
+    """Without Redis each replica keeps its own budget counters, so a
+    gateway-wide budget would be spent once per replica. Dividing the rate
+    limit by hand (rateLimit.perReplica) does not divide a budget, so this
+    refusal comes before the rate-limit rule's."""
+    with pytest.raises(helm.HelmRenderError) as error:
+        render(values)
+    message = str(error.value)
+    assert "with a gateway-wide budget (spend.budgetDay or spend.budgetMonth) but no Redis" in message
+    assert "rateLimit.redis.url" in message and "rateLimit.redis.existingSecret" in message
+    assert "without a shared rate limit" not in message
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        merge(SPEND, HPA, REDIS),
+        merge(SPEND, HPA, {"rateLimit": {"redis": {"existingSecret": "redis-url"}}}),
+        merge(SPEND, {"replicaCount": 1}),
+        # Without budgets, the other spend settings need no Redis.
+        {
+            "replicaCount": 2,
+            "rateLimit": {"perReplica": True, "perSecond": 50},
+            "spend": {"idempotencyTtl": "1h", "billableResults": ["Success"]},
+        },
+    ],
+    ids=["hpa-redis-url", "hpa-redis-secret", "one-replica", "no-budget"],
+)
+def test_budgets_render_where_the_counters_are_shared_or_single(render, values):
+    render(values)
