@@ -71,6 +71,11 @@ OIDC_PROJECTED = {
 }
 CVM_ROLE = {"credentials": {"mode": "cvm-role"}}
 NETWORK_POLICY = {"networkPolicy": {"enabled": True}}
+ENDPOINTS = [
+    "https://faceid.intl.tencentcloudapi.com",
+    "https://faceid.ap-singapore.tencentcloudapi.com",
+    "https://faceid.ap-hongkong.tencentcloudapi.com",
+]
 SPEND = {
     "spend": {
         "billableResults": ["Success", "FailedOperation.IdNameMisMatch"],
@@ -113,6 +118,7 @@ MATRIX = {
     # Gateway-wide budgets on one replica need no Redis.
     "spend-one-replica": merge(TOKENS, SPEND),
     "spend-hpa-redis": merge(HPA, REDIS, SPEND),
+    "endpoint-list": merge(NETWORK_POLICY, {"config": {"endpoint": ENDPOINTS}}),
     "simulate": {"simulate": True, "credentials": {"existingSecret": ""}},
     "oidc": merge(OIDC, NETWORK_POLICY),
     "oidc-projected-token": merge(OIDC_PROJECTED, NETWORK_POLICY),
@@ -176,6 +182,9 @@ MATRIX = {
             },
             "imagePullSecrets": [{"name": "registry"}],
             "config": {
+                "endpoint": ENDPOINTS[:2],
+                "ejectAfter": 3,
+                "ejectFor": "1m",
                 "region": "ap-singapore",
                 "logLevel": "info,faceid_gateway=debug",
                 "batchMaxItems": 1000000,
@@ -362,6 +371,24 @@ def test_every_object_validates_against_kubernetes(rendered, case, kube_version)
         {"spend": {"billableResults": [""]}},
         {"spend": {"billableResults": ["Success", "Success"]}},
         {"spend": {"budget": {"day": 10}}},
+        {"config": {"endpoint": "faceid.intl.tencentcloudapi.com"}},
+        {"config": {"endpoint": ""}},
+        {"config": {"endpoint": []}},
+        {"config": {"endpoint": ["https://faceid.intl.tencentcloudapi.com", "faceid.ap-singapore.tencentcloudapi.com"]}},
+        {"config": {"endpoint": ["https://faceid.intl.tencentcloudapi.com", "ftp://faceid.example"]}},
+        {"config": {"endpoint": ["https://faceid.intl.tencentcloudapi.com", ""]}},
+        {"config": {"endpoint": ["https://faceid.intl.tencentcloudapi.com,https://faceid.ap-singapore.tencentcloudapi.com"]}},
+        {"config": {"endpoint": "https://faceid.intl.tencentcloudapi.com,https://faceid.ap-singapore.tencentcloudapi.com"}},
+        {"config": {"endpoint": ["https://faceid.intl.tencentcloudapi.com", " https://faceid.ap-singapore.tencentcloudapi.com"]}},
+        {"config": {"endpoint": ["https://faceid.intl.tencentcloudapi.com", "https://faceid.intl.tencentcloudapi.com"]}},
+        {"config": {"endpoint": [443]}},
+        {"config": {"endpoints": ["https://faceid.intl.tencentcloudapi.com"]}},
+        {"config": {"ejectAfter": 0}},
+        {"config": {"ejectAfter": "5"}},
+        {"config": {"ejectAfter": 4294967296}},
+        {"config": {"ejectFor": "0s"}},
+        {"config": {"ejectFor": "30"}},
+        {"config": {"ejectFor": 30}},
     ],
     ids=lambda bad: yaml.safe_dump(bad, default_flow_style=True, width=200).strip(),
 )
@@ -1332,6 +1359,7 @@ DURATION_SETTINGS = {
     "connections.idleTimeout": "FACEID_IDLE_TIMEOUT",
     "credentials.roleDuration": "FACEID_ROLE_DURATION",
     "spend.idempotencyTtl": "FACEID_IDEMPOTENCY_TTL",
+    "config.ejectFor": "FACEID_EJECT_FOR",
 }
 # The binary's parser -> the schema definition that accepts what it accepts.
 DURATION_DEFINITION = {
@@ -1411,7 +1439,9 @@ def test_every_duration_of_the_schema_matches_the_binarys_parser():
 def test_a_zero_duration_is_refused_exactly_where_the_binary_refuses_it(chart, render, path, zero):
     variable = DURATION_SETTINGS[path]
     values = with_value(path, zero)
-    if serve_parsers()[variable] in ("parse_positive_duration", "parse_role_duration"):
+    parsers = serve_parsers()
+    assert variable in parsers, f"{variable} is not a flag of `serve` in {CONFIG_RS}"
+    if parsers[variable] in ("parse_positive_duration", "parse_role_duration"):
         with pytest.raises(helm.HelmValuesError, match=re.escape(path.replace(".", "/"))):
             chart.validate_schema(values)
         with pytest.raises(helm.HelmValuesError):
@@ -1849,12 +1879,20 @@ def test_spend_control_is_left_to_the_binarys_defaults(rendered):
         config = rendered[case].config
         for name in SPEND_VARIABLES:
             assert name not in config, (case, name)
+    # No default for these in the binary either: unset means none.
+    assert not {"FACEID_BILLABLE_RESULTS", "FACEID_BUDGET_DAY", "FACEID_BUDGET_MONTH"} & serve_defaults().keys()
+
+
+@pytest.mark.parametrize(
+    "variable",
+    ["FACEID_IDEMPOTENCY_TTL", "FACEID_IDEMPOTENCY_CACHE_SIZE", "FACEID_EJECT_AFTER", "FACEID_EJECT_FOR"],
+)
+def test_values_yaml_names_the_binarys_default_of_a_setting_it_leaves_unset(variable):
+    """values.yaml leaves these unset, so the binary's default applies; the
+    default its comment names must be that one."""
     defaults = serve_defaults()
-    values_text = (CHART / "values.yaml").read_text()
-    for name in ("FACEID_IDEMPOTENCY_TTL", "FACEID_IDEMPOTENCY_CACHE_SIZE"):
-        assert f"({name}; default {defaults[name]}" in values_text, (name, defaults[name])
-    # No default for these: unset means none.
-    assert not {"FACEID_BILLABLE_RESULTS", "FACEID_BUDGET_DAY", "FACEID_BUDGET_MONTH"} & defaults.keys()
+    assert variable in defaults, f"{variable} is not a flag of `serve` in {CONFIG_RS}"
+    assert f"({variable}; default {defaults[variable]}," in (CHART / "values.yaml").read_text()
 
 
 @pytest.mark.parametrize("case", ["spend-one-replica", "spend-hpa-redis", "everything"])
@@ -1923,3 +1961,67 @@ def test_gateway_budgets_over_several_replicas_need_redis(render, values):
 )
 def test_budgets_render_where_the_counters_are_shared_or_single(render, values):
     render(values)
+
+
+# ---------------------------------------------------------- endpoint failover
+
+
+def test_one_endpoint_renders_as_in_every_release(rendered):
+    """config.endpoint as one string, as values saved by older releases have
+    it, is FACEID_ENDPOINT unchanged; the ejection settings stay unset."""
+    for case in ("defaults", "endpoint-list", "hpa-redis", "spend-one-replica"):
+        config = rendered[case].config
+        assert "FACEID_EJECT_AFTER" not in config and "FACEID_EJECT_FOR" not in config, case
+    assert rendered["defaults"].config["FACEID_ENDPOINT"] == "https://faceid.intl.tencentcloudapi.com"
+
+
+def test_an_endpoint_list_is_joined_with_commas_in_order(render, rendered):
+    assert rendered["endpoint-list"].config["FACEID_ENDPOINT"] == ",".join(ENDPOINTS)
+    assert rendered["everything"].config["FACEID_ENDPOINT"] == (
+        "https://faceid.intl.tencentcloudapi.com,https://faceid.ap-singapore.tencentcloudapi.com"
+    )
+    # The order is the preference: kept as given.
+    assert render({"config": {"endpoint": ENDPOINTS[::-1]}}).config["FACEID_ENDPOINT"] == ",".join(ENDPOINTS[::-1])
+    # A list of one is the same as the string.
+    one = render({"config": {"endpoint": ["http://simulator.test.svc:9000"]}})
+    assert one.config["FACEID_ENDPOINT"] == "http://simulator.test.svc:9000"
+    assert one.config == render({"config": {"endpoint": "http://simulator.test.svc:9000"}}).config
+    # `--set config.endpoint={a,b}` gives a list too.
+    assert render({"config": {"endpoint": ["http://a.test:9000", "http://b.test:9001/"]}}).config[
+        "FACEID_ENDPOINT"
+    ] == "http://a.test:9000,http://b.test:9001/"
+
+
+def test_ejection_settings_are_mapped_when_set(render, rendered):
+    config = rendered["everything"].config
+    assert config["FACEID_EJECT_AFTER"] == "3"
+    assert config["FACEID_EJECT_FOR"] == "1m"
+    config = render({"config": {"ejectAfter": 4294967295}}).config
+    assert config["FACEID_EJECT_AFTER"] == "4294967295"  # never 4.294967295e+09
+    assert "FACEID_EJECT_FOR" not in config
+    config = render({"config": {"ejectFor": "1m 30s", "ejectAfter": None}}).config
+    assert config["FACEID_EJECT_FOR"] == "1m 30s"
+    assert "FACEID_EJECT_AFTER" not in config
+
+
+def test_the_network_policy_treats_an_endpoint_list_like_one_endpoint(rendered):
+    """The Tencent egress rule is networkPolicy.egress.https (port and
+    CIDRs), whatever config.endpoint lists, as it always was."""
+    one = rendered["network-policy"].one("NetworkPolicy")["spec"]["egress"]
+    many = rendered["endpoint-list"].one("NetworkPolicy")["spec"]["egress"]
+    https = [r for r in many if r["ports"] == [{"port": 443, "protocol": "TCP"}]]
+    assert https == [{"ports": [{"port": 443, "protocol": "TCP"}], "to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}]
+    assert https[0] in one
+
+
+def test_values_saved_by_0_3_0_render_unchanged(render):
+    """A values file written for chart 0.3.0 (no spend, no ejection keys,
+    config.endpoint a string) renders the settings it had, and the new
+    variables stay unset."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    del values["spend"]
+    del values["config"]["ejectAfter"], values["config"]["ejectFor"]
+    values["config"]["endpoint"] = "https://faceid.tencentcloudapi.com"
+    config = render(values).config
+    assert config["FACEID_ENDPOINT"] == "https://faceid.tencentcloudapi.com"
+    assert not {"FACEID_EJECT_AFTER", "FACEID_EJECT_FOR", *SPEND_VARIABLES} & config.keys()

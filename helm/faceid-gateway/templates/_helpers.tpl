@@ -206,6 +206,19 @@ reads as their default (a null, an empty string, false) need no entry.
 {{- end -}}
 {{- end -}}
 
+{{/*
+FACEID_ENDPOINT: config.endpoint, one URL (as in every release) or a list,
+joined with commas (the first preferred, the others backups in order).
+*/}}
+{{- define "faceid-gateway.endpoints" -}}
+{{- $endpoint := .Values.config.endpoint -}}
+{{- if kindIs "slice" $endpoint -}}
+{{- join "," $endpoint -}}
+{{- else -}}
+{{- $endpoint -}}
+{{- end -}}
+{{- end -}}
+
 {{/* FACEID_RELOAD_INTERVAL: the deprecated credentials.reloadInterval wins when set. */}}
 {{- define "faceid-gateway.reloadInterval" -}}
 {{- .Values.credentials.reloadInterval | default .Values.reloadInterval -}}
