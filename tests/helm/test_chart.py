@@ -2025,3 +2025,47 @@ def test_values_saved_by_0_3_0_render_unchanged(render):
     config = render(values).config
     assert config["FACEID_ENDPOINT"] == "https://faceid.tencentcloudapi.com"
     assert not {"FACEID_EJECT_AFTER", "FACEID_EJECT_FOR", *SPEND_VARIABLES} & config.keys()
+
+
+# ---------------------------------------------------------------------- notes
+
+
+def test_notes_show_the_gateway_budget_and_where_it_is_counted(render, rendered):
+    notes = rendered["spend-one-replica"].notes
+    assert "Budget of the whole gateway (billable calls, Beijing time): 5000 a day and 120000 a month,\n" in notes
+    assert "counted in the pod's memory." in notes and "GET /budgets on the metrics port" in notes
+    notes = rendered["spend-hpa-redis"].notes
+    assert "counted in Redis by all replicas together." in notes
+    assert "(billable calls, Beijing time): 7 a month," in render({"spend": {"budgetMonth": 7}}).notes
+    for case in ("defaults", "hpa-redis", "tokens"):
+        assert "Budget of the whole gateway" not in rendered[case].notes, case
+
+
+def test_notes_warn_that_replicas_without_redis_keep_their_own_idempotency_and_caller_budgets(rendered):
+    notes = rendered["replicas-3-per-replica"].notes
+    assert "Without Redis each of the up to 3 replicas keeps its own idempotency answers" in notes
+    assert "budget_day/budget_month in the tokens file" in notes
+    for case in ("defaults", "hpa-redis", "spend-hpa-redis", "spend-one-replica"):
+        assert "Without Redis each of" not in rendered[case].notes, case
+
+
+def test_notes_list_the_endpoints_in_order_of_preference(render, rendered):
+    notes = rendered["endpoint-list"].notes
+    listed = "Tencent endpoints, the first preferred, the others backups in this order:\n" + "".join(
+        f"  {endpoint}\n" for endpoint in ENDPOINTS
+    )
+    assert listed in notes
+    assert "ejected after 5 failures in a row and gets no calls for 30s, doubled" in notes
+    notes = rendered["everything"].notes
+    assert f"  {ENDPOINTS[0]}\n  {ENDPOINTS[1]}\nAn endpoint is ejected after 3 failures" in notes
+    assert "gets no calls for 1m, doubled" in notes
+    # One endpoint, as a string or a list of one: nothing to say.
+    assert "Tencent endpoints" not in rendered["defaults"].notes
+    assert "Tencent endpoints" not in render({"config": {"endpoint": ENDPOINTS[:1]}}).notes
+    # The simulator answers in-process: no endpoint is called.
+    assert "Tencent endpoints" not in render({"simulate": True, "config": {"endpoint": ENDPOINTS}}).notes
+
+
+def test_notes_show_the_token_options_for_budgets(rendered):
+    notes = rendered["tokens"].notes
+    assert "`faceid-gateway token --name NAME [--quota N] [--budget-day N] [--budget-month N]`" in notes
