@@ -828,7 +828,7 @@ def test_standard_labels_everywhere(rendered):
             assert labels["app.kubernetes.io/version"] == "0.1.0", where
             assert labels["app.kubernetes.io/managed-by"] == "Helm", where
             assert labels["app.kubernetes.io/name"].startswith("faceid-gateway"), where
-            assert labels["helm.sh/chart"] == "faceid-gateway-0.3.0", where
+            assert labels["helm.sh/chart"] == "faceid-gateway-0.4.0", where
     template_labels = rendered["everything"].deployment["spec"]["template"]["metadata"]["labels"]
     assert template_labels["example.com/tier"] == "backend"
     assert template_labels["example.com/owner"] == "identity"
@@ -939,7 +939,7 @@ def test_notes_warn_when_the_redis_fallback_would_exceed_the_limit(render):
 
 def test_chart_packages(tmp_path):
     helm.package(str(CHART), destination=str(tmp_path))
-    assert [p.name for p in tmp_path.iterdir()] == ["faceid-gateway-0.3.0.tgz"]
+    assert [p.name for p in tmp_path.iterdir()] == ["faceid-gateway-0.4.0.tgz"]
 
 
 # ------------------------------------- TLS, caller tokens, encryption, limits
@@ -1334,7 +1334,7 @@ def test_reused_values_of_an_older_release_fail_with_advice(tmp_path, old_defaul
             chart.render({}, name=RELEASE, namespace="faceid", is_install=False)
     message = str(error.value)
     assert "--reset-then-reuse-values" in message
-    assert f"the values lack {missing}, which chart 0.3.0 defines" in message
+    assert f"the values lack {missing}, which chart 0.4.0 defines" in message
     assert "nil pointer" not in message
 
 
