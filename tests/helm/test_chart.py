@@ -2069,3 +2069,41 @@ def test_notes_list_the_endpoints_in_order_of_preference(render, rendered):
 def test_notes_show_the_token_options_for_budgets(rendered):
     notes = rendered["tokens"].notes
     assert "`faceid-gateway token --name NAME [--quota N] [--budget-day N] [--budget-month N]`" in notes
+
+
+# Values added in chart 0.4.0 -> the variable each sets.
+NEW_IN_0_4_0 = {
+    "spend.billableResults": "FACEID_BILLABLE_RESULTS",
+    "spend.budgetDay": "FACEID_BUDGET_DAY",
+    "spend.budgetMonth": "FACEID_BUDGET_MONTH",
+    "spend.idempotencyTtl": "FACEID_IDEMPOTENCY_TTL",
+    "spend.idempotencyCacheSize": "FACEID_IDEMPOTENCY_CACHE_SIZE",
+    "config.endpoint": "FACEID_ENDPOINT",
+    "config.ejectAfter": "FACEID_EJECT_AFTER",
+    "config.ejectFor": "FACEID_EJECT_FOR",
+}
+
+
+@pytest.mark.parametrize("path", NEW_IN_0_4_0)
+def test_the_values_of_0_4_0_are_documented(path):
+    """Each has a row of its own in one of the chart README's tables, naming
+    its variable, and values.yaml names the variable next to the key."""
+    variable = NEW_IN_0_4_0[path]
+    readme = (CHART / "README.md").read_text()
+    rows = [line for line in readme.splitlines() if line.startswith(f"| `{path}` |")]
+    assert rows, f"no README table row for {path}"
+    assert any(f"`{variable}`" in row for row in rows), rows
+    section, key = path.split(".")
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    start = lines.index(f"{section}:")
+    at = next(i for i in range(start + 1, len(lines)) if lines[i].startswith(f"  {key}:"))
+    # The comment above the key, past sibling keys that share it.
+    comment = []
+    for line in reversed(lines[start + 1 : at]):
+        if line.startswith("  #"):
+            comment.append(line)
+        elif not re.match(r"  [A-Za-z]+:", line):
+            break
+        elif comment:
+            break
+    assert variable in "\n".join(comment), (path, comment)
