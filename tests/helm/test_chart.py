@@ -71,6 +71,20 @@ OIDC_PROJECTED = {
 }
 CVM_ROLE = {"credentials": {"mode": "cvm-role"}}
 NETWORK_POLICY = {"networkPolicy": {"enabled": True}}
+ENDPOINTS = [
+    "https://faceid.intl.tencentcloudapi.com",
+    "https://faceid.ap-singapore.tencentcloudapi.com",
+    "https://faceid.ap-hongkong.tencentcloudapi.com",
+]
+SPEND = {
+    "spend": {
+        "billableResults": ["Success", "FailedOperation.IdNameMisMatch"],
+        "budgetDay": 5000,
+        "budgetMonth": 120000,
+        "idempotencyTtl": "48h",
+        "idempotencyCacheSize": 67108864,
+    }
+}
 
 # The renderings every structural test runs over.
 MATRIX = {
@@ -101,6 +115,10 @@ MATRIX = {
         },
     ),
     "service-monitor": {"serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
+    # Gateway-wide budgets on one replica need no Redis.
+    "spend-one-replica": merge(TOKENS, SPEND),
+    "spend-hpa-redis": merge(HPA, REDIS, SPEND),
+    "endpoint-list": merge(NETWORK_POLICY, {"config": {"endpoint": ENDPOINTS}}),
     "simulate": {"simulate": True, "credentials": {"existingSecret": ""}},
     "oidc": merge(OIDC, NETWORK_POLICY),
     "oidc-projected-token": merge(OIDC_PROJECTED, NETWORK_POLICY),
@@ -146,6 +164,7 @@ MATRIX = {
         MTLS,
         TOKENS,
         ENCRYPTION,
+        SPEND,
         {
             "reloadInterval": "30s",
             "connections": {
@@ -163,6 +182,9 @@ MATRIX = {
             },
             "imagePullSecrets": [{"name": "registry"}],
             "config": {
+                "endpoint": ENDPOINTS[:2],
+                "ejectAfter": 3,
+                "ejectFor": "1m",
                 "region": "ap-singapore",
                 "logLevel": "info,faceid_gateway=debug",
                 "batchMaxItems": 1000000,
@@ -332,6 +354,41 @@ def test_every_object_validates_against_kubernetes(rendered, case, kube_version)
         {"credentials": {"stsEndpoint": "sts.tencentcloudapi.com"}},
         {"credentials": {"mode": "cvm"}},
         {"networkPolicy": {"egress": {"metadata": {"cidr": "169.254.0.23/32"}}}},
+        {"spend": {"budgetDay": 0}},
+        {"spend": {"budgetMonth": 0}},
+        {"spend": {"budgetDay": -1}},
+        {"spend": {"budgetMonth": 2.5}},
+        {"spend": {"budgetDay": "5000"}},
+        {"spend": {"budgetDay": 9007199254740992}},
+        {"spend": {"idempotencyTtl": "0s"}},
+        {"spend": {"idempotencyTtl": "0"}},
+        {"spend": {"idempotencyTtl": 0}},
+        {"spend": {"idempotencyTtl": "a day"}},
+        {"spend": {"idempotencyCacheSize": 0}},
+        {"spend": {"idempotencyCacheSize": "256Mi"}},
+        {"spend": {"billableResults": "Success"}},
+        {"spend": {"billableResults": ["Success,FailedOperation.IdNameMisMatch"]}},
+        {"spend": {"billableResults": [""]}},
+        {"spend": {"billableResults": ["Success", "Success"]}},
+        {"spend": {"budget": {"day": 10}}},
+        {"config": {"endpoint": "faceid.intl.tencentcloudapi.com"}},
+        {"config": {"endpoint": ""}},
+        {"config": {"endpoint": []}},
+        {"config": {"endpoint": ["https://faceid.intl.tencentcloudapi.com", "faceid.ap-singapore.tencentcloudapi.com"]}},
+        {"config": {"endpoint": ["https://faceid.intl.tencentcloudapi.com", "ftp://faceid.example"]}},
+        {"config": {"endpoint": ["https://faceid.intl.tencentcloudapi.com", ""]}},
+        {"config": {"endpoint": ["https://faceid.intl.tencentcloudapi.com,https://faceid.ap-singapore.tencentcloudapi.com"]}},
+        {"config": {"endpoint": "https://faceid.intl.tencentcloudapi.com,https://faceid.ap-singapore.tencentcloudapi.com"}},
+        {"config": {"endpoint": ["https://faceid.intl.tencentcloudapi.com", " https://faceid.ap-singapore.tencentcloudapi.com"]}},
+        {"config": {"endpoint": ["https://faceid.intl.tencentcloudapi.com", "https://faceid.intl.tencentcloudapi.com"]}},
+        {"config": {"endpoint": [443]}},
+        {"config": {"endpoints": ["https://faceid.intl.tencentcloudapi.com"]}},
+        {"config": {"ejectAfter": 0}},
+        {"config": {"ejectAfter": "5"}},
+        {"config": {"ejectAfter": 4294967296}},
+        {"config": {"ejectFor": "0s"}},
+        {"config": {"ejectFor": "30"}},
+        {"config": {"ejectFor": 30}},
     ],
     ids=lambda bad: yaml.safe_dump(bad, default_flow_style=True, width=200).strip(),
 )
@@ -771,7 +828,7 @@ def test_standard_labels_everywhere(rendered):
             assert labels["app.kubernetes.io/version"] == "0.1.0", where
             assert labels["app.kubernetes.io/managed-by"] == "Helm", where
             assert labels["app.kubernetes.io/name"].startswith("faceid-gateway"), where
-            assert labels["helm.sh/chart"] == "faceid-gateway-0.3.0", where
+            assert labels["helm.sh/chart"] == "faceid-gateway-0.4.0", where
     template_labels = rendered["everything"].deployment["spec"]["template"]["metadata"]["labels"]
     assert template_labels["example.com/tier"] == "backend"
     assert template_labels["example.com/owner"] == "identity"
@@ -882,7 +939,7 @@ def test_notes_warn_when_the_redis_fallback_would_exceed_the_limit(render):
 
 def test_chart_packages(tmp_path):
     helm.package(str(CHART), destination=str(tmp_path))
-    assert [p.name for p in tmp_path.iterdir()] == ["faceid-gateway-0.3.0.tgz"]
+    assert [p.name for p in tmp_path.iterdir()] == ["faceid-gateway-0.4.0.tgz"]
 
 
 # ------------------------------------- TLS, caller tokens, encryption, limits
@@ -1229,6 +1286,7 @@ def test_notes_for_tls_and_tokens(rendered):
 
 
 def _values_of_0_1_0(values):
+    del values["spend"]
     for key in ("reloadInterval", "tls", "auth", "connections", "upstreamEncryption", "input"):
         del values[key]
     values["credentials"]["reloadInterval"] = "5s"
@@ -1237,10 +1295,15 @@ def _values_of_0_1_0(values):
 
 
 def _values_of_0_2_0(values):
+    _values_of_0_3_0(values)
     del values["input"]
     del values["rateLimit"]["redis"]["ca"]
     for key in ("handshakeTimeout", "idleTimeout", "maxConnections"):
         del values["connections"][key]
+
+
+def _values_of_0_3_0(values):
+    del values["spend"]
 
 
 @pytest.mark.parametrize(
@@ -1248,11 +1311,12 @@ def _values_of_0_2_0(values):
     [
         (
             _values_of_0_1_0,
-            "reloadInterval, tls, auth, connections, upstreamEncryption, input, rateLimit.redis.ca",
+            "reloadInterval, tls, auth, connections, upstreamEncryption, input, rateLimit.redis.ca, spend",
         ),
-        (_values_of_0_2_0, "input, rateLimit.redis.ca"),
+        (_values_of_0_2_0, "input, rateLimit.redis.ca, spend"),
+        (_values_of_0_3_0, "spend"),
     ],
-    ids=["from-0.1.0", "from-0.2.0"],
+    ids=["from-0.1.0", "from-0.2.0", "from-0.3.0"],
 )
 def test_reused_values_of_an_older_release_fail_with_advice(tmp_path, old_defaults, missing):
     """`helm upgrade --reuse-values` renders with the old chart's defaults
@@ -1270,7 +1334,7 @@ def test_reused_values_of_an_older_release_fail_with_advice(tmp_path, old_defaul
             chart.render({}, name=RELEASE, namespace="faceid", is_install=False)
     message = str(error.value)
     assert "--reset-then-reuse-values" in message
-    assert f"the values lack {missing}, which chart 0.3.0 defines" in message
+    assert f"the values lack {missing}, which chart 0.4.0 defines" in message
     assert "nil pointer" not in message
 
 
@@ -1294,6 +1358,8 @@ DURATION_SETTINGS = {
     "connections.handshakeTimeout": "FACEID_HANDSHAKE_TIMEOUT",
     "connections.idleTimeout": "FACEID_IDLE_TIMEOUT",
     "credentials.roleDuration": "FACEID_ROLE_DURATION",
+    "spend.idempotencyTtl": "FACEID_IDEMPOTENCY_TTL",
+    "config.ejectFor": "FACEID_EJECT_FOR",
 }
 # The binary's parser -> the schema definition that accepts what it accepts.
 DURATION_DEFINITION = {
@@ -1303,14 +1369,22 @@ DURATION_DEFINITION = {
     # Above zero and at most STS's 12 hours; the schema checks the first.
     "parse_role_duration": "duration",
 }
+# A value that may also be left empty (no variable: the binary's default)
+# uses the optional form of the definition, which accepts the same durations.
+OPTIONAL_DEFINITION = {"duration": "optionalDuration"}
+
+
+def serve_arg_attributes() -> list[str]:
+    """The text inside each #[arg(...)] of a ServeArgs field."""
+    source = CONFIG_RS.read_text()
+    serve = source[source.index("pub struct ServeArgs") : source.index("impl ServeArgs")]
+    return re.findall(r"#\[arg\((.*?)\)\]\s*pub \w+", serve, re.S)
 
 
 def serve_parsers() -> dict[str, str]:
     """FACEID_* variable -> the name of its value parser in ServeArgs."""
-    source = CONFIG_RS.read_text()
-    serve = source[source.index("pub struct ServeArgs") : source.index("impl ServeArgs")]
     parsers = {}
-    for attribute in re.findall(r"#\[arg\((.*?)\)\]\s*pub \w+", serve, re.S):
+    for attribute in serve_arg_attributes():
         env = re.search(r'env = "(FACEID_[A-Z0-9_]+)"', attribute)
         parser = re.search(r"value_parser = ([a-z_]+)\b", attribute)
         if env and parser:
@@ -1350,7 +1424,8 @@ def test_every_duration_of_the_schema_matches_the_binarys_parser():
     assert set(durations) == set(DURATION_SETTINGS), set(durations) ^ set(DURATION_SETTINGS)
     for path, variable in DURATION_SETTINGS.items():
         assert variable in parsers, (path, variable)
-        assert durations[path] == DURATION_DEFINITION[parsers[variable]], (path, variable, parsers[variable])
+        expected = DURATION_DEFINITION[parsers[variable]]
+        assert durations[path] in (expected, OPTIONAL_DEFINITION.get(expected)), (path, variable, parsers[variable])
     # And no duration flag of `serve` is left out of the chart
     # (FACEID_DRAIN_TIMEOUT is set from drainTimeoutSeconds, an integer >= 1).
     for variable, parser in parsers.items():
@@ -1364,7 +1439,9 @@ def test_every_duration_of_the_schema_matches_the_binarys_parser():
 def test_a_zero_duration_is_refused_exactly_where_the_binary_refuses_it(chart, render, path, zero):
     variable = DURATION_SETTINGS[path]
     values = with_value(path, zero)
-    if serve_parsers()[variable] in ("parse_positive_duration", "parse_role_duration"):
+    parsers = serve_parsers()
+    assert variable in parsers, f"{variable} is not a flag of `serve` in {CONFIG_RS}"
+    if parsers[variable] in ("parse_positive_duration", "parse_role_duration"):
         with pytest.raises(helm.HelmValuesError, match=re.escape(path.replace(".", "/"))):
             chart.validate_schema(values)
         with pytest.raises(helm.HelmValuesError):
@@ -1763,3 +1840,270 @@ def test_the_chart_readme_cites_tkes_pod_identity_documentation():
         "TKE_WEB_IDENTITY_TOKEN_FILE",
     ):
         assert name in readme, name
+
+
+# ------------------------------------------------------------- spend control
+
+SPEND_VARIABLES = (
+    "FACEID_BILLABLE_RESULTS",
+    "FACEID_BUDGET_DAY",
+    "FACEID_BUDGET_MONTH",
+    "FACEID_IDEMPOTENCY_TTL",
+    "FACEID_IDEMPOTENCY_CACHE_SIZE",
+)
+
+
+def serve_defaults() -> dict[str, str]:
+    """FACEID_* variable -> its default in ServeArgs, as text (a product of
+    integers such as 256 * 1024 * 1024 is worked out)."""
+    defaults = {}
+    for attribute in serve_arg_attributes():
+        env = re.search(r'env = "(FACEID_[A-Z0-9_]+)"', attribute)
+        text = re.search(r'default_value = "([^"]*)"', attribute)
+        product = re.search(r"default_value_t = ([0-9_ *]+?)\s*(?:,|$)", attribute)
+        if env and text:
+            defaults[env.group(1)] = text.group(1)
+        elif env and product:
+            value = 1
+            for factor in product.group(1).split("*"):
+                value *= int(factor.strip().replace("_", ""))
+            defaults[env.group(1)] = str(value)
+    return defaults
+
+
+def test_spend_control_is_left_to_the_binarys_defaults(rendered):
+    """Unset, no spend variable reaches the pods: Tencent's billing table, no
+    gateway-wide budget, and the binary's TTL and cache size. The defaults
+    values.yaml names are the binary's."""
+    for case in ("defaults", "hpa-redis", "tokens", "simulate"):
+        config = rendered[case].config
+        for name in SPEND_VARIABLES:
+            assert name not in config, (case, name)
+    # No default for these in the binary either: unset means none.
+    assert not {"FACEID_BILLABLE_RESULTS", "FACEID_BUDGET_DAY", "FACEID_BUDGET_MONTH"} & serve_defaults().keys()
+
+
+@pytest.mark.parametrize(
+    "variable",
+    ["FACEID_IDEMPOTENCY_TTL", "FACEID_IDEMPOTENCY_CACHE_SIZE", "FACEID_EJECT_AFTER", "FACEID_EJECT_FOR"],
+)
+def test_values_yaml_names_the_binarys_default_of_a_setting_it_leaves_unset(variable):
+    """values.yaml leaves these unset, so the binary's default applies; the
+    default its comment names must be that one."""
+    defaults = serve_defaults()
+    assert variable in defaults, f"{variable} is not a flag of `serve` in {CONFIG_RS}"
+    assert f"({variable}; default {defaults[variable]}," in (CHART / "values.yaml").read_text()
+
+
+@pytest.mark.parametrize("case", ["spend-one-replica", "spend-hpa-redis", "everything"])
+def test_spend_control_settings_are_mapped(rendered, case):
+    config = rendered[case].config
+    assert config["FACEID_BILLABLE_RESULTS"] == "Success,FailedOperation.IdNameMisMatch"
+    assert config["FACEID_BUDGET_DAY"] == "5000"
+    assert config["FACEID_BUDGET_MONTH"] == "120000"  # never 1.2e+05
+    assert config["FACEID_IDEMPOTENCY_TTL"] == "48h"
+    assert config["FACEID_IDEMPOTENCY_CACHE_SIZE"] == "67108864"  # never 6.7108864e+07
+    # Settings, not files or secrets: nothing else changes in the pod.
+    assert not {name for name in SPEND_VARIABLES if name in rendered[case].env}
+
+
+def test_spend_control_values_are_independent(render):
+    config = render({"spend": {"budgetMonth": 1, "idempotencyCacheSize": 9007199254740991}}).config
+    assert config["FACEID_BUDGET_MONTH"] == "1"
+    assert config["FACEID_IDEMPOTENCY_CACHE_SIZE"] == "9007199254740991"
+    assert not {"FACEID_BUDGET_DAY", "FACEID_BILLABLE_RESULTS", "FACEID_IDEMPOTENCY_TTL"} & config.keys()
+    config = render({"spend": {"billableResults": ["Success"], "idempotencyTtl": "1m 30s"}}).config
+    assert config["FACEID_BILLABLE_RESULTS"] == "Success"
+    assert config["FACEID_IDEMPOTENCY_TTL"] == "1m 30s"
+    assert not {"FACEID_BUDGET_DAY", "FACEID_BUDGET_MONTH", "FACEID_IDEMPOTENCY_CACHE_SIZE"} & config.keys()
+    # Null is unset too, as `--set spend.idempotencyTtl=null` gives.
+    config = render({"spend": {"idempotencyTtl": None, "billableResults": []}}).config
+    assert not {"FACEID_IDEMPOTENCY_TTL", "FACEID_BILLABLE_RESULTS"} & config.keys()
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"replicaCount": 2, "spend": {"budgetDay": 5000}},
+        {"replicaCount": 3, "rateLimit": {"perReplica": True, "perSecond": 33}, "spend": {"budgetMonth": 100}},
+        merge(HPA, {"rateLimit": {"perReplica": True, "perSecond": 25}, "spend": {"budgetDay": 1}}),
+        {"autoscaling": {"enabled": True, "minReplicas": 1, "maxReplicas": 1}, "spend": {"budgetDay": 10}},
+    ],
+    ids=["replicas-2", "per-replica-limit", "hpa-per-replica-limit", "hpa-max-1"],
+)
+def test_gateway_budgets_over_several_replicas_need_redis(render, values):
+    """Without Redis each replica keeps its own budget counters, so a
+    gateway-wide budget would be spent once per replica. Dividing the rate
+    limit by hand (rateLimit.perReplica) does not divide a budget, so this
+    refusal comes before the rate-limit rule's."""
+    with pytest.raises(helm.HelmRenderError) as error:
+        render(values)
+    message = str(error.value)
+    assert "with a gateway-wide budget (spend.budgetDay or spend.budgetMonth) but no Redis" in message
+    assert "rateLimit.redis.url" in message and "rateLimit.redis.existingSecret" in message
+    assert "without a shared rate limit" not in message
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        merge(SPEND, HPA, REDIS),
+        merge(SPEND, HPA, {"rateLimit": {"redis": {"existingSecret": "redis-url"}}}),
+        merge(SPEND, {"replicaCount": 1}),
+        # Without budgets, the other spend settings need no Redis.
+        {
+            "replicaCount": 2,
+            "rateLimit": {"perReplica": True, "perSecond": 50},
+            "spend": {"idempotencyTtl": "1h", "billableResults": ["Success"]},
+        },
+    ],
+    ids=["hpa-redis-url", "hpa-redis-secret", "one-replica", "no-budget"],
+)
+def test_budgets_render_where_the_counters_are_shared_or_single(render, values):
+    render(values)
+
+
+# ---------------------------------------------------------- endpoint failover
+
+
+def test_one_endpoint_renders_as_in_every_release(rendered):
+    """config.endpoint as one string, as values saved by older releases have
+    it, is FACEID_ENDPOINT unchanged; the ejection settings stay unset."""
+    for case in ("defaults", "endpoint-list", "hpa-redis", "spend-one-replica"):
+        config = rendered[case].config
+        assert "FACEID_EJECT_AFTER" not in config and "FACEID_EJECT_FOR" not in config, case
+    assert rendered["defaults"].config["FACEID_ENDPOINT"] == "https://faceid.intl.tencentcloudapi.com"
+
+
+def test_an_endpoint_list_is_joined_with_commas_in_order(render, rendered):
+    assert rendered["endpoint-list"].config["FACEID_ENDPOINT"] == ",".join(ENDPOINTS)
+    assert rendered["everything"].config["FACEID_ENDPOINT"] == (
+        "https://faceid.intl.tencentcloudapi.com,https://faceid.ap-singapore.tencentcloudapi.com"
+    )
+    # The order is the preference: kept as given.
+    assert render({"config": {"endpoint": ENDPOINTS[::-1]}}).config["FACEID_ENDPOINT"] == ",".join(ENDPOINTS[::-1])
+    # A list of one is the same as the string.
+    one = render({"config": {"endpoint": ["http://simulator.test.svc:9000"]}})
+    assert one.config["FACEID_ENDPOINT"] == "http://simulator.test.svc:9000"
+    assert one.config == render({"config": {"endpoint": "http://simulator.test.svc:9000"}}).config
+    # `--set config.endpoint={a,b}` gives a list too.
+    assert render({"config": {"endpoint": ["http://a.test:9000", "http://b.test:9001/"]}}).config[
+        "FACEID_ENDPOINT"
+    ] == "http://a.test:9000,http://b.test:9001/"
+
+
+def test_ejection_settings_are_mapped_when_set(render, rendered):
+    config = rendered["everything"].config
+    assert config["FACEID_EJECT_AFTER"] == "3"
+    assert config["FACEID_EJECT_FOR"] == "1m"
+    config = render({"config": {"ejectAfter": 4294967295}}).config
+    assert config["FACEID_EJECT_AFTER"] == "4294967295"  # never 4.294967295e+09
+    assert "FACEID_EJECT_FOR" not in config
+    config = render({"config": {"ejectFor": "1m 30s", "ejectAfter": None}}).config
+    assert config["FACEID_EJECT_FOR"] == "1m 30s"
+    assert "FACEID_EJECT_AFTER" not in config
+
+
+def test_the_network_policy_treats_an_endpoint_list_like_one_endpoint(rendered):
+    """The Tencent egress rule is networkPolicy.egress.https (port and
+    CIDRs), whatever config.endpoint lists, as it always was."""
+    one = rendered["network-policy"].one("NetworkPolicy")["spec"]["egress"]
+    many = rendered["endpoint-list"].one("NetworkPolicy")["spec"]["egress"]
+    https = [r for r in many if r["ports"] == [{"port": 443, "protocol": "TCP"}]]
+    assert https == [{"ports": [{"port": 443, "protocol": "TCP"}], "to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}]
+    assert https[0] in one
+
+
+def test_values_saved_by_0_3_0_render_unchanged(render):
+    """A values file written for chart 0.3.0 (no spend, no ejection keys,
+    config.endpoint a string) renders the settings it had, and the new
+    variables stay unset."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    del values["spend"]
+    del values["config"]["ejectAfter"], values["config"]["ejectFor"]
+    values["config"]["endpoint"] = "https://faceid.tencentcloudapi.com"
+    config = render(values).config
+    assert config["FACEID_ENDPOINT"] == "https://faceid.tencentcloudapi.com"
+    assert not {"FACEID_EJECT_AFTER", "FACEID_EJECT_FOR", *SPEND_VARIABLES} & config.keys()
+
+
+# ---------------------------------------------------------------------- notes
+
+
+def test_notes_show_the_gateway_budget_and_where_it_is_counted(render, rendered):
+    notes = rendered["spend-one-replica"].notes
+    assert "Budget of the whole gateway (billable calls, Beijing time): 5000 a day and 120000 a month,\n" in notes
+    assert "counted in the pod's memory." in notes and "GET /budgets on the metrics port" in notes
+    notes = rendered["spend-hpa-redis"].notes
+    assert "counted in Redis by all replicas together." in notes
+    assert "(billable calls, Beijing time): 7 a month," in render({"spend": {"budgetMonth": 7}}).notes
+    for case in ("defaults", "hpa-redis", "tokens"):
+        assert "Budget of the whole gateway" not in rendered[case].notes, case
+
+
+def test_notes_warn_that_replicas_without_redis_keep_their_own_idempotency_and_caller_budgets(rendered):
+    notes = rendered["replicas-3-per-replica"].notes
+    assert "Without Redis each of the up to 3 replicas keeps its own idempotency answers" in notes
+    assert "budget_day/budget_month in the tokens file" in notes
+    for case in ("defaults", "hpa-redis", "spend-hpa-redis", "spend-one-replica"):
+        assert "Without Redis each of" not in rendered[case].notes, case
+
+
+def test_notes_list_the_endpoints_in_order_of_preference(render, rendered):
+    notes = rendered["endpoint-list"].notes
+    listed = "Tencent endpoints, the first preferred, the others backups in this order:\n" + "".join(
+        f"  {endpoint}\n" for endpoint in ENDPOINTS
+    )
+    assert listed in notes
+    assert "ejected after 5 failures in a row and gets no calls for 30s, doubled" in notes
+    notes = rendered["everything"].notes
+    assert f"  {ENDPOINTS[0]}\n  {ENDPOINTS[1]}\nAn endpoint is ejected after 3 failures" in notes
+    assert "gets no calls for 1m, doubled" in notes
+    # One endpoint, as a string or a list of one: nothing to say.
+    assert "Tencent endpoints" not in rendered["defaults"].notes
+    assert "Tencent endpoints" not in render({"config": {"endpoint": ENDPOINTS[:1]}}).notes
+    # The simulator answers in-process: no endpoint is called.
+    assert "Tencent endpoints" not in render({"simulate": True, "config": {"endpoint": ENDPOINTS}}).notes
+
+
+def test_notes_show_the_token_options_for_budgets(rendered):
+    notes = rendered["tokens"].notes
+    assert "`faceid-gateway token --name NAME [--quota N] [--budget-day N] [--budget-month N]`" in notes
+
+
+# Values added in chart 0.4.0 -> the variable each sets.
+NEW_IN_0_4_0 = {
+    "spend.billableResults": "FACEID_BILLABLE_RESULTS",
+    "spend.budgetDay": "FACEID_BUDGET_DAY",
+    "spend.budgetMonth": "FACEID_BUDGET_MONTH",
+    "spend.idempotencyTtl": "FACEID_IDEMPOTENCY_TTL",
+    "spend.idempotencyCacheSize": "FACEID_IDEMPOTENCY_CACHE_SIZE",
+    "config.endpoint": "FACEID_ENDPOINT",
+    "config.ejectAfter": "FACEID_EJECT_AFTER",
+    "config.ejectFor": "FACEID_EJECT_FOR",
+}
+
+
+@pytest.mark.parametrize("path", NEW_IN_0_4_0)
+def test_the_values_of_0_4_0_are_documented(path):
+    """Each has a row of its own in one of the chart README's tables, naming
+    its variable, and values.yaml names the variable next to the key."""
+    variable = NEW_IN_0_4_0[path]
+    readme = (CHART / "README.md").read_text()
+    rows = [line for line in readme.splitlines() if line.startswith(f"| `{path}` |")]
+    assert rows, f"no README table row for {path}"
+    assert any(f"`{variable}`" in row for row in rows), rows
+    section, key = path.split(".")
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    start = lines.index(f"{section}:")
+    at = next(i for i in range(start + 1, len(lines)) if lines[i].startswith(f"  {key}:"))
+    # The comment above the key, past sibling keys that share it.
+    comment = []
+    for line in reversed(lines[start + 1 : at]):
+        if line.startswith("  #"):
+            comment.append(line)
+        elif not re.match(r"  [A-Za-z]+:", line):
+            break
+        elif comment:
+            break
+    assert variable in "\n".join(comment), (path, comment)

@@ -151,6 +151,14 @@ true
 {{- end -}}
 {{- end -}}
 
+{{/* "true" when a gateway-wide budget (spend.budgetDay or budgetMonth) is set. */}}
+{{- define "faceid-gateway.gatewayBudget" -}}
+{{- $spend := .Values.spend -}}
+{{- if or (not (kindIs "invalid" $spend.budgetDay)) (not (kindIs "invalid" $spend.budgetMonth)) -}}
+true
+{{- end -}}
+{{- end -}}
+
 {{/* The most pods the release may run at once. */}}
 {{- define "faceid-gateway.maxReplicas" -}}
 {{- if .Values.autoscaling.enabled -}}
@@ -179,7 +187,7 @@ reads as their default (a null, an empty string, false) need no entry.
 */}}
 {{- define "faceid-gateway.requireCurrentValues" -}}
 {{- $missing := list -}}
-{{- range $path := list "reloadInterval" "tls" "auth" "connections" "upstreamEncryption" "input" "rateLimit.redis.ca" -}}
+{{- range $path := list "reloadInterval" "tls" "auth" "connections" "upstreamEncryption" "input" "rateLimit.redis.ca" "spend" -}}
 {{- $node := $.Values -}}
 {{- $found := true -}}
 {{- range splitList "." $path -}}
@@ -195,6 +203,19 @@ reads as their default (a null, an empty string, false) need no entry.
 {{- end -}}
 {{- if $missing -}}
 {{- fail (printf "faceid-gateway: the values lack %s, which chart %s defines: they were reused from an older release (`helm upgrade --reuse-values` keeps the old chart's defaults). Upgrade with --reset-then-reuse-values (Helm 3.14 or later), or pass your values file again, so the new defaults apply." (join ", " $missing) .Chart.Version) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+FACEID_ENDPOINT: config.endpoint, one URL (as in every release) or a list,
+joined with commas (the first preferred, the others backups in order).
+*/}}
+{{- define "faceid-gateway.endpoints" -}}
+{{- $endpoint := .Values.config.endpoint -}}
+{{- if kindIs "slice" $endpoint -}}
+{{- join "," $endpoint -}}
+{{- else -}}
+{{- $endpoint -}}
 {{- end -}}
 {{- end -}}
 
@@ -297,6 +318,10 @@ says what to set.
 {{- end -}}
 {{- end -}}
 {{- $max := include "faceid-gateway.maxReplicas" . | int -}}
+{{- /* Before the rate-limit rule: rateLimit.perReplica cannot fix this one. */ -}}
+{{- if and (include "faceid-gateway.gatewayBudget" .) (or (gt $max 1) $v.autoscaling.enabled) (not (include "faceid-gateway.sharedLimit" .)) -}}
+{{- fail (printf "faceid-gateway: refusing to run %d replicas (replicaCount > 1 or autoscaling.enabled) with a gateway-wide budget (spend.budgetDay or spend.budgetMonth) but no Redis. Without Redis each replica counts billable calls against the whole budget by itself, so together they could spend several times it. Set rateLimit.redis.url (or rateLimit.redis.existingSecret) so every replica shares the budget counters, run a single replica, or leave spend.budgetDay and spend.budgetMonth unset." $max) -}}
+{{- end -}}
 {{- if and (or (gt $max 1) $v.autoscaling.enabled) (not (include "faceid-gateway.sharedLimit" .)) -}}
 {{- if not $v.rateLimit.perReplica -}}
 {{- fail (printf "faceid-gateway: refusing to run %d replicas (replicaCount > 1 or autoscaling.enabled) without a shared rate limit. Tencent allows %d CheckIdCardInformation calls per second per account (rateLimit.accountLimit) in total, and each replica would enforce rateLimit.perSecond=%d on its own, so together they would exceed it and calls would fail with RequestLimitExceeded. Either set rateLimit.redis.url (or rateLimit.redis.existingSecret) so all replicas share one limit, or divide the limit yourself and set rateLimit.perReplica=true with rateLimit.perSecond <= accountLimit / max replicas." $max ($v.rateLimit.accountLimit | int) ($v.rateLimit.perSecond | int)) -}}
