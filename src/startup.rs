@@ -820,6 +820,7 @@ fn stack_config(args: &ServeArgs) -> StackConfig {
         retry_max_delay: args.retry_max_delay,
         eject_after: args.eject_after,
         eject_for: args.eject_for,
+        detailed_spans: crate::telemetry::spans_exported(),
     }
 }
 

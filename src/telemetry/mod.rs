@@ -9,6 +9,7 @@
 //! and [`traceresponse`] tells the caller which trace its call landed in.
 
 use std::io::IsTerminal;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use opentelemetry::propagation::{Extractor, TextMapPropagator as _};
 use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
@@ -185,6 +186,18 @@ impl Drop for TelemetryGuard {
     }
 }
 
+/// Whether spans leave the process. True until [`init`] says otherwise, so
+/// a gateway built without `init` (in tests, under their own subscriber)
+/// keeps every span.
+static SPANS_EXPORTED: AtomicBool = AtomicBool::new(true);
+
+/// Whether spans are exported, so worth the cost of the finer ones (the
+/// rate-limit wait, each upstream attempt). Log lines need only the call's
+/// span.
+pub(crate) fn spans_exported() -> bool {
+    SPANS_EXPORTED.load(Ordering::Relaxed)
+}
+
 /// Installs the global subscriber and the W3C propagator from the
 /// environment (`RUST_LOG`, `OTEL_*`). Call once, inside the runtime.
 ///
@@ -206,6 +219,7 @@ pub fn init(format: LogFormat) -> Result<TelemetryGuard, TelemetryError> {
     let (writer, log_writer) = LineWriter::stderr();
     subscriber(&provider, json, writer, filter).init();
     install_panic_hook();
+    SPANS_EXPORTED.store(settings.enabled, Ordering::Relaxed);
     if settings.enabled {
         tracing::info!(
             protocol = ?settings.protocol,

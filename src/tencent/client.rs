@@ -348,12 +348,7 @@ impl Client {
         body: &RequestBody,
         timestamp: i64,
     ) -> Result<HeaderMap, Error> {
-        self.headers_signed_with(
-            endpoint,
-            &self.inner.credentials.current(),
-            body,
-            timestamp,
-        )
+        self.headers_signed_with(endpoint, &self.inner.credentials.current(), body, timestamp)
     }
 
     /// [`Self::signed_headers_for`] with `credentials`.

@@ -26,6 +26,9 @@ pub(super) struct Attempt {
     client: tencent::Client,
     failover: Arc<Failover>,
     metrics: Arc<Metrics>,
+    /// Whether each attempt gets its own HTTP client span (only worth it
+    /// when spans are exported).
+    spans: bool,
 }
 
 impl Attempt {
@@ -35,11 +38,13 @@ impl Attempt {
         client: tencent::Client,
         failover: Arc<Failover>,
         metrics: Arc<Metrics>,
+        spans: bool,
     ) -> Self {
         Self {
             client,
             failover,
             metrics,
+            spans,
         }
     }
 }
@@ -61,7 +66,10 @@ impl Service<UpstreamRequest> for Attempt {
         request.tried.push(reporter.index());
         let label = self.failover.label(reporter.index()).to_owned();
         let endpoint = &client.endpoints()[reporter.index()];
-        let span = tracing::info_span!(
+        let span = if !self.spans {
+            tracing::Span::none()
+        } else {
+            tracing::info_span!(
             "upstream attempt",
             otel.name = "POST",
             otel.kind = "client",
@@ -77,7 +85,8 @@ impl Service<UpstreamRequest> for Attempt {
             tencent.code = Empty,
             tencent.request_id = Empty,
             faceid.upstream.probe = Empty,
-        );
+            )
+        };
         if reporter.is_probe() {
             span.record("faceid.upstream.probe", true);
         }
@@ -85,6 +94,7 @@ impl Service<UpstreamRequest> for Attempt {
             // Integers as i64: tracing-opentelemetry keeps those as numbers.
             span.record("http.request.resend_count", i64::from(request.attempt - 1));
         }
+        let attempt_span = span.clone();
         let attempt = async move {
             let _in_flight = InFlight::up(&metrics);
             let started = Instant::now();
@@ -97,13 +107,7 @@ impl Service<UpstreamRequest> for Attempt {
                 },
                 None => send.await.map_err(Error::Tencent),
             };
-            record_attempt(
-                &tracing::Span::current(),
-                &result,
-                &label,
-                started.elapsed(),
-                &metrics,
-            );
+            record_attempt(&attempt_span, &result, &label, started.elapsed(), &metrics);
             reporter.report(&result);
             result
         };

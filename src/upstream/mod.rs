@@ -146,6 +146,10 @@ pub(crate) struct StackConfig {
     pub(crate) eject_after: u32,
     /// The first ejection's length (doubling per ejection in a row).
     pub(crate) eject_for: Duration,
+    /// Whether the rate-limit wait and each attempt get their own span.
+    /// They are only worth their cost when spans are exported; otherwise
+    /// the call's span carries the log lines and `traceresponse` alone.
+    pub(crate) detailed_spans: bool,
 }
 
 /// The longest ejection, however often an endpoint fails in a row (or
@@ -169,7 +173,8 @@ pub(crate) fn build(
     .with_metrics(LimitMetrics {
         wait_seconds: metrics.rate_limit_wait_seconds.clone(),
         rejections: metrics.rate_limit_rejections.clone(),
-    });
+    })
+    .with_spans(config.detailed_spans);
     let window = rate_limit.dispatch_window();
     metrics.observe_upstream_rate(move || window.recent(Instant::now()));
     let failover = Arc::new(Failover::new(
@@ -194,6 +199,11 @@ pub(crate) fn build(
             Arc::clone(&metrics),
         ))
         .layer(rate_limit)
-        .service(Attempt::new(client, failover, metrics));
+        .service(Attempt::new(
+            client,
+            failover,
+            metrics,
+            config.detailed_spans,
+        ));
     BoxCloneSyncService::new(stack)
 }

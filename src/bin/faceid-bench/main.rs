@@ -6,8 +6,8 @@
 
 mod batch;
 mod ceiling;
-mod h2load;
 mod failover;
+mod h2load;
 mod harness;
 mod overhead;
 mod rate;

@@ -92,6 +92,8 @@ pub(crate) struct RateLimitLayer {
     gate: Arc<SlidingWindow>,
     max_wait: Duration,
     metrics: Option<LimitMetrics>,
+    /// Whether each wait gets its own span.
+    spans: bool,
 }
 
 impl RateLimitLayer {
@@ -104,7 +106,14 @@ impl RateLimitLayer {
             gate: Arc::new(SlidingWindow::new(per_window.max(1) as usize, WINDOW)),
             max_wait,
             metrics: None,
+            spans: true,
         }
+    }
+
+    /// Gives each wait its own span (`faceid.rate_limit.wait`), or not.
+    pub(crate) fn with_spans(mut self, spans: bool) -> Self {
+        self.spans = spans;
+        self
     }
 
     /// Counts waits and refusals in `metrics`.
@@ -129,6 +138,7 @@ impl<S> Layer<S> for RateLimitLayer {
             gate: Arc::clone(&self.gate),
             max_wait: self.max_wait,
             metrics: self.metrics.clone(),
+            spans: self.spans,
         }
     }
 }
@@ -141,6 +151,7 @@ pub(crate) struct RateLimit<S> {
     gate: Arc<SlidingWindow>,
     max_wait: Duration,
     metrics: Option<LimitMetrics>,
+    spans: bool,
 }
 
 impl<S, R> Service<R> for RateLimit<S>
@@ -171,23 +182,28 @@ where
                 .min(deadline.saturating_duration_since(Instant::now())),
             None => self.max_wait,
         };
+        let spans = self.spans;
         Box::pin(async move {
-            let span = tracing::info_span!(
-                "rate limit wait",
-                otel.name = "faceid.rate_limit.wait",
-                otel.status_code = tracing::field::Empty,
-                faceid.rate_limit.wait_ms = tracing::field::Empty,
-                faceid.rate_limit.retry_after_ms = tracing::field::Empty,
-            );
+            let span = if spans {
+                tracing::info_span!(
+                    "rate limit wait",
+                    otel.name = "faceid.rate_limit.wait",
+                    otel.status_code = tracing::field::Empty,
+                    faceid.rate_limit.wait_ms = tracing::field::Empty,
+                    faceid.rate_limit.retry_after_ms = tracing::field::Empty,
+                )
+            } else {
+                tracing::Span::none()
+            };
+            let wait_span = span.clone();
             let wait = async {
                 let asked = Instant::now();
                 let wait = match limiter.reserve(max_wait).await {
                     Ok(wait) => wait,
                     Err(rejected) => {
-                        let span = tracing::Span::current();
-                        span.record("otel.status_code", "error");
+                        wait_span.record("otel.status_code", "error");
                         let retry_ms = rejected.retry_after.as_secs_f64() * 1e3;
-                        span.record("faceid.rate_limit.retry_after_ms", retry_ms);
+                        wait_span.record("faceid.rate_limit.retry_after_ms", retry_ms);
                         if let Some(metrics) = &metrics {
                             metrics.rejections.inc();
                         }
@@ -202,8 +218,7 @@ where
                     tokio::time::sleep(more).await;
                 }
                 let waited = asked.elapsed();
-                let span = tracing::Span::current();
-                span.record("faceid.rate_limit.wait_ms", waited.as_secs_f64() * 1e3);
+                wait_span.record("faceid.rate_limit.wait_ms", waited.as_secs_f64() * 1e3);
                 if let Some(metrics) = &metrics {
                     metrics.wait_seconds.observe(waited.as_secs_f64());
                 }
