@@ -16,6 +16,7 @@ use faceid_gateway::tencent::{Client, ClientConfig, CredentialProvider, Credenti
 use prost::Message as _;
 
 use crate::harness::{self, SECRET_ID, SECRET_KEY};
+use crate::otlp_sink::OtlpSink;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -34,6 +35,10 @@ pub struct Args {
     /// Extra `serve` flags for the gateway (e.g. `--log-format=json`).
     #[arg(long = "gateway-flag", allow_hyphen_values = true)]
     gateway_flags: Vec<String>,
+    /// Export the gateway's spans (OTLP/HTTP) to a receiver in this process,
+    /// which decodes and counts them.
+    #[arg(long)]
+    otlp: bool,
 }
 
 /// What one h2load run reports.
@@ -47,7 +52,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let (simulator, endpoint) = harness::start_simulator(0).await?;
     let mut flags = vec!["--rate-limit", "1000000", "--max-in-flight", "4096"];
     flags.extend(args.gateway_flags.iter().map(String::as_str));
-    let gateway = harness::start_gateway(&endpoint, &flags).await?;
+    let sink = match args.otlp {
+        true => Some(OtlpSink::start().await?),
+        false => None,
+    };
+    let env = sink.as_ref().map(OtlpSink::gateway_env).unwrap_or_default();
+    let gateway = harness::start_gateway_with_env(&endpoint, &flags, &env).await?;
     let dir = tempfile::tempdir()?;
     let image = harness::image_of(args.image_size);
 
@@ -129,14 +139,24 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         "ratio {:.2}, gateway CPU {cpu_per_call:.1} µs per call",
         through.requests_per_second / straight.requests_per_second
     );
+    // Stopping the gateway flushes its exporter.
+    gateway.process.stop().await;
+    simulator.stop().await;
+    if let Some(sink) = &sink {
+        let (exports, undecodable) = sink.exports();
+        let calls = warmup.max(1) + args.requests;
+        println!(
+            "OTLP: {} spans received in {exports} exports ({undecodable} undecodable), {:.2} per call",
+            sink.spans(),
+            sink.spans() as f64 / calls as f64
+        );
+    }
     if direct_ok < args.requests || through_ok < args.requests {
         bail!(
             "some calls failed: {direct_ok} and {through_ok} of {} succeeded",
             args.requests
         );
     }
-    gateway.process.stop().await;
-    simulator.stop().await;
     Ok(())
 }
 

@@ -172,7 +172,17 @@ pub struct Gateway {
 
 /// Starts `faceid-gateway serve` against `endpoint` with extra `flags`.
 pub async fn start_gateway(endpoint: &str, flags: &[&str]) -> anyhow::Result<Gateway> {
+    start_gateway_with_env(endpoint, flags, &[]).await
+}
+
+/// [`start_gateway`] with extra environment variables (e.g. `OTEL_*`).
+pub async fn start_gateway_with_env(
+    endpoint: &str,
+    flags: &[&str],
+    env: &[(String, String)],
+) -> anyhow::Result<Gateway> {
     let mut command = Command::new(gateway_binary()?);
+    command.envs(env.iter().map(|(name, value)| (name, value)));
     command.args([
         "serve",
         "--listen",

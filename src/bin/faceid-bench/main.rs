@@ -9,6 +9,7 @@ mod ceiling;
 mod failover;
 mod h2load;
 mod harness;
+mod otlp_sink;
 mod overhead;
 mod rate;
 // The redis-server launcher, one file shared with the API tests (which also
