@@ -40,8 +40,12 @@ def stubs():
     return faceid_pb2, faceid_pb2_grpc
 
 
+PIXEL_PNG = REPO / "tests" / "data" / "images" / "pixel.png"
+
+
 def image_of(size):
-    image = bytearray(b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR")
+    """The bench tool's image: a real 1x1 PNG, then filler after its IEND."""
+    image = bytearray(PIXEL_PNG.read_bytes())
     image.extend((i * 31 % 251) for i in range(len(image), max(size, len(image))))
     return bytes(image)
 
