@@ -200,6 +200,10 @@ impl Client {
             .tcp_nodelay(true)
             .user_agent(REQUEST_CLIENT)
             .https_only(all_https)
+            // Tencent never redirects; an endpoint that does (a proxy, a
+            // hijacked name) must not get the signed body sent on anywhere.
+            // A 3xx is an HttpStatus error.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(BuildError::Http)?;
         let region = config
@@ -533,6 +537,64 @@ pub fn decode(
 mod tests {
     use super::super::codes::NoMatch;
     use super::*;
+
+    /// A loopback server that answers every connection with `reply` and
+    /// counts the connections.
+    async fn raw_server(
+        reply: String,
+    ) -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = Arc::clone(&connections);
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let reply = reply.clone();
+                tokio::spawn(async move {
+                    let mut request = vec![0; 64 * 1024];
+                    let _ = stream.read(&mut request).await;
+                    let _ = stream.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        (addr, connections)
+    }
+
+    #[tokio::test]
+    async fn a_redirect_is_an_error_and_the_body_goes_nowhere_else() {
+        let ok = r#"{"Response":{"Result":"0","RequestId":"r"}}"#;
+        let (elsewhere, reached) = raw_server(format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{ok}",
+            ok.len()
+        ))
+        .await;
+        let (redirector, _) = raw_server(format!(
+            "HTTP/1.1 307 Temporary Redirect\r\nLocation: http://{elsewhere}/\r\nContent-Length: 0\r\n\r\n"
+        ))
+        .await;
+        let credentials = Credentials::new("AKIDredirecttest", "key", None).unwrap();
+        let client = Client::new(
+            ClientConfig {
+                endpoint: format!("http://{redirector}/").parse().unwrap(),
+                region: None,
+                connect_timeout: Duration::from_secs(3),
+                request_timeout: Duration::from_secs(5),
+            },
+            Arc::new(CredentialProvider::fixed(credentials)),
+        )
+        .unwrap();
+        let body = RequestBody::with_image(b"image", &Default::default());
+
+        let error = client.send(&body, None).await.unwrap_err();
+
+        assert!(
+            matches!(error, Error::HttpStatus { status: 307 }),
+            "{error:?}"
+        );
+        assert_eq!(reached.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
 
     fn decode_plain(bytes: &[u8]) -> Result<Reply, Error> {
         decode(bytes, false, None)
