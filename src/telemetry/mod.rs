@@ -21,8 +21,9 @@ use tonic::metadata::{KeyRef, MetadataMap};
 use tracing::Subscriber;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::fmt::MakeWriter;
-use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::layer::{Layer as _, SubscriberExt as _};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
@@ -142,8 +143,16 @@ pub fn tracer_provider(settings: &OtlpSettings) -> Result<SdkTracerProvider, Tel
 }
 
 /// A subscriber writing log lines in `json` or text to `writer`, filtered by
-/// `filter`, and recording spans through `provider`.
+/// `filter`, and recording spans through `provider` (built from
+/// `settings`).
+///
+/// Without an exporter the OpenTelemetry layer only gives spans their ids
+/// (for log lines and `traceresponse`): it then skips what only an
+/// exported span shows (code locations, thread names, busy and idle time,
+/// log lines copied in as span events), which would be built on every call
+/// and dropped unread.
 pub fn subscriber<W>(
+    settings: &OtlpSettings,
     provider: &SdkTracerProvider,
     json: bool,
     writer: W,
@@ -152,9 +161,16 @@ pub fn subscriber<W>(
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
+    let exported = settings.enabled;
+    let spans = tracing_opentelemetry::layer()
+        .with_tracer(provider.tracer(SCOPE))
+        .with_location(exported)
+        .with_threads(exported)
+        .with_tracked_inactivity(exported)
+        .with_filter(filter_fn(move |metadata| exported || metadata.is_span()));
     tracing_subscriber::registry()
         .with(filter)
-        .with(tracing_opentelemetry::layer().with_tracer(provider.tracer(SCOPE)))
+        .with(spans)
         .with(LogLayer::new(json, writer))
 }
 
@@ -217,7 +233,7 @@ pub fn init(format: LogFormat) -> Result<TelemetryGuard, TelemetryError> {
     // stderr reader never stalls a request; when too much is pending,
     // callers wait rather than lines being dropped.
     let (writer, log_writer) = LineWriter::stderr();
-    subscriber(&provider, json, writer, filter).init();
+    subscriber(&settings, &provider, json, writer, filter).init();
     install_panic_hook();
     SPANS_EXPORTED.store(settings.enabled, Ordering::Relaxed);
     if settings.enabled {

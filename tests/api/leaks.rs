@@ -43,7 +43,7 @@ async fn no_log_line_holds_keys_signatures_images_or_personal_data() {
     let settings = OtlpSettings::from_env(|_| None).unwrap();
     let provider = telemetry::tracer_provider(&settings).unwrap();
     let filter = tracing_subscriber::EnvFilter::new("trace");
-    let subscriber = telemetry::subscriber(&provider, true, capture.clone(), filter);
+    let subscriber = telemetry::subscriber(&settings, &provider, true, capture.clone(), filter);
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let mut app = spawn_app_with(Options::default()).await;
@@ -115,7 +115,7 @@ async fn no_log_line_holds_the_web_identity_token_or_temporary_keys() {
     let settings = OtlpSettings::from_env(|_| None).unwrap();
     let provider = telemetry::tracer_provider(&settings).unwrap();
     let filter = tracing_subscriber::EnvFilter::new("trace");
-    let subscriber = telemetry::subscriber(&provider, true, capture.clone(), filter);
+    let subscriber = telemetry::subscriber(&settings, &provider, true, capture.clone(), filter);
     let _guard = tracing::subscriber::set_default(subscriber);
 
     let dir = tempfile::tempdir().unwrap();
