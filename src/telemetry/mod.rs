@@ -161,16 +161,21 @@ pub fn subscriber<W>(
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let exported = settings.enabled;
-    let spans = tracing_opentelemetry::layer()
-        .with_tracer(provider.tracer(SCOPE))
-        .with_location(exported)
-        .with_threads(exported)
-        .with_tracked_inactivity(exported)
-        .with_filter(filter_fn(move |metadata| exported || metadata.is_span()));
+    let exported = settings
+        .enabled
+        .then(|| tracing_opentelemetry::layer().with_tracer(provider.tracer(SCOPE)));
+    let ids_only = (!settings.enabled).then(|| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer(SCOPE))
+            .with_location(false)
+            .with_threads(false)
+            .with_tracked_inactivity(false)
+            .with_filter(filter_fn(|metadata| metadata.is_span()))
+    });
     tracing_subscriber::registry()
         .with(filter)
-        .with(spans)
+        .with(exported)
+        .with(ids_only)
         .with(LogLayer::new(json, writer))
 }
 
