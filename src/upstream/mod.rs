@@ -12,9 +12,10 @@
 //! preferred), so a retry goes to the next healthy endpoint while the rate
 //! limit stays one limit for the account, wherever calls go.
 //!
-//! May import: [`crate::tencent`] (the client it drives) and
-//! [`crate::metrics`]. Never the server: arrows point server → upstream →
-//! tencent. [`limit`] imports nothing else of the crate.
+//! May import: [`crate::tencent`] (the client it drives),
+//! [`crate::metrics`] and [`crate::net`] (the Redis connection). Never the
+//! server: arrows point server → upstream → tencent. [`limit`] imports
+//! nothing else of the crate but that Redis connection.
 
 mod attempt;
 mod endpoints;

@@ -16,10 +16,10 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use prometheus_client::metrics::counter::Counter;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use time::OffsetDateTime;
 
 use crate::metrics::{BudgetLabels, Metrics};
+use crate::net::redis_connection::RedisConnection;
 use crate::server::error::Error;
 use crate::server::spend::clock::{Clock, Period, until};
 
@@ -264,8 +264,7 @@ return answer
 /// Counters in Redis, shared by every replica; this replica's share of
 /// what is left while Redis does not answer.
 pub(crate) struct RedisBudgetStore {
-    connection: std::sync::RwLock<ConnectionManager>,
-    manager_config: ConnectionManagerConfig,
+    connection: RedisConnection,
     reserve: redis::Script,
     release: redis::Script,
     timeout: Duration,
@@ -293,15 +292,8 @@ impl RedisBudgetStore {
         clock: Arc<dyn Clock>,
         fallback_decisions: Counter,
     ) -> Result<Self, redis::RedisError> {
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(2));
-        let connection = ConnectionManager::new_lazy_with_config(client, manager_config.clone())?;
         Ok(Self {
-            connection: std::sync::RwLock::new(connection),
-            manager_config,
+            connection: RedisConnection::new(client, timeout)?,
             reserve: redis::Script::new(RESERVE_SCRIPT),
             release: redis::Script::new(RELEASE_SCRIPT),
             timeout,
@@ -318,24 +310,11 @@ impl RedisBudgetStore {
     /// # Errors
     /// The client cannot make a connection manager.
     pub(crate) fn reconnect(&self, client: redis::Client) -> Result<(), redis::RedisError> {
-        let connection =
-            ConnectionManager::new_lazy_with_config(client, self.manager_config.clone())?;
-        *self
-            .connection
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = connection;
-        Ok(())
-    }
-
-    fn connection(&self) -> ConnectionManager {
-        self.connection
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
+        self.connection.reconnect(client)
     }
 
     async fn run(&self, invocation: redis::ScriptInvocation<'_>) -> Option<Vec<u64>> {
-        let mut connection = self.connection();
+        let mut connection = self.connection.current();
         let answer: Result<Vec<i64>, redis::RedisError> = match tokio::time::timeout(
             self.timeout,
             invocation.invoke_async(&mut connection),
@@ -479,7 +458,7 @@ impl BudgetStore for RedisBudgetStore {
 
     fn used<'a>(&'a self, counters: &'a [Tally]) -> BoxFuture<'a, Vec<u64>> {
         Box::pin(async move {
-            let mut connection = self.connection();
+            let mut connection = self.connection.current();
             let keys: Vec<&str> = counters.iter().map(|c| c.key.as_str()).collect();
             let answer = tokio::time::timeout(
                 self.timeout,

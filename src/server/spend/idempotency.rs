@@ -34,7 +34,6 @@ use hmac::{Hmac, Mac as _};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prost::Message as _;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use sha2::{Digest as _, Sha256};
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -42,6 +41,7 @@ use tonic::metadata::MetadataMap;
 use zeroize::Zeroizing;
 
 use crate::metrics::{CallerLabels, Metrics};
+use crate::net::redis_connection::RedisConnection;
 use crate::proto::VerifyIdCardResponse;
 use crate::server::error::Error;
 use crate::server::validate::{EncryptionChoice, ImageSource, InvalidArgument, Verification};
@@ -527,8 +527,7 @@ return 1
 
 /// Entries in Redis, shared by every replica.
 pub(crate) struct RedisIdempotencyStore {
-    connection: std::sync::RwLock<ConnectionManager>,
-    manager_config: ConnectionManagerConfig,
+    connection: RedisConnection,
     claim: redis::Script,
     abandon: redis::Script,
     prefix: String,
@@ -546,15 +545,8 @@ impl RedisIdempotencyStore {
         prefix: impl Into<String>,
         timeout: Duration,
     ) -> Result<Self, redis::RedisError> {
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(2));
-        let connection = ConnectionManager::new_lazy_with_config(client, manager_config.clone())?;
         Ok(Self {
-            connection: std::sync::RwLock::new(connection),
-            manager_config,
+            connection: RedisConnection::new(client, timeout)?,
             claim: redis::Script::new(CLAIM_SCRIPT),
             abandon: redis::Script::new(ABANDON_SCRIPT),
             prefix: prefix.into(),
@@ -567,24 +559,11 @@ impl RedisIdempotencyStore {
     /// # Errors
     /// The client cannot make a connection manager.
     pub(crate) fn reconnect(&self, client: redis::Client) -> Result<(), redis::RedisError> {
-        let connection =
-            ConnectionManager::new_lazy_with_config(client, self.manager_config.clone())?;
-        *self
-            .connection
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = connection;
-        Ok(())
+        self.connection.reconnect(client)
     }
 
     fn key(&self, slot: &[u8; 32]) -> String {
         format!("{}:{}", self.prefix, hex::encode(slot))
-    }
-
-    fn connection(&self) -> ConnectionManager {
-        self.connection
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
     }
 
     async fn bounded<T>(
@@ -606,7 +585,7 @@ impl IdempotencyStore for RedisIdempotencyStore {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<Option<Vec<u8>>, StoreDown>> {
         Box::pin(async move {
-            let mut connection = self.connection();
+            let mut connection = self.connection.current();
             let mut invocation = self.claim.prepare_invoke();
             invocation
                 .key(self.key(slot))
@@ -624,7 +603,7 @@ impl IdempotencyStore for RedisIdempotencyStore {
         ttl: Duration,
     ) -> BoxFuture<'a, Result<(), StoreDown>> {
         Box::pin(async move {
-            let mut connection = self.connection();
+            let mut connection = self.connection.current();
             self.bounded(
                 redis::cmd("SET")
                     .arg(self.key(slot))
@@ -643,7 +622,7 @@ impl IdempotencyStore for RedisIdempotencyStore {
         pending: &'a [u8],
     ) -> BoxFuture<'a, Result<(), StoreDown>> {
         Box::pin(async move {
-            let mut connection = self.connection();
+            let mut connection = self.connection.current();
             let mut invocation = self.abandon.prepare_invoke();
             invocation.key(self.key(slot)).arg(pending);
             self.bounded(invocation.invoke_async::<i64>(&mut connection))

@@ -19,16 +19,14 @@
 //! falling back asks the script to hold the shared TAT (`ARGV[4]`), which
 //! pauses every replica until the fallback traffic has left the window.
 
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicBool, Ordering};
-
-use prometheus_client::metrics::counter::Counter;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use prometheus_client::metrics::counter::Counter;
 use tokio::time::Instant;
 
 use super::gcra::{Gcra, Quota, Rejected};
+use crate::net::redis_connection::RedisConnection;
 
 /// `KEYS[1]`: the TAT key. `ARGV`: emission interval, burst tolerance, the
 /// longest acceptable wait and a hold (no slot before now + hold), all in
@@ -76,8 +74,7 @@ pub(crate) struct RedisConfig {
 /// The shared limiter with its fallback.
 pub(crate) struct RedisLimiter {
     /// Replaced when the client changes (a rotated CA bundle).
-    connection: RwLock<ConnectionManager>,
-    manager_config: ConnectionManagerConfig,
+    connection: RedisConnection,
     script: redis::Script,
     key: String,
     quota: Quota,
@@ -105,16 +102,8 @@ impl RedisLimiter {
     /// # Errors
     /// The URL is not a Redis URL.
     pub(crate) fn new(config: RedisConfig) -> Result<Self, redis::RedisError> {
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.timeout))
-            .set_response_timeout(Some(config.timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(2));
-        let connection =
-            ConnectionManager::new_lazy_with_config(config.client, manager_config.clone())?;
         Ok(Self {
-            connection: RwLock::new(connection),
-            manager_config,
+            connection: RedisConnection::new(config.client, config.timeout)?,
             script: redis::Script::new(GCRA_SCRIPT),
             key: config.key,
             quota: config.quota,
@@ -143,7 +132,7 @@ impl RedisLimiter {
             .arg(micros(self.quota.burst_tolerance))
             .arg(micros(max_wait))
             .arg(micros(hold));
-        let mut connection = self.connection();
+        let mut connection = self.connection.current();
         let answer = tokio::time::timeout(
             self.timeout,
             invocation.invoke_async::<(i64, i64)>(&mut connection),
@@ -168,26 +157,12 @@ impl RedisLimiter {
         }
     }
 
-    /// A connection to use now.
-    fn connection(&self) -> ConnectionManager {
-        self.connection
-            .read()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone()
-    }
-
     /// Connects through `client` from now on (its CA bundle changed).
     ///
     /// # Errors
     /// The client's settings are unusable; the previous connection stays.
     pub(crate) fn reconnect(&self, client: redis::Client) -> Result<(), redis::RedisError> {
-        let connection =
-            ConnectionManager::new_lazy_with_config(client, self.manager_config.clone())?;
-        *self
-            .connection
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = connection;
-        Ok(())
+        self.connection.reconnect(client)
     }
 
     /// One round trip to Redis (`PING`) within `timeout`, to tell at
@@ -197,7 +172,7 @@ impl RedisLimiter {
     /// # Errors
     /// What Redis or the connection answered.
     pub(crate) async fn probe(&self, timeout: Duration) -> Result<(), Unusable> {
-        let mut connection = self.connection();
+        let mut connection = self.connection.current();
         let ping = redis::cmd("PING");
         match tokio::time::timeout(timeout, ping.query_async::<String>(&mut connection)).await {
             Ok(Ok(_)) => Ok(()),
