@@ -91,8 +91,14 @@ class Rendered:
 
     @property
     def container(self) -> dict[str, Any]:
-        (container,) = self.pod_spec["containers"]
+        """The gateway container (sidecars may sit beside it)."""
+        (container,) = [c for c in self.pod_spec["containers"] if c["name"] == "gateway"]
         return container
+
+    def service(self, name: str = FULLNAME) -> dict[str, Any]:
+        """The Service called `name` (the main one by default)."""
+        (service,) = [s for s in self.all("Service") if s["metadata"]["name"] == name]
+        return service
 
     @property
     def env(self) -> dict[str, dict[str, Any]]:

@@ -159,6 +159,70 @@ MATRIX = {
             }
         },
     ),
+    # Chart 0.5.0: exposure outside the cluster, client-side balancing.
+    "load-balancer": {
+        "service": {
+            "type": "LoadBalancer",
+            "nodePort": 30051,
+            "loadBalancerSourceRanges": ["203.0.113.0/24", "2001:db8::/32"],
+            "externalTrafficPolicy": "Local",
+            "headless": True,
+        },
+        "serviceMonitor": {"enabled": True, "interval": "1m", "scrapeTimeout": "1m"},
+    },
+    "node-port": {"service": {"type": "NodePort", "externalTrafficPolicy": "Cluster"}},
+    # Escape hatches and Kubernetes fields passed through.
+    "escape-hatches": {
+        "image": {"tag": 2},
+        "imagePullSecrets": [{"name": "registry"}],
+        "nodeSelector": {"kubernetes.io/os": "linux"},
+        "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
+        "extraEnv": [{"name": "CORPORATE_CA_DIR", "value": "/etc/corporate-ca"}],
+        "extraEnvFrom": [{"configMapRef": {"name": "gateway-extra-env"}}],
+        "extraVolumes": [{"name": "corporate-ca", "configMap": {"name": "corporate-ca-bundle"}}],
+        "extraVolumeMounts": [{"name": "corporate-ca", "mountPath": "/etc/corporate-ca", "readOnly": True}],
+        "initContainers": [
+            {
+                "name": "wait",
+                "image": "registry.example.com/busybox:1.37",
+                "command": ["true"],
+                "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True},
+            }
+        ],
+        "sidecars": [
+            {
+                "name": "proxy",
+                "image": "registry.example.com/proxy:1.0",
+                "ports": [{"name": "proxy", "containerPort": 8443}],
+                "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True},
+            }
+        ],
+        "podSecurityContext": {"supplementalGroups": [1000], "fsGroupChangePolicy": "OnRootMismatch"},
+        "securityContext": {"appArmorProfile": {"type": "RuntimeDefault"}},
+        "probes": {"readiness": {"successThreshold": 1}},
+        "resources": {"limits": {"memory": "2Gi"}, "requests": {"memory": "512Mi", "ephemeral-storage": "64Mi"}},
+        "otel": {"endpoint": "https://otel.example.com", "samplerArg": 0.25, "sampler": "traceidratio"},
+    },
+    "hpa-custom-metrics": merge(
+        HPA,
+        REDIS,
+        {
+            "autoscaling": {
+                "targetCPUUtilizationPercentage": None,
+                "metrics": [
+                    {
+                        "type": "Pods",
+                        "pods": {
+                            "metric": {"name": "faceid_upstream_in_flight"},
+                            "target": {"type": "AverageValue", "averageValue": "64"},
+                        },
+                    }
+                ],
+            },
+            "podDisruptionBudget": {"minAvailable": "50%"},
+        },
+    ),
     "everything": merge(
         HPA,
         REDIS,
@@ -844,7 +908,8 @@ def test_standard_labels_everywhere(rendered):
             labels = obj["metadata"]["labels"]
             where = (case, obj["kind"])
             assert labels["app.kubernetes.io/instance"] == RELEASE, where
-            assert labels["app.kubernetes.io/version"] == "0.1.0", where
+            # The image tag when set (a number from --set is its text), else appVersion.
+            assert labels["app.kubernetes.io/version"] == str(MATRIX[case].get("image", {}).get("tag", "0.1.0")), where
             assert labels["app.kubernetes.io/managed-by"] == "Helm", where
             assert labels["app.kubernetes.io/name"].startswith("faceid-gateway"), where
             assert labels["helm.sh/chart"] == "faceid-gateway-0.5.0", where
@@ -1315,7 +1380,6 @@ def _values_of_0_1_0(values):
     values["credentials"]["reloadInterval"] = "5s"
     del values["tests"]["enabled"], values["tests"]["tls"]
     del values["rateLimit"]["redis"]["ca"]
-    del values["autoscaling"]["behavior"]
 
 
 def _values_of_0_2_0(values):
@@ -1327,12 +1391,7 @@ def _values_of_0_2_0(values):
 
 
 def _values_of_0_3_0(values):
-    _values_of_0_4_0(values)
     del values["spend"]
-
-
-def _values_of_0_4_0(values):
-    del values["autoscaling"]["behavior"]
 
 
 @pytest.mark.parametrize(
@@ -1340,14 +1399,12 @@ def _values_of_0_4_0(values):
     [
         (
             _values_of_0_1_0,
-            "reloadInterval, tls, auth, connections, upstreamEncryption, input, rateLimit.redis.ca, spend, "
-            "autoscaling.behavior",
+            "reloadInterval, tls, auth, connections, upstreamEncryption, input, rateLimit.redis.ca, spend",
         ),
-        (_values_of_0_2_0, "input, rateLimit.redis.ca, spend, autoscaling.behavior"),
-        (_values_of_0_3_0, "spend, autoscaling.behavior"),
-        (_values_of_0_4_0, "autoscaling.behavior"),
+        (_values_of_0_2_0, "input, rateLimit.redis.ca, spend"),
+        (_values_of_0_3_0, "spend"),
     ],
-    ids=["from-0.1.0", "from-0.2.0", "from-0.3.0", "from-0.4.0"],
+    ids=["from-0.1.0", "from-0.2.0", "from-0.3.0"],
 )
 def test_reused_values_of_an_older_release_fail_with_advice(tmp_path, old_defaults, missing):
     """`helm upgrade --reuse-values` renders with the old chart's defaults
@@ -1844,7 +1901,7 @@ def test_the_service_port_keeps_its_name_and_warns_against_http_only(rendered, r
     with TLS): a mesh then speaks HTTP/2 to the pods, which carries gRPC and
     HTTP/JSON alike; `http` would make it forward gRPC as HTTP/1.1."""
     for case, out in rendered.items():
-        port = next(p for p in out.one("Service")["spec"]["ports"] if p["targetPort"] == "grpc")
+        port = next(p for p in out.service()["spec"]["ports"] if p["targetPort"] == "grpc")
         assert port["name"] == "grpc", case
         assert port["appProtocol"] in ("grpc", "https"), case
         assert "grpcAppProtocol" not in out.notes, case

@@ -195,7 +195,7 @@ reads as their default (a null, an empty string, false) need no entry.
 */}}
 {{- define "faceid-gateway.requireCurrentValues" -}}
 {{- $missing := list -}}
-{{- range $path := list "reloadInterval" "tls" "auth" "connections" "upstreamEncryption" "input" "rateLimit.redis.ca" "spend" "autoscaling.behavior" -}}
+{{- range $path := list "reloadInterval" "tls" "auth" "connections" "upstreamEncryption" "input" "rateLimit.redis.ca" "spend" -}}
 {{- $node := $.Values -}}
 {{- $found := true -}}
 {{- range splitList "." $path -}}
@@ -387,6 +387,15 @@ says what to set.
 {{- $floor := add $v.preStopSleepSeconds $v.drainTimeoutSeconds -}}
 {{- if le (include "faceid-gateway.gracePeriod" . | int) ($floor | int) -}}
 {{- fail (printf "faceid-gateway: terminationGracePeriodSeconds=%d must be larger than preStopSleepSeconds + drainTimeoutSeconds = %d, or in-flight calls are killed before they drain. Leave it null to get %d." (include "faceid-gateway.gracePeriod" . | int) ($floor | int) (add $floor 10)) -}}
+{{- end -}}
+{{- if and $v.otel.endpoint (eq $v.otel.protocol "grpc") (hasPrefix "https://" $v.otel.endpoint) -}}
+{{- fail "faceid-gateway: otel.protocol=grpc with an https:// otel.endpoint: the gateway exports OTLP over gRPC without TLS only, and would refuse to start. Use otel.protocol=http/protobuf for an https:// collector, or a plaintext http:// gRPC endpoint (e.g. a collector in the cluster)." -}}
+{{- end -}}
+{{- if and $c.roleArn (not .Values.simulate) -}}
+{{- $roleMs := include "faceid-gateway.prometheusMs" $c.roleDuration | int64 -}}
+{{- if or (lt $roleMs 1000) (gt $roleMs 43200000) -}}
+{{- fail (printf "faceid-gateway: credentials.roleDuration=%s: STS issues a role's keys for 1s to 12h; the gateway would refuse to start. Use e.g. 2h." $c.roleDuration) -}}
+{{- end -}}
 {{- end -}}
 {{- if not $v.image.repository -}}
 {{- fail "faceid-gateway: set image.repository to the registry you pushed the gateway's image to (docker build -t registry.example.com/faceid-gateway:<tag> . && docker push ...; see the chart README). No image is published, and a bare name would silently pull from Docker Hub." -}}
