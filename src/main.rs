@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::Parser as _;
 use faceid_gateway::config::{Cli, Command, ServeArgs, SimulatorArgs, TokenArgs};
 use faceid_gateway::simulator::{ServerFault, Simulator, SimulatorConfig};
-use faceid_gateway::startup::{Application, UpstreamTarget, shutdown_signal};
+use faceid_gateway::startup::{self, Application, UpstreamTarget, shutdown_signal};
 use faceid_gateway::telemetry;
 use faceid_gateway::tencent::CredentialProvider;
 use faceid_gateway::tencent::credentials::ChainSettings;
@@ -32,6 +32,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match command {
+            Command::Serve(args) if args.check_config => check_config(&args).await,
             Command::Serve(args) => serve(*args).await,
             Command::Simulator(args) => simulator(args).await,
             Command::Token(args) => token(&args),
@@ -63,6 +64,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // Export the spans of the last requests before exiting.
     telemetry.shutdown();
     Ok(served?)
+}
+
+/// `serve --check-config`: the start-up checks that need no network, then
+/// one line on stdout; a failure is printed by `main` as `serve` prints it.
+async fn check_config(args: &ServeArgs) -> anyhow::Result<()> {
+    startup::check_config(args, |name| std::env::var(name).ok()).await?;
+    println!("configuration ok");
+    Ok(())
 }
 
 /// Prints a new token (to give the caller) and its tokens-file line (to add

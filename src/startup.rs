@@ -451,6 +451,168 @@ impl Application {
     }
 }
 
+/// Why `serve --check-config` refused the configuration: the error `serve`
+/// would stop with, unchanged (same message, same causes).
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// An `OTEL_*` setting `serve` refuses.
+    #[error(transparent)]
+    Telemetry(#[from] crate::telemetry::TelemetryError),
+    /// Credentials `serve` would not start with.
+    #[error(transparent)]
+    Credentials(#[from] tencent::credentials::CredentialsError),
+    /// Anything else [`Application::build`] refuses.
+    #[error(transparent)]
+    Startup(#[from] StartupError),
+}
+
+/// `serve --check-config`: the checks `serve` makes before it serves, in
+/// the same order and with the same errors, but without binding a port,
+/// contacting anything, or installing the global subscriber. `var` looks a
+/// variable up (`std::env::var` outside tests).
+///
+/// Not made, as they need the network: temporary keys (STS, TKE OIDC, the
+/// CVM metadata server; `--role-arn`'s keys), and whether Redis answers and
+/// accepts the password and certificate. Not made for a named file that is
+/// absent (a Secret not mounted where the check runs): its contents, and
+/// the checks that need them (TLS files, the tokens file, Tencent public
+/// keys, the Redis CA bundle, the credentials file). A file that is present
+/// is read and checked as `serve` reads it.
+///
+/// # Errors
+/// The first check that fails, as `serve` reports it.
+pub async fn check_config(
+    args: &ServeArgs,
+    var: impl Fn(&str) -> Option<String>,
+) -> Result<(), CheckError> {
+    // What telemetry::init checks: the OTLP settings and the exporter.
+    let otlp = crate::telemetry::OtlpSettings::from_env(&var)?;
+    let _unused = crate::telemetry::tracer_provider(&otlp)?.shutdown();
+    if !args.simulate
+        && let Some(settings) = offline_credentials(args, &var)
+    {
+        CredentialProvider::from_chain(&settings, &var).await?;
+    }
+    check_build(&present_files_only(args))?;
+    Ok(())
+}
+
+/// The credential settings whose check needs no network, or `None` when
+/// every check would: the keys found are checked without `--role-arn`'s STS
+/// call, and `auto` only when it stops before TKE OIDC's or the CVM role's
+/// first request (keys in the environment, a credentials file, or a TKE
+/// setup that is half there).
+fn offline_credentials(
+    args: &ServeArgs,
+    var: &impl Fn(&str) -> Option<String>,
+) -> Option<tencent::credentials::ChainSettings> {
+    use crate::config::CredentialsSource;
+    use tencent::credentials::{ENV_CREDENTIALS_FILE, ENV_SECRET_ID, ENV_SECRET_KEY};
+
+    let set = |name: &str| var(name).is_some_and(|value| !value.is_empty());
+    // A file that is named must be there: when it is not (yet), it cannot
+    // be read here.
+    let named_file_absent = var(ENV_CREDENTIALS_FILE)
+        .filter(|path| !path.is_empty())
+        .is_some_and(|path| !std::path::Path::new(&path).exists());
+    let default_file = var("HOME")
+        .filter(|home| !home.is_empty())
+        .map(|home| std::path::Path::new(&home).join(".tencentcloud/credentials"))
+        .into_iter()
+        .chain([std::path::PathBuf::from("/etc/tencentcloud/credentials")])
+        .any(|path| path.exists());
+    let tke = [
+        "TKE_ROLE_ARN",
+        "TKE_PROVIDER_ID",
+        "TKE_WEB_IDENTITY_TOKEN_FILE",
+    ]
+    .iter()
+    .filter(|name| set(name))
+    .count();
+    let offline = match args.credentials_source {
+        CredentialsSource::Env => true,
+        CredentialsSource::File => !named_file_absent,
+        // All three set: STS is asked.
+        CredentialsSource::Oidc => tke < 3,
+        CredentialsSource::CvmRole => false,
+        CredentialsSource::Auto => {
+            set(ENV_SECRET_ID)
+                || set(ENV_SECRET_KEY)
+                || (!named_file_absent && (set(ENV_CREDENTIALS_FILE) || default_file))
+                || (!named_file_absent && (1..3).contains(&tke))
+        }
+    };
+    let mut settings = tencent::credentials::ChainSettings::from_args(args);
+    settings.role = None;
+    offline.then_some(settings)
+}
+
+/// `args` with every named file that is absent unset, so the checks below
+/// skip what they cannot read; TLS needs both its certificate and its key.
+fn present_files_only(args: &ServeArgs) -> ServeArgs {
+    fn present(path: &Option<std::path::PathBuf>) -> Option<std::path::PathBuf> {
+        path.clone().filter(|path| path.exists())
+    }
+    let mut args = args.clone();
+    args.tencent_rsa_public_key = present(&args.tencent_rsa_public_key);
+    args.tencent_sm2_public_key = present(&args.tencent_sm2_public_key);
+    args.rate_limit_redis_ca = present(&args.rate_limit_redis_ca);
+    args.auth_tokens_file = present(&args.auth_tokens_file);
+    args.tls_client_ca = present(&args.tls_client_ca);
+    if present(&args.tls_cert).is_none() || present(&args.tls_key).is_none() {
+        (args.tls_cert, args.tls_key, args.tls_client_ca) = (None, None, None);
+    }
+    args
+}
+
+/// The steps of [`Application::build`] that need neither the network nor a
+/// port, in its order (keep the two in step).
+fn check_build(args: &ServeArgs) -> Result<(), StartupError> {
+    let endpoints = if args.simulate {
+        None
+    } else {
+        let Some((primary, backups)) = args.endpoint.split_first() else {
+            return Err(tencent::client::BuildError::Endpoint.into());
+        };
+        PublicKeys::from_pem_files(
+            args.tencent_rsa_public_key.as_deref(),
+            args.tencent_sm2_public_key.as_deref(),
+        )?;
+        Some((primary.clone(), backups.to_vec()))
+    };
+    let metrics = Arc::new(Metrics::new());
+    let redis = SharedRedis::of(args)?;
+    build_limiter(args, redis.as_ref(), &metrics)?;
+    build_spend(args, redis.as_ref(), &metrics)?;
+    if let Some((endpoint, backups)) = endpoints {
+        // Throwaway keys: only the endpoints, the region and the HTTP
+        // client's settings are checked.
+        let keys = Credentials::new("AKIDcheckconfig", "check-config", None)
+            .expect("constant keys are visible ASCII");
+        tencent::Client::with_backups(
+            ClientConfig {
+                endpoint,
+                region: args.region.clone(),
+                connect_timeout: args.connect_timeout,
+                request_timeout: args.upstream_timeout,
+            },
+            backups,
+            Arc::new(CredentialProvider::fixed(keys)),
+        )?;
+    }
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        ReloadingAcceptor::load(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: args.tls_client_ca.clone(),
+        })?;
+    }
+    if let Some(path) = &args.auth_tokens_file {
+        Authenticator::load(path)?;
+    }
+    Ok(())
+}
+
 /// Completes when the process receives SIGTERM (Kubernetes) or SIGINT
 /// (Ctrl-C): the signal that starts a graceful shutdown. The handlers are
 /// installed when this is called, not when the future is first polled, so

@@ -1,7 +1,7 @@
 //! The command line: `serve` (the default), `simulator` and `token`. Every
-//! flag also reads `FACEID_<FLAG_IN_CAPS>`; Tencent keys come only from the
-//! `TENCENTCLOUD_*` variables or files, never from flags, so they stay out of
-//! process listings.
+//! flag but `--check-config` also reads `FACEID_<FLAG_IN_CAPS>`; Tencent keys
+//! come only from the `TENCENTCLOUD_*` variables or files, never from flags,
+//! so they stay out of process listings.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -200,6 +200,14 @@ pub struct ServeArgs {
     /// it; doubles per ejection in a row, up to 5 minutes.
     #[arg(long, env = "FACEID_EJECT_FOR", default_value = "30s", value_parser = parse_positive_duration)]
     pub eject_for: Duration,
+
+    /// Check the configuration and exit instead of serving: the flags and
+    /// variables are read as for `serve`, then the start-up checks that need
+    /// no network run (a named file that is absent is not read); prints
+    /// `configuration ok`, or the error `serve` would stop with. No
+    /// variable: one left in a pod's environment would end every start.
+    #[arg(long)]
+    pub check_config: bool,
 
     /// Run the built-in simulator in-process and call it instead of Tencent
     /// (no credentials needed; results are marked simulated).
@@ -679,6 +687,35 @@ mod tests {
         ] {
             assert!(Cli::try_parse_from(argv).is_err());
         }
+    }
+
+    #[test]
+    fn a_zero_reload_interval_is_refused_at_parse_time() {
+        // The file watchers tick at this interval; zero would panic there.
+        for zero in ["0", "0s", "0ms", "0m 0s"] {
+            let error = Cli::try_parse_from(["faceid-gateway", "--reload-interval", zero])
+                .expect_err(zero)
+                .to_string();
+            assert!(error.contains("must be more than 0"), "{error}");
+        }
+        assert_eq!(
+            ServeArgs::from_flags(["--reload-interval", "1ms"]).reload_interval,
+            Duration::from_millis(1)
+        );
+    }
+
+    #[test]
+    fn check_config_is_a_serve_flag_without_a_variable() {
+        for argv in [
+            vec!["faceid-gateway", "--check-config"],
+            vec!["faceid-gateway", "serve", "--check-config", "--simulate"],
+        ] {
+            let Command::Serve(args) = Cli::parse_from(argv).into_command() else {
+                panic!("expected serve");
+            };
+            assert!(args.check_config);
+        }
+        assert!(!ServeArgs::defaults().check_config);
     }
 
     #[test]

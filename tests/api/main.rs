@@ -1,6 +1,7 @@
 //! Behaviour tests of the gateway, one test binary (one link) for all of them.
 
 mod batch;
+mod check_config;
 mod cli;
 mod credentials;
 mod encryption;

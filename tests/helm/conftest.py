@@ -27,6 +27,11 @@ FAKE_SECRET_KEY = "fakeKey-Zq81Xw0vUt7sRr5pQo3n"
 FAKE_SESSION_TOKEN = "fakeToken-Hj4Kl6Mn8Pq0Rs2Tu"
 FAKE_REDIS_PASSWORD = "fakeRedisPw-Bc5De7Fg9"
 
+# image.repository has no default (no image is published): every rendering
+# names one, as every install must.
+IMAGE_REPOSITORY = "registry.example.com/faceid-gateway"
+BASE_VALUES = {"image": {"repository": IMAGE_REPOSITORY}}
+
 INLINE_KEYS = {
     "secretId": FAKE_SECRET_ID,
     "secretKey": FAKE_SECRET_KEY,
@@ -86,8 +91,14 @@ class Rendered:
 
     @property
     def container(self) -> dict[str, Any]:
-        (container,) = self.pod_spec["containers"]
+        """The gateway container (sidecars may sit beside it)."""
+        (container,) = [c for c in self.pod_spec["containers"] if c["name"] == "gateway"]
         return container
+
+    def service(self, name: str = FULLNAME) -> dict[str, Any]:
+        """The Service called `name` (the main one by default)."""
+        (service,) = [s for s in self.all("Service") if s["metadata"]["name"] == name]
+        return service
 
     @property
     def env(self) -> dict[str, dict[str, Any]]:
@@ -110,12 +121,13 @@ def chart() -> Iterator[helm.Chart]:
 
 @pytest.fixture(scope="session")
 def render(chart: helm.Chart):
-    """render(values) -> Rendered; raises what Helm raises (HelmRenderError for
-    a template `fail`, HelmValuesError for a schema violation)."""
+    """render(values) -> Rendered, with BASE_VALUES under `values`; raises
+    what Helm raises (HelmRenderError for a template `fail`, HelmValuesError
+    for a schema violation)."""
 
     def _render(values: dict[str, Any] | None = None) -> Rendered:
         files = chart.render(
-            copy.deepcopy(values or {}), name=RELEASE, namespace=NAMESPACE, is_install=True
+            merge(BASE_VALUES, values or {}), name=RELEASE, namespace=NAMESPACE, is_install=True
         )
         return Rendered(files)
 

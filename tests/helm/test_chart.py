@@ -20,6 +20,7 @@ from yamllint import config as yamllint_config
 from yamllint import linter as yamllint_linter
 
 from conftest import (
+    BASE_VALUES,
     CHART,
     FAKE_REDIS_PASSWORD,
     FAKE_SECRET_ID,
@@ -158,6 +159,70 @@ MATRIX = {
             }
         },
     ),
+    # Chart 0.5.0: exposure outside the cluster, client-side balancing.
+    "load-balancer": {
+        "service": {
+            "type": "LoadBalancer",
+            "nodePort": 30051,
+            "loadBalancerSourceRanges": ["203.0.113.0/24", "2001:db8::/32"],
+            "externalTrafficPolicy": "Local",
+            "headless": True,
+        },
+        "serviceMonitor": {"enabled": True, "interval": "1m", "scrapeTimeout": "1m"},
+    },
+    "node-port": {"service": {"type": "NodePort", "externalTrafficPolicy": "Cluster"}},
+    # Escape hatches and Kubernetes fields passed through.
+    "escape-hatches": {
+        "image": {"tag": 2},
+        "imagePullSecrets": [{"name": "registry"}],
+        "nodeSelector": {"kubernetes.io/os": "linux"},
+        "tolerations": [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}],
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
+        "extraEnv": [{"name": "CORPORATE_CA_DIR", "value": "/etc/corporate-ca"}],
+        "extraEnvFrom": [{"configMapRef": {"name": "gateway-extra-env"}}],
+        "extraVolumes": [{"name": "corporate-ca", "configMap": {"name": "corporate-ca-bundle"}}],
+        "extraVolumeMounts": [{"name": "corporate-ca", "mountPath": "/etc/corporate-ca", "readOnly": True}],
+        "initContainers": [
+            {
+                "name": "wait",
+                "image": "registry.example.com/busybox:1.37",
+                "command": ["true"],
+                "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True},
+            }
+        ],
+        "sidecars": [
+            {
+                "name": "proxy",
+                "image": "registry.example.com/proxy:1.0",
+                "ports": [{"name": "proxy", "containerPort": 8443}],
+                "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True},
+            }
+        ],
+        "podSecurityContext": {"supplementalGroups": [1000], "fsGroupChangePolicy": "OnRootMismatch"},
+        "securityContext": {"appArmorProfile": {"type": "RuntimeDefault"}},
+        "probes": {"readiness": {"successThreshold": 1}},
+        "resources": {"limits": {"memory": "2Gi"}, "requests": {"memory": "512Mi", "ephemeral-storage": "64Mi"}},
+        "otel": {"endpoint": "https://otel.example.com", "samplerArg": 0.25, "sampler": "traceidratio"},
+    },
+    "hpa-custom-metrics": merge(
+        HPA,
+        REDIS,
+        {
+            "autoscaling": {
+                "targetCPUUtilizationPercentage": None,
+                "metrics": [
+                    {
+                        "type": "Pods",
+                        "pods": {
+                            "metric": {"name": "faceid_upstream_in_flight"},
+                            "target": {"type": "AverageValue", "averageValue": "64"},
+                        },
+                    }
+                ],
+            },
+            "podDisruptionBudget": {"minAvailable": "50%"},
+        },
+    ),
     "everything": merge(
         HPA,
         REDIS,
@@ -259,7 +324,7 @@ def rendered(render):
 
 @pytest.mark.parametrize("case", MATRIX)
 def test_strict_lint_passes(case):
-    report = helm.lint(str(CHART), MATRIX[case], strict=True, kube_version="v1.30.0")
+    report = helm.lint(str(CHART), merge(BASE_VALUES, MATRIX[case]), strict=True, kube_version="v1.30.0")
     assert report["errors"] == [], report
     # Only informational messages (severity 1, e.g. "icon is recommended").
     assert [m for m in report["messages"] if m["severity"] > 1] == [], report
@@ -400,9 +465,24 @@ def test_schema_rejects_bad_values(chart, render, bad):
         render(bad)
 
 
+# Kubernetes objects passed through as they are: the fields listed in the
+# schema are checked there, any other field Kubernetes knows is let through
+# (Kubernetes checks it at install; the tests validate every rendering).
+PASS_THROUGH = {
+    "values.podSecurityContext",
+    "values.securityContext",
+    "values.resources.requests",
+    "values.resources.limits",
+    "values.probes.startup",
+    "values.probes.liveness",
+    "values.probes.readiness",
+}
+
+
 def test_schema_covers_every_default_value():
     """Each key of values.yaml is declared in values.schema.json (and objects
-    there refuse unknown keys), so the schema and the defaults stay in step."""
+    there refuse unknown keys, but the Kubernetes objects passed through), so
+    the schema and the defaults stay in step."""
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     schema = json.loads((CHART / "values.schema.json").read_text())
     definitions = schema["definitions"]
@@ -415,7 +495,10 @@ def test_schema_covers_every_default_value():
     def walk(value, node, path):
         node = resolve(node)
         if isinstance(value, dict) and "properties" in node:
-            assert node.get("additionalProperties") is False, f"{path} accepts unknown keys"
+            if path in PASS_THROUGH:
+                assert node.get("additionalProperties") is not False, f"{path} refuses Kubernetes fields"
+            else:
+                assert node.get("additionalProperties") is False, f"{path} accepts unknown keys"
             for key, child in value.items():
                 assert key in node["properties"], f"{path}.{key} is not in the schema"
                 walk(child, node["properties"][key], f"{path}.{key}")
@@ -490,7 +573,7 @@ def test_the_container_runs_serve_with_the_image_entrypoint(rendered):
     out = rendered["defaults"]
     assert out.container["args"] == ["serve"]
     assert "command" not in out.container
-    assert out.container["image"] == "faceid-gateway:0.1.0"
+    assert out.container["image"] == "registry.example.com/faceid-gateway:0.1.0"
     ports = {p["name"]: p["containerPort"] for p in out.container["ports"]}
     assert ports == {"grpc": 50051, "metrics": 9090}
     pinned = rendered["everything"].container["image"]
@@ -549,14 +632,14 @@ def test_settings_reach_the_process_through_a_configmap(rendered):
         "FACEID_RATE_LIMIT_MAX_WAIT": "5s",
         "FACEID_RATE_LIMIT_REDIS_KEY": "faceid-gateway:rate-limit:CheckIdCardInformation",
         "FACEID_RATE_LIMIT_FALLBACK_SHARE": "0.25",
-        "FACEID_MAX_IN_FLIGHT": "256",
+        "FACEID_MAX_IN_FLIGHT": "128",
         "FACEID_MAX_ATTEMPTS": "3",
         "FACEID_UPSTREAM_TIMEOUT": "10s",
         "FACEID_MATCH_THRESHOLD": "70",
         "FACEID_DRAIN_TIMEOUT": "20s",
         "FACEID_LOG_FORMAT": "json",
-        "FACEID_BATCH_CONCURRENCY": "32",
-        "FACEID_BATCH_GLOBAL_CONCURRENCY": "128",
+        "FACEID_BATCH_CONCURRENCY": "16",
+        "FACEID_BATCH_GLOBAL_CONCURRENCY": "32",
         "OTEL_SERVICE_NAME": "faceid-gateway",
     }
     assert {k: config.get(k) for k in expected} == expected
@@ -825,10 +908,11 @@ def test_standard_labels_everywhere(rendered):
             labels = obj["metadata"]["labels"]
             where = (case, obj["kind"])
             assert labels["app.kubernetes.io/instance"] == RELEASE, where
-            assert labels["app.kubernetes.io/version"] == "0.1.0", where
+            # The image tag when set (a number from --set is its text), else appVersion.
+            assert labels["app.kubernetes.io/version"] == str(MATRIX[case].get("image", {}).get("tag", "0.1.0")), where
             assert labels["app.kubernetes.io/managed-by"] == "Helm", where
             assert labels["app.kubernetes.io/name"].startswith("faceid-gateway"), where
-            assert labels["helm.sh/chart"] == "faceid-gateway-0.4.0", where
+            assert labels["helm.sh/chart"] == "faceid-gateway-0.5.0", where
     template_labels = rendered["everything"].deployment["spec"]["template"]["metadata"]["labels"]
     assert template_labels["example.com/tier"] == "backend"
     assert template_labels["example.com/owner"] == "identity"
@@ -849,13 +933,14 @@ def test_network_policy(rendered):
     assert {"podSelector": {}} in grpc_rule["from"]
     assert metrics_rule["ports"] == [{"port": "metrics", "protocol": "TCP"}]
     egress_ports = {(p["port"], p["protocol"]) for rule in policy["egress"] for p in rule["ports"]}
-    assert {(53, "UDP"), (53, "TCP"), (443, "TCP"), (6379, "TCP"), (4317, "TCP"), (4318, "TCP")} <= egress_ports
+    # OTLP: the port of otel.endpoint (gRPC, 4317), no other.
+    assert egress_ports == {(53, "UDP"), (53, "TCP"), (443, "TCP"), (6379, "TCP"), (4317, "TCP")}
 
     # Chosen peers and extra rules are kept as given.
     policy = rendered["everything"].one("NetworkPolicy")["spec"]
     assert {"namespaceSelector": {"matchLabels": {"team": "payments"}}} in policy["ingress"][0]["from"]
     egress_ports = {p["port"] for rule in policy["egress"] for p in rule["ports"]}
-    assert egress_ports == {53, 443, 6379, 4317, 4318, 8443}
+    assert egress_ports == {53, 443, 6379, 4318, 8443}
     redis_rule = next(r for r in policy["egress"] if r["ports"][0]["port"] == 6379)
     assert redis_rule["to"] == [{"podSelector": {"matchLabels": {"app": "redis"}}}]
 
@@ -874,7 +959,10 @@ def test_service_monitor_is_gated_by_a_value(rendered):
     assert monitor["metadata"]["labels"]["release"] == "prom"
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint["port"] == "metrics" and endpoint["path"] == "/metrics"
-    assert monitor["spec"]["selector"]["matchLabels"] == rendered["service-monitor"].one("Service")["spec"]["selector"]
+    # It selects the Service that carries the metrics port.
+    service = rendered["service-monitor"].one("Service")
+    assert monitor["spec"]["selector"]["matchLabels"] == {**service["spec"]["selector"], "faceid-gateway/metrics": "true"}
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
 
 
 def test_helm_test_pod_checks_grpc_health(rendered):
@@ -939,7 +1027,7 @@ def test_notes_warn_when_the_redis_fallback_would_exceed_the_limit(render):
 
 def test_chart_packages(tmp_path):
     helm.package(str(CHART), destination=str(tmp_path))
-    assert [p.name for p in tmp_path.iterdir()] == ["faceid-gateway-0.4.0.tgz"]
+    assert [p.name for p in tmp_path.iterdir()] == ["faceid-gateway-0.5.0.tgz"]
 
 
 # ------------------------------------- TLS, caller tokens, encryption, limits
@@ -1334,7 +1422,7 @@ def test_reused_values_of_an_older_release_fail_with_advice(tmp_path, old_defaul
             chart.render({}, name=RELEASE, namespace="faceid", is_install=False)
     message = str(error.value)
     assert "--reset-then-reuse-values" in message
-    assert f"the values lack {missing}, which chart 0.4.0 defines" in message
+    assert f"the values lack {missing}, which chart 0.5.0 defines" in message
     assert "nil pointer" not in message
 
 
@@ -1813,7 +1901,7 @@ def test_the_service_port_keeps_its_name_and_warns_against_http_only(rendered, r
     with TLS): a mesh then speaks HTTP/2 to the pods, which carries gRPC and
     HTTP/JSON alike; `http` would make it forward gRPC as HTTP/1.1."""
     for case, out in rendered.items():
-        port = next(p for p in out.one("Service")["spec"]["ports"] if p["targetPort"] == "grpc")
+        port = next(p for p in out.service()["spec"]["ports"] if p["targetPort"] == "grpc")
         assert port["name"] == "grpc", case
         assert port["appProtocol"] in ("grpc", "https"), case
         assert "grpcAppProtocol" not in out.notes, case
@@ -2010,7 +2098,12 @@ def test_the_network_policy_treats_an_endpoint_list_like_one_endpoint(rendered):
     one = rendered["network-policy"].one("NetworkPolicy")["spec"]["egress"]
     many = rendered["endpoint-list"].one("NetworkPolicy")["spec"]["egress"]
     https = [r for r in many if r["ports"] == [{"port": 443, "protocol": "TCP"}]]
-    assert https == [{"ports": [{"port": 443, "protocol": "TCP"}], "to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}]
+    assert https == [
+        {
+            "ports": [{"port": 443, "protocol": "TCP"}],
+            "to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}, {"ipBlock": {"cidr": "::/0"}}],
+        }
+    ]
     assert https[0] in one
 
 
@@ -2019,6 +2112,7 @@ def test_values_saved_by_0_3_0_render_unchanged(render):
     config.endpoint a string) renders the settings it had, and the new
     variables stay unset."""
     values = yaml.safe_load((CHART / "values.yaml").read_text())
+    values["image"]["repository"] = "registry.example.com/faceid-gateway"
     del values["spend"]
     del values["config"]["ejectAfter"], values["config"]["ejectFor"]
     values["config"]["endpoint"] = "https://faceid.tencentcloudapi.com"
