@@ -214,23 +214,11 @@ impl Application {
             Limiter::Local(_) => None,
         };
         let spend = Arc::new(build_spend(&args, redis.as_ref(), &metrics)?);
-        let client = tencent::Client::with_backups(
-            ClientConfig {
-                endpoint,
-                region: args.region.clone(),
-                connect_timeout: args.connect_timeout,
-                request_timeout: args.upstream_timeout,
-            },
-            backups,
-            credentials,
-        )?;
-        let tls = match (&args.tls_cert, &args.tls_key) {
-            (Some(cert), Some(key)) => Some(Arc::new(ReloadingAcceptor::load(TlsFiles {
-                cert: cert.clone(),
-                key: key.clone(),
-                client_ca: args.tls_client_ca.clone(),
-            })?)),
-            _ => None,
+        let client =
+            tencent::Client::with_backups(client_config(&args, endpoint), backups, credentials)?;
+        let tls = match tls_files(&args) {
+            Some(files) => Some(Arc::new(ReloadingAcceptor::load(files)?)),
+            None => None,
         };
         let authenticator = match &args.auth_tokens_file {
             Some(path) => Some(Arc::new(Authenticator::load(path)?)),
@@ -590,22 +578,13 @@ fn check_build(args: &ServeArgs) -> Result<(), StartupError> {
         let keys = Credentials::new("AKIDcheckconfig", "check-config", None)
             .expect("constant keys are visible ASCII");
         tencent::Client::with_backups(
-            ClientConfig {
-                endpoint,
-                region: args.region.clone(),
-                connect_timeout: args.connect_timeout,
-                request_timeout: args.upstream_timeout,
-            },
+            client_config(args, endpoint),
             backups,
             Arc::new(CredentialProvider::fixed(keys)),
         )?;
     }
-    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
-        ReloadingAcceptor::load(TlsFiles {
-            cert: cert.clone(),
-            key: key.clone(),
-            client_ca: args.tls_client_ca.clone(),
-        })?;
+    if let Some(files) = tls_files(args) {
+        ReloadingAcceptor::load(files)?;
     }
     if let Some(path) = &args.auth_tokens_file {
         Authenticator::load(path)?;
@@ -969,6 +948,28 @@ fn encryption_policy(args: &ServeArgs, public_keys: PublicKeys) -> EncryptionPol
             algorithm,
             public_keys: Arc::new(public_keys),
         },
+    }
+}
+
+/// The Tencent client's settings from the flags, for `endpoint`.
+fn client_config(args: &ServeArgs, endpoint: reqwest::Url) -> ClientConfig {
+    ClientConfig {
+        endpoint,
+        region: args.region.clone(),
+        connect_timeout: args.connect_timeout,
+        request_timeout: args.upstream_timeout,
+    }
+}
+
+/// The gRPC port's TLS files, when both a certificate and a key are named.
+fn tls_files(args: &ServeArgs) -> Option<TlsFiles> {
+    match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: args.tls_client_ca.clone(),
+        }),
+        _ => None,
     }
 }
 
