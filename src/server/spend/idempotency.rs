@@ -892,6 +892,23 @@ mod tests {
         }
     }
 
+    /// `work` as `caller`'s call under `key_text` for `image`, with no
+    /// deadline.
+    async fn run_keyed<F, Fut>(
+        idempotency: &Idempotency,
+        caller: &str,
+        key_text: &str,
+        image: &'static [u8],
+        work: F,
+    ) -> Outcome
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<VerifyIdCardResponse, Error>>,
+    {
+        let id = Identity::of(caller, &key(key_text), &verification(image));
+        idempotency.run(caller, &id, None, work).await
+    }
+
     fn idempotency(capacity: usize) -> Idempotency {
         let metrics = Arc::new(Metrics::new());
         let store = Arc::new(LocalIdempotencyStore::new(capacity, &metrics));
@@ -906,44 +923,16 @@ mod tests {
             calls.fetch_add(1, Ordering::SeqCst);
             Ok(answer("张三"))
         };
-        let first = idempotency
-            .run(
-                "a",
-                &Identity::of("a", &key("k"), &verification(b"card")),
-                None,
-                work,
-            )
-            .await;
-        let second = idempotency
-            .run(
-                "a",
-                &Identity::of("a", &key("k"), &verification(b"card")),
-                None,
-                work,
-            )
-            .await;
+        let first = run_keyed(&idempotency, "a", "k", b"card", work).await;
+        let second = run_keyed(&idempotency, "a", "k", b"card", work).await;
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         assert!(!first.replayed && second.replayed);
         assert_eq!(first.result.unwrap(), second.result.unwrap());
         // Another caller's key is its own.
-        let other = idempotency
-            .run(
-                "b",
-                &Identity::of("b", &key("k"), &verification(b"card")),
-                None,
-                work,
-            )
-            .await;
+        let other = run_keyed(&idempotency, "b", "k", b"card", work).await;
         assert!(!other.replayed);
         // The same key with another image is refused.
-        let reused = idempotency
-            .run(
-                "a",
-                &Identity::of("a", &key("k"), &verification(b"other card")),
-                None,
-                work,
-            )
-            .await;
+        let reused = run_keyed(&idempotency, "a", "k", b"other card", work).await;
         assert!(matches!(reused.result, Err(Error::IdempotencyKeyReused)));
         assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
@@ -951,23 +940,15 @@ mod tests {
     #[tokio::test]
     async fn transient_failures_are_not_kept() {
         let idempotency = idempotency(1 << 20);
-        let failed = idempotency
-            .run(
-                "a",
-                &Identity::of("a", &key("k"), &verification(b"card")),
-                None,
-                || async { Err(Error::Upstream(tencent::Error::api("InternalError", None))) },
-            )
-            .await;
+        let failed = run_keyed(&idempotency, "a", "k", b"card", || async {
+            Err(Error::Upstream(tencent::Error::api("InternalError", None)))
+        })
+        .await;
         assert!(failed.result.is_err());
-        let retried = idempotency
-            .run(
-                "a",
-                &Identity::of("a", &key("k"), &verification(b"card")),
-                None,
-                || async { Ok(answer("x")) },
-            )
-            .await;
+        let retried = run_keyed(&idempotency, "a", "k", b"card", || async {
+            Ok(answer("x"))
+        })
+        .await;
         assert!(!retried.replayed && retried.result.is_ok());
         // Tencent's refusal of the input is final.
         let refusal = || async {
@@ -976,22 +957,8 @@ mod tests {
                 Some("r-1".into()),
             )))
         };
-        idempotency
-            .run(
-                "a",
-                &Identity::of("a", &key("k2"), &verification(b"card")),
-                None,
-                refusal,
-            )
-            .await;
-        let again = idempotency
-            .run(
-                "a",
-                &Identity::of("a", &key("k2"), &verification(b"card")),
-                None,
-                refusal,
-            )
-            .await;
+        run_keyed(&idempotency, "a", "k2", b"card", refusal).await;
+        let again = run_keyed(&idempotency, "a", "k2", b"card", refusal).await;
         assert!(again.replayed);
         assert_eq!(
             again.result.unwrap_err().reason(),
