@@ -339,12 +339,20 @@ async fn serving(health: &mut HealthClient<Channel>) -> i32 {
         .map_or(-1, |answer| answer.into_inner().status)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_second_keys_are_renewed_under_load_with_no_failed_call_and_a_rotated_token() {
+/// A gateway on TKE OIDC keys that live `ttl`, from a projected token
+/// file holding `token`.
+struct OidcGateway {
+    _dir: tempfile::TempDir,
+    token_file: std::path::PathBuf,
+    simulator: Simulator,
+    gateway: Gateway,
+}
+
+async fn oidc_gateway(token: &str, ttl: Duration) -> OidcGateway {
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
-    std::fs::write(&token_file, "projected-token-before-rotation").unwrap();
-    let simulator = simulator(Duration::from_secs(3), Some(&token_file)).await;
+    std::fs::write(&token_file, token).unwrap();
+    let simulator = simulator(ttl, Some(&token_file)).await;
     let provider = CredentialProvider::from_chain(
         &chain(CredentialsSource::Oidc, &simulator, dir.path()),
         lookup(&tke_env(&token_file)),
@@ -352,6 +360,22 @@ async fn three_second_keys_are_renewed_under_load_with_no_failed_call_and_a_rota
     .await
     .unwrap();
     let gateway = gateway(&simulator, provider).await;
+    OidcGateway {
+        _dir: dir,
+        token_file,
+        simulator,
+        gateway,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_second_keys_are_renewed_under_load_with_no_failed_call_and_a_rotated_token() {
+    let OidcGateway {
+        _dir,
+        token_file,
+        simulator,
+        gateway,
+    } = oidc_gateway("projected-token-before-rotation", Duration::from_secs(3)).await;
 
     // 20 calls a second for 15 s, each on its own task; the token rotates
     // halfway (the simulator then refuses the old one).
@@ -407,17 +431,12 @@ async fn three_second_keys_are_renewed_under_load_with_no_failed_call_and_a_rota
 
 #[tokio::test]
 async fn a_call_refused_for_revoked_temporary_keys_renews_them_and_is_sent_once_more() {
-    let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, "projected-token").unwrap();
-    let simulator = simulator(Duration::from_secs(7200), Some(&token_file)).await;
-    let provider = CredentialProvider::from_chain(
-        &chain(CredentialsSource::Oidc, &simulator, dir.path()),
-        lookup(&tke_env(&token_file)),
-    )
-    .await
-    .unwrap();
-    let gateway = gateway(&simulator, provider).await;
+    let OidcGateway {
+        _dir,
+        token_file: _,
+        simulator,
+        gateway,
+    } = oidc_gateway("projected-token", Duration::from_secs(7200)).await;
     let mut client = gateway.client.clone();
     verified(&mut client, request_with("")).await;
 
@@ -436,17 +455,12 @@ async fn a_call_refused_for_revoked_temporary_keys_renews_them_and_is_sent_once_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_that_expire_while_sts_is_away_fail_unavailable_until_sts_returns() {
-    let dir = tempfile::tempdir().unwrap();
-    let token_file = dir.path().join("token");
-    std::fs::write(&token_file, "projected-token").unwrap();
-    let simulator = simulator(Duration::from_secs(3), Some(&token_file)).await;
-    let provider = CredentialProvider::from_chain(
-        &chain(CredentialsSource::Oidc, &simulator, dir.path()),
-        lookup(&tke_env(&token_file)),
-    )
-    .await
-    .unwrap();
-    let gateway = gateway(&simulator, provider).await;
+    let OidcGateway {
+        _dir,
+        token_file: _,
+        simulator,
+        gateway,
+    } = oidc_gateway("projected-token", Duration::from_secs(3)).await;
     let mut client = gateway.client.clone();
     let mut health = HealthClient::new(gateway.channel().await);
     let readyz = format!("http://{}/readyz", gateway.admin_addr);
