@@ -6,16 +6,14 @@
 
 use std::path::Path;
 use std::process::Stdio;
-use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use faceid_gateway::proto::{VerifyIdCardRequest, verify_id_card_request::Source};
+use faceid_gateway::tencent::RequestBody;
 use faceid_gateway::tencent::model::CheckIdCardInformationRequest;
-use faceid_gateway::tencent::{Client, ClientConfig, CredentialProvider, Credentials, RequestBody};
 use prost::Message as _;
 
-use crate::harness::{self, SECRET_ID, SECRET_KEY};
+use crate::harness::{self};
 use crate::otlp_sink::OtlpSink;
 
 #[derive(clap::Args)]
@@ -63,16 +61,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 
     // (a) One signed request, replayed straight at the simulator (the
     // signature stays valid for the simulator's 5-minute clock skew).
-    let credentials = Credentials::new(SECRET_ID, SECRET_KEY, None)?;
-    let direct = Client::new(
-        ClientConfig {
-            endpoint: endpoint.parse()?,
-            region: None,
-            connect_timeout: Duration::from_secs(3),
-            request_timeout: Duration::from_secs(30),
-        },
-        Arc::new(CredentialProvider::fixed(credentials)),
-    )?;
+    let direct = harness::direct_client(&endpoint)?;
     let body = RequestBody::with_image(&image, &CheckIdCardInformationRequest::default());
     let headers = direct.signed_headers(&body, faceid_gateway::tencent::client::unix_now())?;
     let body_file = dir.path().join("body.json");

@@ -306,3 +306,19 @@ pub fn histogram_quantile(metrics: &str, name: &str, q: f64) -> Option<f64> {
     }
     None
 }
+
+/// The project's own Tencent client, signing with the bench keys, straight
+/// at the simulator `endpoint`: path (a) of the side-by-side scenarios.
+pub fn direct_client(endpoint: &str) -> anyhow::Result<faceid_gateway::tencent::Client> {
+    use faceid_gateway::tencent::{Client, ClientConfig, CredentialProvider, Credentials};
+    let credentials = Credentials::new(SECRET_ID, SECRET_KEY, None)?;
+    Ok(Client::new(
+        ClientConfig {
+            endpoint: endpoint.parse()?,
+            region: None,
+            connect_timeout: Duration::from_secs(3),
+            request_timeout: Duration::from_secs(30),
+        },
+        std::sync::Arc::new(CredentialProvider::fixed(credentials)),
+    )?)
+}

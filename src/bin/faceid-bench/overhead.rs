@@ -3,17 +3,15 @@
 //! simulator; path (b) is a gRPC call through the gateway to the same
 //! simulator. Requests alternate between the two in one run.
 
-use std::sync::Arc;
-
 use base64::Engine as _;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use faceid_gateway::proto::id_card_verification_service_client::IdCardVerificationServiceClient;
 use faceid_gateway::proto::{VerifyIdCardRequest, verify_id_card_request::Source};
+use faceid_gateway::tencent::RequestBody;
 use faceid_gateway::tencent::model::CheckIdCardInformationRequest;
-use faceid_gateway::tencent::{Client, ClientConfig, CredentialProvider, Credentials, RequestBody};
 
-use crate::harness::{self, SECRET_ID, SECRET_KEY};
+use crate::harness::{self};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -32,16 +30,7 @@ pub struct Args {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let (simulator, endpoint) = harness::start_simulator(0).await?;
     let gateway = harness::start_gateway(&endpoint, &["--rate-limit", "1000000"]).await?;
-    let credentials = Credentials::new(SECRET_ID, SECRET_KEY, None)?;
-    let direct = Client::new(
-        ClientConfig {
-            endpoint: endpoint.parse()?,
-            region: None,
-            connect_timeout: Duration::from_secs(3),
-            request_timeout: Duration::from_secs(30),
-        },
-        Arc::new(CredentialProvider::fixed(credentials)),
-    )?;
+    let direct = harness::direct_client(&endpoint)?;
     let mut grpc = IdCardVerificationServiceClient::connect(format!("http://{}", gateway.addr))
         .await?
         .max_encoding_message_size(16 << 20)
